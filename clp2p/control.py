@@ -1,0 +1,267 @@
+"""The attention controller: what every attention layer does to the batch during one render.
+
+Batch layout: ``B`` branches (branch 0 is the root; every other branch is edited from a
+branch with a lower index, its source). With classifier-free guidance the UNet batch is
+``[uncond x B, cond x B]``; edits touch the conditional half (and the unconditional half when
+``inject_uncond``). Branches are processed in index order, so a branch edited from an edited
+branch takes what its source actually used: chains of edits render exactly.
+
+Self-attention injection never materialises the attention matrix: replacing the target's
+probabilities ``softmax(Q_t K_t^T)`` by the source's equals attending with the source's queries
+and keys to the target's values, so ``scaled_dot_product_attention`` stays on the fast path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .align import PromptTokens
+from .attention_maps import AttentionMaps
+from .params import EditParams
+
+
+@dataclass
+class EditPlan:
+    """Tensors of one edited branch, built once per render (see :mod:`clp2p.align`)."""
+
+    branch: int
+    source: int
+    params: EditParams
+    mapper: torch.Tensor  # (T, T) float32
+    take: torch.Tensor  # (T,) 1 = take the source's map
+    scale: torch.Tensor  # (T,) re-weight scales
+    cross_alpha: torch.Tensor  # (steps, T) 1 inside the token's cross-attention window
+    blend_source: list[int]  # token positions of the blend words in the source prompt
+    blend_target: list[int]  # ... and in the target prompt
+
+
+def attention_grids(unet_config, latent_hw: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """Attention grid (h, w) of each UNet level that has attention, keyed by pixel count.
+
+    Level ``l`` works on the latent downsampled ``l`` times (stride-2 convs: ceil halving).
+    """
+    h, w = latent_hw
+    levels = {i for i, t in enumerate(unet_config.down_block_types) if "Attn" in t}
+    levels |= {
+        len(unet_config.up_block_types) - 1 - i
+        for i, t in enumerate(unet_config.up_block_types)
+        if "Attn" in t
+    }
+    mid = getattr(unet_config, "mid_block_type", None) or ""
+    if "Attn" in mid:
+        levels.add(len(unet_config.down_block_types) - 1)
+    grids = {}
+    for level in sorted(levels):
+        gh, gw = h, w
+        for _ in range(level):
+            gh, gw = -(-gh // 2), -(-gw // 2)
+        grids[gh * gw] = (gh, gw)
+    return grids
+
+
+def blend_grid(grids: dict[int, tuple[int, int]], latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """The grid local blend and heatmaps use by default: the largest attention grid whose side
+    is at most a quarter of the latent's (16x16 for SD 1.x at 512 px), else the smallest."""
+    limit = max(latent_hw) // 4
+    fitting = [g for g in grids.values() if max(g) <= limit]
+    pool = fitting or list(grids.values())
+    return max(pool, key=lambda g: g[0] * g[1]) if fitting else min(pool, key=lambda g: g[0] * g[1])
+
+
+class AttentionRecorder:
+    """Running per-step means of the conditional branches' attention (bounded memory).
+
+    Cross-attention: per grid, the mean over heads and layers of each step, kept for grids of
+    at most ``max_pixels`` pixels (prompt tokens only), plus a running sum over steps at the
+    blend grid for local blend. Self-attention: the running sum of the head-mean
+    probabilities at the blend grid, for the SVD components.
+    """
+
+    def __init__(
+        self,
+        branches: int,
+        tokens: int,
+        grids: dict[int, tuple[int, int]],
+        blend: tuple[int, int],
+        max_pixels: int,
+        device: torch.device,
+    ) -> None:
+        self.branches, self.tokens, self.grids = branches, tokens, grids
+        self.blend_pixels = blend[0] * blend[1]
+        self.blend = blend
+        self.keep = {n for n in grids if n <= max_pixels} | {self.blend_pixels}
+        self.device = device
+        self._step_sum: dict[int, torch.Tensor] = {}
+        self._step_count: dict[int, int] = {}
+        self.per_step: dict[int, list[np.ndarray]] = {n: [] for n in self.keep}
+        self.blend_sum = torch.zeros(branches, self.blend_pixels, tokens, device=device)
+        self.self_sum = torch.zeros(branches, self.blend_pixels, self.blend_pixels, device=device)
+        self.self_count = 0
+
+    def wants_cross(self, pixels: int) -> bool:
+        return pixels in self.keep
+
+    def add_cross(self, pixels: int, maps: torch.Tensor) -> None:
+        """maps: (branches, heads, pixels, T) probabilities of the conditional rows."""
+        mean = maps[..., : self.tokens].mean(dim=1)  # (B, N, T_used)
+        if pixels in self._step_sum:
+            self._step_sum[pixels] += mean
+            self._step_count[pixels] += 1
+        else:
+            self._step_sum[pixels] = mean.clone()
+            self._step_count[pixels] = 1
+
+    def add_self(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
+        """q, k: (branches, heads, pixels, d) of the conditional rows at the blend grid."""
+        probs = (q.float() @ k.float().transpose(-1, -2) * scale).softmax(dim=-1)
+        self.self_sum += probs.mean(dim=1)  # (B, N, N)
+        self.self_count += 1
+
+    def end_step(self) -> None:
+        for pixels, total in self._step_sum.items():
+            mean = total / self._step_count[pixels]
+            if pixels == self.blend_pixels:
+                self.blend_sum += mean
+            self.per_step[pixels].append(mean.float().cpu().numpy())
+        self._step_sum.clear()
+        self._step_count.clear()
+
+    def result(self, prompts: tuple[PromptTokens, ...], components: int = 6) -> AttentionMaps:
+        cross = {}
+        for pixels, steps in self.per_step.items():
+            if not steps:
+                continue
+            h, w = self.grids[pixels]
+            data = np.stack(steps)  # (steps, B, N, T)
+            cross[(h, w)] = data.reshape(data.shape[0], self.branches, h, w, self.tokens)
+        h, w = self.blend
+        comps = np.zeros((self.branches, components, h, w), dtype=np.float32)
+        sing = np.zeros((self.branches, components), dtype=np.float32)
+        if self.self_count:
+            mean = (self.self_sum / self.self_count).float().cpu().numpy()
+            for b in range(self.branches):
+                m = mean[b] - mean[b].mean(axis=1, keepdims=True)
+                _, s, vh = np.linalg.svd(m.astype(np.float64))
+                n = min(components, len(s))
+                comps[b, :n] = vh[:n].reshape(n, h, w)
+                sing[b, :n] = s[:n]
+        return AttentionMaps(prompts, cross, self.blend, self.blend, comps, sing)
+
+
+class AttentionController:
+    """Applies the edit plans at each attention layer and local blend after each step."""
+
+    def __init__(
+        self,
+        plans: list[EditPlan],
+        branches: int,
+        steps: int,
+        guided: bool,
+        recorder: AttentionRecorder,
+        latent_hw: tuple[int, int],
+    ) -> None:
+        self.plans = sorted(plans, key=lambda p: p.branch)
+        self.branches, self.steps, self.guided = branches, steps, guided
+        self.recorder = recorder
+        self.latent_hw = latent_hw
+        self.step = 0
+        self.cond = branches if guided else 0  # row offset of the conditional half
+
+    def _halves(self, plan: EditPlan) -> tuple[int, ...]:
+        if self.guided and plan.params.inject_uncond:
+            return (0, self.cond)
+        return (self.cond,)
+
+    def begin_step(self, step: int) -> None:
+        self.step = step
+
+    # ---- self-attention -------------------------------------------------------------------
+    def self_attention(self, attn, q, k, v, mask):
+        """q, k, v: (rows, heads, pixels, d). Returns (rows, heads, pixels, d)."""
+        pixels = q.shape[2]
+        for plan in self.plans:
+            p = plan.params
+            inject_qk = p.self_window.contains(self.step, self.steps) and (
+                p.self_res is None or pixels <= p.self_res * p.self_res
+            )
+            inject_v = (
+                p.v_blend > 0
+                and p.v_layers in ("self", "both")
+                and p.v_window.contains(self.step, self.steps)
+            )
+            for half in self._halves(plan) if (inject_qk or inject_v) else ():
+                dst, src = half + plan.branch, half + plan.source
+                if inject_qk:
+                    q[dst] = q[src]
+                    k[dst] = k[src]
+                if inject_v:
+                    v[dst] = torch.lerp(v[dst], v[src], p.v_blend)
+        if pixels == self.recorder.blend_pixels:
+            rows = slice(self.cond, self.cond + self.branches)
+            self.recorder.add_self(q[rows], k[rows], attn.scale)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
+
+    # ---- cross-attention ------------------------------------------------------------------
+    def cross_attention(self, attn, q, k, v, mask):
+        """q: (rows, heads, pixels, d); k, v: (rows, heads, tokens, d)."""
+        pixels = q.shape[2]
+        for plan in self.plans:
+            p = plan.params
+            if (
+                p.v_blend > 0
+                and p.v_layers in ("cross", "both")
+                and p.v_window.contains(self.step, self.steps)
+            ):
+                for half in self._halves(plan):
+                    dst, src = half + plan.branch, half + plan.source
+                    v[dst] = torch.lerp(v[dst], v[src], p.v_blend)
+        scores = q.float() @ k.float().transpose(-1, -2) * attn.scale  # (rows, heads, N, T)
+        if mask is not None:
+            scores = scores + mask.float()
+        probs = scores.softmax(dim=-1)
+        for plan in self.plans:
+            alpha = plan.cross_alpha[self.step]
+            if not bool(alpha.any()):
+                continue
+            for half in self._halves(plan):
+                dst, src = half + plan.branch, half + plan.source
+                own = probs[dst]
+                mapped = probs[src] @ plan.mapper  # (heads, N, T)
+                base = plan.take * mapped + (1 - plan.take) * own
+                probs[dst] = alpha * (base * plan.scale) + (1 - alpha) * own
+        if self.recorder.wants_cross(pixels):
+            self.recorder.add_cross(pixels, probs[self.cond : self.cond + self.branches])
+        return probs.to(v.dtype) @ v
+
+    # ---- after each scheduler step --------------------------------------------------------
+    def end_step(self, latents: torch.Tensor) -> torch.Tensor:
+        """Local blend (prompt-to-prompt's LocalBlend with threshold k): outside the mask of
+        the blend words (source or target), the target keeps its source's latent.
+
+        latents: (branches, C, h, w)."""
+        self.recorder.end_step()
+        blended = [p for p in self.plans if p.params.k > 0 and (p.blend_source or p.blend_target)]
+        if not blended:
+            return latents
+        latents = latents.clone()
+        maps = self.recorder.blend_sum  # (B, N, T)
+        gh, gw = self.recorder.blend
+        for plan in blended:
+            mask = self._mask(maps[plan.source], plan.blend_source, plan.params.k, gh, gw)
+            mask |= self._mask(maps[plan.branch], plan.blend_target, plan.params.k, gh, gw)
+            src = latents[plan.source]
+            latents[plan.branch] = src + mask.to(latents.dtype) * (latents[plan.branch] - src)
+        return latents
+
+    def _mask(self, maps: torch.Tensor, tokens: list[int], k: float, gh: int, gw: int):
+        if not tokens:
+            return torch.zeros(1, *self.latent_hw, dtype=torch.bool, device=maps.device)
+        m = maps[:, tokens].sum(dim=-1).reshape(1, 1, gh, gw)
+        m = F.max_pool2d(m, kernel_size=3, stride=1, padding=1)
+        m = F.interpolate(m, size=self.latent_hw)  # nearest, as prompt-to-prompt
+        m = m / m.max().clamp_min(1e-12)
+        return m[0] > k  # (1, h, w)

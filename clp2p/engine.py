@@ -1,0 +1,257 @@
+"""The engine: renders a batch of branches (a root and its edits) with attention control.
+
+No Qt here: the studio talks to :class:`Engine` from one worker thread and receives frozen
+values (:class:`StepInfo`, :class:`RenderResult`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from .align import PromptTokens, tokenize
+from .attention_maps import AttentionMaps
+from .control import AttentionController, AttentionRecorder, attention_grids, blend_grid
+from .errors import Clp2pError, RenderCancelled
+from .loading import DeviceChoice, choose_device, load_pipeline
+from .params import EditParams, RenderSettings
+from .plan import Branch, build_plan, check_branches, resolve_edit
+from .processor import controlled_attention
+
+
+@dataclass(frozen=True)
+class HeatmapOptions:
+    """Which attention data a render keeps: per-step cross-attention maps for grids of at
+    most ``max_pixels`` pixels, and ``components`` self-attention SVD components."""
+
+    max_pixels: int = 32 * 32
+    components: int = 6
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress after a denoising step. ``preview``: (branches, H, W, 3) uint8 images of the
+    current clean-image estimate, on the steps a preview was asked for."""
+
+    step: int
+    total: int
+    elapsed: float
+    eta: float
+    preview: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    """Images (H, W, 3) uint8 of every branch, the resolved inputs, the attention data and the
+    final latents (branches, C, h, w) float32."""
+
+    branches: tuple[Branch, ...]
+    settings: RenderSettings
+    images: tuple[np.ndarray, ...]
+    attention: AttentionMaps
+    latents: np.ndarray
+    seconds: float
+
+    def pil(self, branch: int):
+        from PIL import Image
+
+        return Image.fromarray(self.images[branch])
+
+
+class Engine:
+    """A loaded Stable Diffusion model and the attention-controlled sampler (DDIM, eta 0)."""
+
+    def __init__(self, pipe, choice: DeviceChoice, name: str = "") -> None:
+        self.pipe = pipe
+        self.device, self.dtype = choice.device, choice.dtype
+        self.name = name
+        self.tokenizer = pipe.tokenizer
+        self.max_tokens = int(pipe.tokenizer.model_max_length)
+        self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+        ucfg = pipe.unet.config
+        self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)
+        self.native_size = int(ucfg.sample_size) * self.vae_scale
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        *,
+        allow_download: bool = False,
+        prediction_type: str | None = None,
+    ) -> Engine:
+        choice = choose_device(device, dtype)
+        pipe = load_pipeline(
+            model, choice, allow_download=allow_download, prediction_type=prediction_type
+        )
+        return cls(pipe, choice, name=model)
+
+    # ---- inputs ---------------------------------------------------------------------------
+    def tokens(self, prompt: str) -> PromptTokens:
+        return tokenize(prompt, self.tokenizer, self.max_tokens)
+
+    def resolve_settings(self, settings: RenderSettings) -> RenderSettings:
+        width = settings.width or self.native_size
+        height = settings.height or self.native_size
+        for name, value in (("--width", width), ("--height", height)):
+            if value % self.size_multiple:
+                lo = max(self.size_multiple, value // self.size_multiple * self.size_multiple)
+                raise Clp2pError(
+                    f"{name} {value} is not a multiple of {self.size_multiple} for this model: "
+                    f"use {lo} or {lo + self.size_multiple}"
+                )
+        return replace(settings, width=width, height=height)
+
+    def resolve(self, branches: list[Branch]) -> tuple[list[Branch], list[PromptTokens]]:
+        """Validate every prompt and edit; returns the branches with resolved edit params."""
+        check_branches(branches)
+        prompts = [self.tokens(b.prompt) for b in branches]
+        out = [branches[0]]
+        for i, b in enumerate(branches[1:], start=1):
+            edit = resolve_edit(prompts[b.source], prompts[i], b.edit)
+            out.append(replace(b, edit=edit))
+        return out, prompts
+
+    # ---- rendering ------------------------------------------------------------------------
+    @torch.inference_mode()
+    def encode(self, prompts: list[str]) -> torch.Tensor:
+        """Text embeddings (len(prompts), T, dim), as diffusers' pipeline computes them."""
+        ids = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=self.max_tokens,
+            truncation=True,
+            return_tensors="pt",
+        )
+        encoder = self.pipe.text_encoder
+        mask = None
+        if getattr(encoder.config, "use_attention_mask", False):
+            mask = ids.attention_mask.to(self.device)
+        out = encoder(ids.input_ids.to(self.device), attention_mask=mask)[0]
+        return out.to(self.dtype)
+
+    def _scheduler(self):
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler.from_config(self.pipe.scheduler.config)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> list[np.ndarray]:
+        """Latents (B, C, h, w) to RGB uint8 images (H, W, 3)."""
+        vae = self.pipe.vae
+        z = latents.to(vae.dtype) / vae.config.scaling_factor
+        if getattr(vae.config, "shift_factor", None):
+            z = z + vae.config.shift_factor
+        image = vae.decode(z, return_dict=False)[0]
+        arr = self.pipe.image_processor.postprocess(image, output_type="np")
+        return [np.ascontiguousarray((a * 255).round().astype(np.uint8)) for a in arr]
+
+    def render(
+        self,
+        branches: list[Branch],
+        settings: RenderSettings,
+        *,
+        heatmaps: HeatmapOptions | None = None,
+        on_step: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+        preview_every: int = 0,
+    ) -> RenderResult:
+        """Render ``branches`` in one batch. Every branch starts from the same noise (seed);
+        each edit follows its source under its injection parameters.
+
+        ``cancel`` is checked before every step; when it returns True the render raises
+        :class:`RenderCancelled` and the UNet's attention processors are restored."""
+        start = time.perf_counter()
+        settings = self.resolve_settings(settings)
+        branches, prompts = self.resolve(branches)
+        heatmaps = heatmaps or HeatmapOptions()
+        n = len(branches)
+        steps = settings.steps
+        latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
+        grids = attention_grids(self.pipe.unet.config, latent_hw)
+        used = max(p.length for p in prompts)
+        recorder = AttentionRecorder(
+            n, used, grids, blend_grid(grids, latent_hw), heatmaps.max_pixels, self.device
+        )
+        plans = [
+            build_plan(
+                i,
+                b.source,
+                prompts[b.source],
+                prompts[i],
+                b.edit,
+                steps,
+                self.max_tokens,
+                self.device,
+            )
+            for i, b in enumerate(branches)
+            if i > 0
+        ]
+        guided = settings.guidance > 1.0
+        controller = AttentionController(plans, n, steps, guided, recorder, latent_hw)
+
+        with torch.inference_mode():
+            cond = self.encode([b.prompt for b in branches])
+            embeds = torch.cat([self.encode([""]).expand(n, -1, -1), cond]) if guided else cond
+            scheduler = self._scheduler()
+            scheduler.set_timesteps(steps, device=self.device)
+            channels = self.pipe.unet.config.in_channels
+            generator = torch.Generator("cpu").manual_seed(settings.seed)
+            noise = torch.randn((1, channels, *latent_hw), generator=generator, dtype=self.dtype)
+            latents = noise.to(self.device).expand(n, -1, -1, -1) * scheduler.init_noise_sigma
+            with controlled_attention(self.pipe.unet, controller):
+                loop_start = time.perf_counter()
+                for i, t in enumerate(scheduler.timesteps):
+                    if cancel is not None and cancel():
+                        raise RenderCancelled(f"cancelled before step {i + 1} of {steps}")
+                    controller.begin_step(i)
+                    model_in = torch.cat([latents, latents]) if guided else latents
+                    model_in = scheduler.scale_model_input(model_in, t)
+                    eps = self.pipe.unet(model_in, t, encoder_hidden_states=embeds).sample
+                    if guided:
+                        eps_u, eps_c = eps.chunk(2)
+                        eps = eps_u + settings.guidance * (eps_c - eps_u)
+                    out = scheduler.step(eps, t, latents, eta=0.0)
+                    latents = controller.end_step(out.prev_sample)
+                    if on_step is not None:
+                        elapsed = time.perf_counter() - loop_start
+                        preview = None
+                        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == steps):
+                            preview = np.stack(self.decode(out.pred_original_sample))
+                        on_step(
+                            StepInfo(
+                                i + 1, steps, elapsed, elapsed / (i + 1) * (steps - i - 1), preview
+                            )
+                        )
+            if cancel is not None and cancel():
+                raise RenderCancelled("cancelled before decoding")
+            images = self.decode(latents)
+        return RenderResult(
+            branches=tuple(branches),
+            settings=settings,
+            images=tuple(images),
+            attention=recorder.result(tuple(prompts), heatmaps.components),
+            latents=latents.float().cpu().numpy(),
+            seconds=time.perf_counter() - start,
+        )
+
+    # ---- conveniences ---------------------------------------------------------------------
+    def generate(self, prompt: str, settings: RenderSettings, **kwargs) -> RenderResult:
+        return self.render([Branch(prompt)], settings, **kwargs)
+
+    def edit(
+        self,
+        source: str,
+        targets: list[tuple[str, EditParams]],
+        settings: RenderSettings,
+        **kwargs,
+    ) -> RenderResult:
+        """One source and one or more targets edited from it, in one batch."""
+        branches = [Branch(source)] + [Branch(p, 0, e) for p, e in targets]
+        return self.render(branches, settings, **kwargs)

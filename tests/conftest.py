@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_engine():
+    from tiny import tiny_pipeline
+
+    from clp2p.engine import Engine
+    from clp2p.loading import choose_device
+
+    return Engine(tiny_pipeline(), choose_device("cpu", "fp32"), name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    from tiny import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("models") / "tiny-sd")
