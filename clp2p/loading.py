@@ -66,8 +66,20 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> Device
     return DeviceChoice(dev, dt)
 
 
-def _common_kwargs(dtype: torch.dtype) -> dict:
-    return {"torch_dtype": dtype, "safety_checker": None, "requires_safety_checker": False}
+def _common_kwargs() -> dict:
+    # Weights load in their stored precision and are cast after loading (pipe.to): the
+    # keyword for a load dtype differs between diffusers releases.
+    return {"safety_checker": None, "requires_safety_checker": False}
+
+
+def _quiet_libraries() -> None:
+    """Loading progress bars and advice go to stderr; the CLI's stderr is for our errors."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    for log in (dlog, tlog):
+        log.set_verbosity_error()
+        log.disable_progress_bar()
 
 
 def _single_file_config(path: Path, prediction_type: str | None) -> Path:
@@ -109,7 +121,8 @@ def load_pipeline(
     """A diffusers ``StableDiffusionPipeline`` on ``choice.device`` / ``choice.dtype``."""
     from diffusers import StableDiffusionPipeline
 
-    kwargs = _common_kwargs(choice.dtype)
+    _quiet_libraries()
+    kwargs = _common_kwargs()
     path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
     if model == SHAPES and not (path / "model_index.json").is_file():
         raise Clp2pError(
@@ -139,10 +152,10 @@ def load_pipeline(
             f"model '{model}' not found: give 'shapes', a diffusers folder, a .safetensors/.ckpt "
             "file, or a Hugging Face repo id that is in the local cache"
         )
-    if prediction_type is not None and model != SHAPES and path.is_dir():
+    if prediction_type is not None and not path.is_file():
         pipe.scheduler.register_to_config(prediction_type=prediction_type)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(choice.device)
+    return pipe.to(choice.device, choice.dtype)
 
 
 def _looks_like_repo_id(model: str) -> bool:

@@ -1,0 +1,253 @@
+"""The ``clp2p`` command line: generate, edit and benchmarks, headless (no Qt)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import Clp2pError
+from .params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        help="'shapes' (the embedded model, default when installed), a diffusers folder, "
+        "a .safetensors/.ckpt SD 1.x/2.x file, or a Hugging Face repo id in the local cache",
+    )
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    g.add_argument(
+        "--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16"
+    )
+    g.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="allow downloading a Hub model that is not in the local cache",
+    )
+    g.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--guidance", type=float, default=7.5)
+    g.add_argument("--width", type=int)
+    g.add_argument("--height", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clp2p",
+        description="Text-based image editing with Stable Diffusion through attention control.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="generate one image (no edit)")
+    gen.add_argument("--prompt", required=True)
+    gen.add_argument("--out", required=True, help="PNG file to write")
+    _add_model_args(gen)
+    _add_sampling_args(gen)
+
+    edit = sub.add_parser("edit", help="render a source prompt and edits of it")
+    edit.add_argument("--source", help="the source prompt")
+    edit.add_argument("--target", action="append", default=[], help="a target prompt (repeatable)")
+    edit.add_argument("--edit", default="auto", choices=("auto", "swap", "refine", "reweight"))
+    edit.add_argument("--reweight", nargs="+", default=[], metavar="WORD=SCALE")
+    edit.add_argument("--preset", default="cl-p2p", choices=("p2p", "cl-p2p"))
+    edit.add_argument("--k", type=float, help="local-blend silhouette threshold in [0, 1]")
+    edit.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
+    edit.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
+    edit.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
+    edit.add_argument("--v-inject", help="V value injection window: F or A:B")
+    edit.add_argument("--v-blend", type=float, help="V blend beta in [0, 1]")
+    edit.add_argument("--v-layers", choices=("self", "cross", "both"))
+    edit.add_argument("--blend-words", nargs="+", default=[], metavar="W")
+    edit.add_argument(
+        "--inject-uncond",
+        action="store_true",
+        help="also edit the unconditional half of classifier-free guidance",
+    )
+    edit.add_argument("--from", dest="from_file", help="re-run the edit recorded in an edit.json")
+    edit.add_argument("--out", required=True, help="output folder")
+    _add_model_args(edit)
+    _add_sampling_args(edit)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+    over = bsub.add_parser("overhead", help="engine vs diffusers' pipeline, time and memory")
+    over.add_argument("--json", help="also write the results to this file")
+    over.add_argument("--quick", action="store_true", help="one small configuration only")
+    return parser
+
+
+def edit_params(args: argparse.Namespace) -> EditParams:
+    """The edit parameters from the preset and the flags that override it."""
+    params = preset(args.preset).with_(kind=args.edit)
+    if args.k is not None:
+        params = params.with_(k=args.k)
+    if args.cross is not None:
+        params = params.with_(cross=CrossWindow.parse(args.cross, params.cross.default))
+    if args.self_window is not None:
+        params = params.with_(self_window=StepWindow.parse(args.self_window, "--self"))
+    if args.self_res is not None:
+        params = params.with_(self_res=_parse_res(args.self_res))
+    if args.v_inject is not None:
+        params = params.with_(v_window=StepWindow.parse(args.v_inject, "--v-inject"))
+    if args.v_blend is not None:
+        params = params.with_(v_blend=args.v_blend)
+    if args.v_layers is not None:
+        params = params.with_(v_layers=args.v_layers)
+    if args.blend_words:
+        params = params.with_(blend_words=tuple(args.blend_words))
+    if args.reweight:
+        params = params.with_(reweight=tuple(_parse_reweight(r) for r in args.reweight))
+    if args.inject_uncond:
+        params = params.with_(inject_uncond=True)
+    if params.v_blend > 0 and params.v_window.empty:
+        raise Clp2pError(
+            "--v-blend is set but the --v-inject window is empty: give e.g. --v-inject 0.5"
+        )
+    return params
+
+
+def _parse_res(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise Clp2pError(
+            f"--self-res '{text}': give a side length such as 16 or 32, or 'all'"
+        ) from None
+
+
+def _parse_reweight(item: str) -> tuple[str, float]:
+    word, sep, value = item.partition("=")
+    try:
+        if not sep or not word:
+            raise ValueError
+        return word, float(value)
+    except ValueError:
+        raise Clp2pError(
+            f"--reweight '{item}': write WORD=SCALE, e.g. smiling=2 or red=-1"
+        ) from None
+
+
+def settings_from(args: argparse.Namespace) -> RenderSettings:
+    return RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
+
+
+def _model_name(args: argparse.Namespace) -> str:
+    from .loading import SHAPES, shapes_model_dir
+
+    if args.model:
+        return args.model
+    if (shapes_model_dir() / "model_index.json").is_file():
+        return SHAPES
+    raise Clp2pError("give --model: a diffusers folder, a .safetensors/.ckpt file or a repo id")
+
+
+def _engine(args: argparse.Namespace):
+    from .engine import Engine
+
+    return Engine.load(
+        _model_name(args),
+        args.device,
+        args.dtype,
+        allow_download=args.allow_download,
+        prediction_type=args.prediction_type,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix.lower() != ".png":
+        raise Clp2pError(f"--out '{out}' must be a .png file")
+    settings = settings_from(args)
+    engine = _engine(args)
+    result = engine.generate(args.prompt, settings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.png")
+    result.pil(0).save(tmp)
+    tmp.replace(out)
+    print(f"wrote {out} ({result.seconds:.1f} s)")
+    return 0
+
+
+def _apply_record(args: argparse.Namespace) -> list[tuple[str, EditParams]]:
+    """Targets and settings from ``--from edit.json``: the recorded edit is re-run exactly
+    (only --out, --model, --device and --dtype may change)."""
+    path = Path(args.from_file)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise Clp2pError(f"--from '{path}': cannot read an edit record ({exc})") from None
+    if record.get("format") != "clp2p-edit":
+        raise Clp2pError(f"--from '{path}' is not an edit.json written by clp2p edit")
+    args.source = args.source or record["source"]
+    args.model = args.model or record["model"]
+    s = record["settings"]
+    args.seed, args.steps, args.guidance = s["seed"], s["steps"], s["guidance"]
+    args.width, args.height = s["width"], s["height"]
+    return [(t["prompt"], EditParams.from_json(t["params"])) for t in record["targets"]]
+
+
+def cmd_edit(args: argparse.Namespace, argv: list[str]) -> int:
+    from .output import edit_record, write_edit
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise Clp2pError(f"--out '{out}' is a file: give a folder")
+    if args.from_file:
+        targets = _apply_record(args)
+    else:
+        if not args.source:
+            raise Clp2pError("give --source PROMPT (or --from edit.json)")
+        params = edit_params(args)
+        prompts = args.target or ([args.source] if params.kind == "reweight" else [])
+        if not prompts:
+            raise Clp2pError("give at least one --target PROMPT")
+        targets = [(t, params) for t in prompts]
+    settings = settings_from(args)
+    engine = _engine(args)
+    result = engine.edit(args.source, targets, settings)
+    record = edit_record(
+        result,
+        engine.name,
+        str(engine.device),
+        str(engine.dtype).replace("torch.", ""),
+        ["clp2p", *argv],
+    )
+    write_edit(out, result, record)
+    kinds = ", ".join(b.edit.kind for b in result.branches[1:])
+    print(f"wrote {out}/ source + {len(targets)} target(s) [{kinds}] in {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_overhead
+
+    run_overhead(json_path=args.json, quick=args.quick)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "generate":
+            return cmd_generate(args)
+        if args.command == "edit":
+            return cmd_edit(args, argv)
+        return cmd_bench(args)
+    except Clp2pError as exc:
+        print(f"clp2p: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Writing a render to disk: images, per-word heatmaps and the edit record, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .align import normalise_word
+from .attention_maps import overlay
+from .engine import RenderResult
+
+EDIT_FORMAT = "clp2p-edit"
+EDIT_VERSION = 1
+HEATMAP_MIN_SIDE = 256
+
+
+def branch_name(index: int) -> str:
+    return "source" if index == 0 else f"target-{index}"
+
+
+def _file_word(word: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", normalise_word(word)).strip("_") or "token"
+
+
+def heatmap_images(result: RenderResult, branch: int) -> dict[str, np.ndarray]:
+    """One overlay per distinct word of the branch's prompt: word -> RGB uint8 image, at least
+    ``HEATMAP_MIN_SIDE`` pixels on the short side so that small images stay readable."""
+    image = result.images[branch]
+    scale = max(1, -(-HEATMAP_MIN_SIDE // min(image.shape[:2])))
+    big = np.kron(image, np.ones((scale, scale, 1), dtype=np.uint8)) if scale > 1 else image
+    out: dict[str, np.ndarray] = {}
+    for word in result.attention.prompts[branch].words:
+        key = _file_word(word)
+        if key not in out:
+            out[key] = overlay(big, result.attention.word_map(branch, word))
+    return out
+
+
+def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` into a temporary folder beside ``out_dir``, then move its files into
+    ``out_dir``. If ``write`` fails, ``out_dir`` is untouched."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        write(tmp)
+        if not out_dir.exists():
+            os.replace(tmp, out_dir)
+            return
+        for path in sorted(tmp.rglob("*")):
+            dest = out_dir / path.relative_to(tmp)
+            if path.is_dir():
+                dest.mkdir(exist_ok=True)
+            else:
+                os.replace(path, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Write JSON atomically: temporary file, flush, fsync, rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def edit_record(result: RenderResult, model: str, device: str, dtype: str, command: list[str]):
+    s = result.settings
+    return {
+        "format": EDIT_FORMAT,
+        "version": EDIT_VERSION,
+        "model": model,
+        "device": device,
+        "dtype": dtype,
+        "scheduler": "ddim",
+        "settings": {
+            "seed": s.seed,
+            "steps": s.steps,
+            "guidance": s.guidance,
+            "width": s.width,
+            "height": s.height,
+        },
+        "source": result.branches[0].prompt,
+        "targets": [
+            {"prompt": b.prompt, "image": f"{branch_name(i)}.png", "params": b.edit.to_json()}
+            for i, b in enumerate(result.branches)
+            if i > 0
+        ],
+        "seconds": round(result.seconds, 3),
+        "command": command,
+    }
+
+
+def write_edit(out_dir: Path, result: RenderResult, record: dict) -> None:
+    """DIR/source.png, DIR/target-N.png, DIR/heatmaps/<branch>-<word>.png, DIR/edit.json."""
+
+    def write(tmp: Path) -> None:
+        (tmp / "heatmaps").mkdir()
+        for i in range(len(result.images)):
+            name = branch_name(i)
+            result.pil(i).save(tmp / f"{name}.png")
+            for word, img in heatmap_images(result, i).items():
+                Image.fromarray(img).save(tmp / "heatmaps" / f"{name}-{word}.png")
+        write_json(tmp / "edit.json", record)
+
+    write_atomically(out_dir, write)
