@@ -236,8 +236,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .loading import quiet_libraries
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    quiet_libraries()
     try:
         if args.command == "generate":
             return cmd_generate(args)

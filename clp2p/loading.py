@@ -72,7 +72,7 @@ def _common_kwargs() -> dict:
     return {"safety_checker": None, "requires_safety_checker": False}
 
 
-def _quiet_libraries() -> None:
+def quiet_libraries() -> None:
     """Loading progress bars and advice go to stderr; the CLI's stderr is for our errors."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
@@ -119,9 +119,9 @@ def load_pipeline(
     prediction_type: str | None = None,
 ):
     """A diffusers ``StableDiffusionPipeline`` on ``choice.device`` / ``choice.dtype``."""
+    quiet_libraries()
     from diffusers import StableDiffusionPipeline
 
-    _quiet_libraries()
     kwargs = _common_kwargs()
     path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
     if model == SHAPES and not (path / "model_index.json").is_file():
@@ -139,7 +139,8 @@ def load_pipeline(
     elif path.is_file():
         if path.suffix not in (".safetensors", ".ckpt"):
             raise Clp2pError(
-                f"'{model}' is not a .safetensors or .ckpt checkpoint: give one, or a diffusers folder"
+                f"'{model}' is not a .safetensors or .ckpt checkpoint: "
+                "give one, or a diffusers folder"
             )
         config = _single_file_config(path, prediction_type)
         pipe = StableDiffusionPipeline.from_single_file(

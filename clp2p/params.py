@@ -36,7 +36,8 @@ class StepWindow:
             )
         if self.start > self.end:
             raise Clp2pError(
-                f"step window {self.start:g}:{self.end:g} starts after it ends: write A:B with A <= B"
+                f"step window {self.start:g}:{self.end:g} starts after it ends: "
+                "write A:B with A <= B"
             )
 
     def contains(self, step: int, steps: int) -> bool:

@@ -1,0 +1,167 @@
+"""``clp2p bench overhead``: the engine's cost against diffusers' plain generation.
+
+An SD-1.5-architecture pipeline (UNet, VAE, CLIP text encoder) is built with random weights
+from the configs in ``resources/configs/sd15`` (no download; same cost as the real model).
+Plain: ``StableDiffusionPipeline`` generating the two prompts. Engine: a word swap of the same
+two prompts with cross, self and V injection, local blend and heatmap collection on.
+Peak memory is the process's peak resident memory during the run above what it held before
+(the loaded model), read from ``/proc`` (Linux).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import time
+from pathlib import Path
+
+import torch
+
+from .params import CrossWindow, EditParams, StepWindow
+
+SOURCE = "a photo of a cat sitting on a wooden bench in a park"
+TARGET = "a photo of a dog sitting on a wooden bench in a park"
+EDIT = EditParams(
+    kind="swap",
+    cross=CrossWindow(StepWindow(0.0, 0.8)),
+    self_window=StepWindow(0.0, 0.8),
+    self_res=32,
+    v_window=StepWindow(0.0, 0.5),
+    v_blend=0.5,
+    v_layers="both",
+    k=0.3,
+    blend_words=("cat", "dog"),
+    preset="bench",
+)
+GOALS = {"time": 1.10, "memory": 1.15}
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status", encoding="ascii") as f:
+        return int(re.search(rf"{key}:\s+(\d+)", f.read()).group(1))
+
+
+def _measure(fn) -> tuple[float, float]:
+    """(seconds, peak MiB above the resident memory at the start) of ``fn()``."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    base = _status_kb("VmRSS")
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return seconds, (_status_kb("VmHWM") - base) / 1024
+
+
+def build_sd15_random(config_dir: Path | None = None):
+    """A StableDiffusionPipeline of SD 1.5's architecture with random weights."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from .loading import resources_dir
+
+    root = config_dir or resources_dir() / "configs" / "sd15"
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(root / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(root / "vae"))
+    text = CLIPTextModel(CLIPTextConfig.from_pretrained(root / "text_encoder"))
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text.eval(),
+        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"),
+        unet=unet.eval(),
+        scheduler=DDIMScheduler.from_pretrained(root, subfolder="scheduler"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_overhead(json_path: str | None = None, quick: bool = False) -> dict:
+    from .engine import Engine
+    from .loading import choose_device, quiet_libraries
+    from .params import RenderSettings
+
+    quiet_libraries()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print("building an SD 1.5-architecture pipeline with random weights ...", flush=True)
+    pipe = build_sd15_random()
+    engine = Engine(pipe, choose_device("cpu", "fp32"), name="sd15-random")
+    configs = [(128, 2)] if quick else [(256, 4), (512, 2)]
+    repeats = 1 if quick else 2
+
+    def plain(size: int, steps: int):
+        def run():
+            with torch.inference_mode():
+                pipe(
+                    [SOURCE, TARGET],
+                    num_inference_steps=steps,
+                    guidance_scale=7.5,
+                    height=size,
+                    width=size,
+                    generator=torch.Generator("cpu").manual_seed(0),
+                    output_type="np",
+                )
+
+        return run
+
+    def ours(size: int, steps: int):
+        settings = RenderSettings(seed=0, steps=steps, guidance=7.5, width=size, height=size)
+        return lambda: engine.edit(SOURCE, [(TARGET, EDIT)], settings)
+
+    plain(configs[0][0], 1)()  # warm-up of both paths at the smallest size
+    ours(configs[0][0], 1)()
+    rows = []
+    for size, steps in configs:
+        p_times, p_mem, e_times, e_mem = [], [], [], []
+        for _ in range(repeats):  # alternate, keep the best of each
+            t, m = _measure(plain(size, steps))
+            p_times.append(t)
+            p_mem.append(m)
+            t, m = _measure(ours(size, steps))
+            e_times.append(t)
+            e_mem.append(m)
+        row = {
+            "size": size,
+            "steps": steps,
+            "plain_s": round(min(p_times), 3),
+            "engine_s": round(min(e_times), 3),
+            "plain_peak_mib": round(min(p_mem), 1),
+            "engine_peak_mib": round(min(e_mem), 1),
+        }
+        row["time_ratio"] = round(row["engine_s"] / row["plain_s"], 3)
+        row["memory_ratio"] = round(row["engine_peak_mib"] / max(row["plain_peak_mib"], 1e-6), 3)
+        rows.append(row)
+        print(
+            f"{size:>4} px {steps} steps:"
+            f" plain {row['plain_s']:.2f} s {row['plain_peak_mib']:.0f} MiB"
+            f" | engine {row['engine_s']:.2f} s {row['engine_peak_mib']:.0f} MiB"
+            f" | time x{row['time_ratio']:.3f} (goal <= {GOALS['time']})"
+            f" memory x{row['memory_ratio']:.3f} (goal <= {GOALS['memory']})",
+            flush=True,
+        )
+    report = {
+        "benchmark": "overhead",
+        "model": "sd15 architecture, random weights",
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "edit": EDIT.to_json(),
+        "goals": GOALS,
+        "rows": rows,
+        "met": all(
+            r["time_ratio"] <= GOALS["time"] and r["memory_ratio"] <= GOALS["memory"] for r in rows
+        ),
+    }
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report

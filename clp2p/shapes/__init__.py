@@ -1,0 +1,1 @@
+"""The shapes world: a synthetic world, its ground-truth metrics and its tiny model."""

@@ -1,0 +1,147 @@
+"""Architecture of the shapes-world model: tiny Stable-Diffusion-format components.
+
+Everything here builds untrained diffusers / transformers modules from a frozen config, so the
+training script and the CPU tests share one definition of the model.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+CLIP_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tokenizers" / "clip"
+"""The real CLIP BPE vocabulary (vocab.json, merges.txt) shipped with the repo."""
+
+BOS_ID, EOS_ID, VOCAB_SIZE = 49406, 49407, 49408
+"""CLIP BPE special tokens and vocabulary size."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of every component. Defaults are the shipped model."""
+
+    image_size: int = 64
+    vae_channels: tuple[int, ...] = (32, 64, 64)  # len - 1 downsamplings: 64 px -> 16 latents
+    vae_layers: int = 1
+    latent_channels: int = 4
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    max_tokens: int = 16
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_layers: int = 1
+    unet_heads: int = 8
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+
+    @property
+    def latent_size(self) -> int:
+        """Side of the latent grid."""
+        return self.image_size // 2 ** (len(self.vae_channels) - 1)
+
+
+def build_vae(cfg: ModelConfig) -> AutoencoderKL:
+    """AutoencoderKL mapping (B, 3, S, S) in [-1, 1] to (B, C, S/4, S/4) latents."""
+    n = len(cfg.vae_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=cfg.vae_layers,
+        latent_channels=cfg.latent_channels,
+        norm_num_groups=16,
+        sample_size=cfg.image_size,
+    )
+
+
+def build_text_encoder(cfg: ModelConfig) -> CLIPTextModel:
+    """Small CLIP text transformer over the full CLIP BPE vocabulary."""
+    config = CLIPTextConfig(
+        vocab_size=VOCAB_SIZE,
+        hidden_size=cfg.text_hidden,
+        intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers,
+        num_attention_heads=cfg.text_heads,
+        max_position_embeddings=cfg.max_tokens,
+        projection_dim=cfg.text_hidden,
+        bos_token_id=BOS_ID,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+    return CLIPTextModel(config)
+
+
+def build_unet(cfg: ModelConfig) -> UNet2DConditionModel:
+    """Conditional UNet with self- and cross-attention at every level but the coarsest."""
+    n = len(cfg.unet_channels)
+    down = ("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",)
+    up = ("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1)
+    return UNet2DConditionModel(
+        sample_size=cfg.latent_size,
+        in_channels=cfg.latent_channels,
+        out_channels=cfg.latent_channels,
+        down_block_types=down,
+        up_block_types=up,
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers,
+        cross_attention_dim=cfg.text_hidden,
+        # diffusers reads attention_head_dim as the number of heads in this UNet.
+        attention_head_dim=cfg.unet_heads,
+        norm_num_groups=16,
+    )
+
+
+def build_scheduler(cfg: ModelConfig) -> DDIMScheduler:
+    """DDIM with a cosine schedule (zero terminal SNR almost), epsilon prediction, no clipping.
+
+    Trailing spacing starts sampling at the last training timestep, so the model sees pure
+    noise first and must choose the background colour itself.
+    """
+    return DDIMScheduler(
+        num_train_timesteps=cfg.num_train_timesteps,
+        beta_schedule=cfg.beta_schedule,
+        prediction_type="epsilon",
+        clip_sample=False,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        timestep_spacing="trailing",
+    )
+
+
+def load_tokenizer(cfg: ModelConfig, source: Path = CLIP_TOKENIZER_DIR) -> CLIPTokenizer:
+    """CLIP BPE tokenizer padded / truncated to ``cfg.max_tokens``."""
+    return CLIPTokenizer(
+        vocab_file=str(source / "vocab.json"),
+        merges_file=str(source / "merges.txt"),
+        model_max_length=cfg.max_tokens,
+        pad_token="<|endoftext|>",
+    )
+
+
+def write_tokenizer(cfg: ModelConfig, folder: Path, source: Path = CLIP_TOKENIZER_DIR) -> None:
+    """Copy the BPE files into ``folder`` with a config that sets ``model_max_length``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copyfile(source / name, folder / name)
+    special = {
+        "bos_token": "<|startoftext|>",
+        "eos_token": "<|endoftext|>",
+        "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>",
+    }
+    config = {
+        "tokenizer_class": "CLIPTokenizer",
+        "model_max_length": cfg.max_tokens,
+        "do_lower_case": True,
+        "clean_up_tokenization_spaces": True,
+        **special,
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "special_tokens_map.json").write_text(json.dumps(special, indent=2) + "\n")

@@ -1,0 +1,360 @@
+"""Train the shapes-world model from scratch on the CPU and export a diffusers pipeline.
+
+    python -m clp2p.shapes.train --out resources/models/shapes
+
+Stage 1 trains the AutoencoderKL on rendered scenes; stage 2 encodes a fixed data set once;
+stage 3 trains the UNet and the text encoder jointly on those latents (epsilon prediction,
+min-SNR weighting, 10% empty captions for classifier-free guidance, EMA weights exported).
+Checkpoints land in ``--work-dir`` and a rerun resumes from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import dataclasses
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, StableDiffusionPipeline
+
+from clp2p.shapes import model as shapes_model
+from clp2p.shapes import world
+from clp2p.shapes.model import ModelConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every training hyperparameter; the defaults produce the shipped model."""
+
+    seed: int = 0
+    threads: int = 2
+    dataset_size: int = 30_000
+    vae_steps: int = 700
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-4  # on the per-element mean KL
+    steps: int = 2_200
+    batch: int = 64
+    lr: float = 6e-4
+    warmup: int = 100
+    final_lr_fraction: float = 0.1
+    caption_drop: float = 0.1
+    ema_decay: float = 0.998
+    min_snr_gamma: float = 5.0
+    grad_clip: float = 1.0
+    log_every: int = 20
+    checkpoint_every: int = 200
+    max_minutes: float = 88.0  # stage 3 stops early (and still exports) past this
+
+
+class Progress:
+    """Collects the loss curve and prints steps, running loss and ETA."""
+
+    def __init__(self, stage: str, total: int, every: int, start: float, rows: list[dict]):
+        self.stage, self.total, self.every, self.start, self.rows = stage, total, every, start, rows
+        self.window: list[float] = []
+        self.stage_start = time.time()
+        self.first_step: int | None = None
+
+    def step(self, step: int, loss: float, lr: float) -> None:
+        if self.first_step is None:
+            self.first_step = step
+        self.window.append(loss)
+        if (step + 1) % self.every and step + 1 != self.total:
+            return
+        mean = float(np.mean(self.window))
+        self.window.clear()
+        now = time.time()
+        done = step + 1 - self.first_step
+        eta = (now - self.stage_start) / max(done, 1) * (self.total - step - 1)
+        self.rows.append(
+            {
+                "stage": self.stage,
+                "step": step + 1,
+                "loss": mean,
+                "lr": lr,
+                "minutes": (now - self.start) / 60,
+            }
+        )
+        print(
+            f"[{self.stage}] step {step + 1}/{self.total} loss {mean:.4f} lr {lr:.2e} "
+            f"elapsed {(now - self.start) / 60:.1f} min, stage ETA {eta / 60:.1f} min",
+            flush=True,
+        )
+
+
+def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[world.Scene]]:
+    """Render ``cfg.dataset_size`` seeded scenes: uint8 (N, S, S, 3) and their scenes."""
+    rng = np.random.default_rng(cfg.seed)
+    scenes = [world.sample_scene(rng) for _ in range(cfg.dataset_size)]
+    images = np.stack([world.render(s, mcfg.image_size)[0] for s in scenes])
+    return images, scenes
+
+
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (B, S, S, 3) -> float (B, 3, S, S) in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_vae(
+    cfg: TrainConfig, mcfg: ModelConfig, images: np.ndarray, rows: list[dict], start: float
+) -> AutoencoderKL:
+    """Stage 1: reconstruction (MSE) plus a small KL term."""
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    vae = shapes_model.build_vae(mcfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.vae_lr, total_steps=cfg.vae_steps, pct_start=0.05
+    )
+    progress = Progress("vae", cfg.vae_steps, cfg.log_every, start, rows)
+    for step in range(cfg.vae_steps):
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=gen).numpy()
+        x = to_pixels(images[idx])  # (B, 3, S, S)
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        loss = F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean() / x[0, 0].numel()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        progress.step(step, loss.item(), sched.get_last_lr()[0])
+    return vae.eval()
+
+
+@torch.no_grad()
+def encode_dataset(vae: AutoencoderKL, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stage 2: posterior mean and std of every image, each (N, C, L, L)."""
+    means, stds = [], []
+    for i in range(0, len(images), 256):
+        dist = vae.encode(to_pixels(images[i : i + 256])).latent_dist
+        means.append(dist.mean)
+        stds.append(dist.std)
+    return torch.cat(means), torch.cat(stds)
+
+
+def token_ids(mcfg: ModelConfig, scenes: list[world.Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of every caption, (N, T), and of the empty caption, (T,)."""
+    tok = shapes_model.load_tokenizer(mcfg)
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return tok(texts, padding="max_length", truncation=True, return_tensors="pt").input_ids
+
+    captions = sorted({world.prompt(s) for s in scenes})
+    table = dict(zip(captions, encode(captions), strict=True))
+    ids = torch.stack([table[world.prompt(s)] for s in scenes])
+    return ids, encode([""])[0]
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up, then cosine decay to ``final_lr_fraction`` of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
+    floor = cfg.final_lr_fraction
+    return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
+
+
+def train_denoiser(
+    cfg: TrainConfig,
+    mcfg: ModelConfig,
+    data: dict[str, torch.Tensor],
+    work: Path,
+    rows: list[dict],
+    start: float,
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Stage 3: UNet and text encoder jointly; returns their EMA copies."""
+    torch.manual_seed(cfg.seed + 2)
+    unet, text = shapes_model.build_unet(mcfg), shapes_model.build_text_encoder(mcfg)
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
+    params = [*unet.parameters(), *text.parameters()]
+    ema_params = [*ema_unet.parameters(), *ema_text.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    alphas = shapes_model.build_scheduler(mcfg).alphas_cumprod  # (T,)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    first = 0
+    ckpt_path = work / "denoiser.pt"
+    if ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=False)
+        for module, key in (
+            (unet, "unet"),
+            (text, "text"),
+            (ema_unet, "ema_unet"),
+            (ema_text, "ema_text"),
+        ):
+            module.load_state_dict(ckpt[key])
+        opt.load_state_dict(ckpt["opt"])
+        gen.set_state(ckpt["gen"])
+        first = ckpt["step"]
+        rows[:] = ckpt["rows"]
+        print(f"resumed stage 3 at step {first}", flush=True)
+    scale = float(data["scale"])
+    n = len(data["mean"])
+    progress = Progress("unet", cfg.steps, cfg.log_every, start, rows)
+    stage_start = time.time()
+    for step in range(first, cfg.steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        idx = torch.randint(n, (cfg.batch,), generator=gen)
+        eps_z = torch.randn(data["mean"][idx].shape, generator=gen)
+        z0 = (data["mean"][idx] + data["std"][idx] * eps_z) * scale  # (B, C, L, L)
+        ids = data["ids"][idx].clone()  # (B, T)
+        ids[torch.rand(cfg.batch, generator=gen) < cfg.caption_drop] = data["empty"]
+        t = torch.randint(len(alphas), (cfg.batch,), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+        pred = unet(zt, t, text(ids).last_hidden_state).sample
+        snr = (alphas[t] / (1 - alphas[t])).clamp(min=1e-8)
+        weight = snr.clamp(max=cfg.min_snr_gamma) / snr  # (B,)
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+        progress.step(step, loss.item(), opt.param_groups[0]["lr"])
+        last = step + 1 == cfg.steps
+        over = (time.time() - start) / 60 > cfg.max_minutes
+        if (step + 1) % cfg.checkpoint_every == 0 or last or over:
+            state = {
+                "unet": unet.state_dict(),
+                "text": text.state_dict(),
+                "ema_unet": ema_unet.state_dict(),
+                "ema_text": ema_text.state_dict(),
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "step": step + 1,
+                "rows": rows,
+            }
+            torch.save(state, work / "denoiser.tmp")
+            (work / "denoiser.tmp").replace(ckpt_path)
+        if over:
+            print(f"time budget reached after {step + 1} steps; stopping early", flush=True)
+            break
+    print(f"stage 3: {(time.time() - stage_start) / 60:.1f} min", flush=True)
+    return ema_unet, ema_text
+
+
+def export(
+    mcfg: ModelConfig, vae: AutoencoderKL, unet: torch.nn.Module, text: torch.nn.Module, out: Path
+) -> None:
+    """Write a complete StableDiffusionPipeline folder (safetensors, no safety checker)."""
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text,
+        tokenizer=shapes_model.load_tokenizer(mcfg),
+        unet=unet,
+        scheduler=shapes_model.build_scheduler(mcfg),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    if out.exists():
+        shutil.rmtree(out)
+    pipe.save_pretrained(out, safe_serialization=True)
+    shutil.rmtree(out / "tokenizer")
+    shapes_model.write_tokenizer(mcfg, out / "tokenizer")
+
+
+def write_curve(rows: list[dict], figures: Path) -> None:
+    """Loss curve as ``shapes-loss.csv`` and ``shapes-loss.png`` under ``figures``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figures.mkdir(parents=True, exist_ok=True)
+    with open(figures / "shapes-loss.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["stage", "step", "loss", "lr", "minutes"])
+        writer.writeheader()
+        writer.writerows(rows)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for ax, stage, title in zip(
+        axes, ("vae", "unet"), ("VAE (MSE + KL)", "UNet + text (min-SNR eps MSE)"), strict=True
+    ):
+        pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage]
+        if pts:
+            ax.plot(*zip(*pts, strict=True))
+        ax.set(title=title, xlabel="step", ylabel="loss", yscale="log")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(figures / "shapes-loss.png", dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("resources/models/shapes"))
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/clp2p-shapes-train"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override TrainConfig / ModelConfig fields (for timed trials)",
+    )
+    args = parser.parse_args(argv)
+    cfg, mcfg = TrainConfig(), ModelConfig()
+    for item in args.set:
+        key, value = item.split("=", 1)
+        target = cfg if key in {f.name for f in dataclasses.fields(cfg)} else mcfg
+        typed = type(getattr(target, key))
+        parsed = tuple(int(v) for v in value.split(",")) if typed is tuple else typed(value)
+        if target is cfg:
+            cfg = dataclasses.replace(cfg, **{key: parsed})
+        else:
+            mcfg = dataclasses.replace(mcfg, **{key: parsed})
+    torch.set_num_threads(cfg.threads)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    start, rows = time.time(), []
+    print(f"train config: {cfg}\nmodel config: {mcfg}", flush=True)
+
+    images, scenes = make_dataset(cfg, mcfg)
+    vae_dir = args.work_dir / "vae"
+    if (vae_dir / "config.json").exists():
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        rows.extend(json.loads((args.work_dir / "vae_rows.json").read_text()))
+        print("loaded stage 1 VAE from the work dir", flush=True)
+    else:
+        vae = train_vae(cfg, mcfg, images, rows, start)
+        mean, std = encode_dataset(vae, images)
+        sample = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+        vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+        vae.save_pretrained(vae_dir)
+        (args.work_dir / "vae_rows.json").write_text(json.dumps(rows))
+    mean, std = encode_dataset(vae, images)
+    print(
+        f"latents {tuple(mean.shape)}, scaling_factor {vae.config.scaling_factor:.4f}, "
+        f"{(time.time() - start) / 60:.1f} min",
+        flush=True,
+    )
+    ids, empty = token_ids(mcfg, scenes)
+    data = {
+        "mean": mean,
+        "std": std,
+        "ids": ids,
+        "empty": empty,
+        "scale": torch.tensor(vae.config.scaling_factor),
+    }
+    unet, text = train_denoiser(cfg, mcfg, data, args.work_dir, rows, start)
+    export(mcfg, vae, unet, text, args.out)
+    write_curve(rows, args.figures)
+    minutes = (time.time() - start) / 60
+    size = sum(p.stat().st_size for p in args.out.rglob("*.safetensors")) / 2**20
+    print(f"done: {minutes:.1f} min wall time, weights {size:.1f} MiB in {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
