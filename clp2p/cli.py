@@ -39,6 +39,26 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--height", type=int)
 
 
+def add_injection_args(p: argparse.ArgumentParser) -> None:
+    """The edit's injection flags (``clp2p edit`` and ``clp2p session add``)."""
+    g = p.add_argument_group("injection")
+    g.add_argument("--reweight", nargs="+", default=[], metavar="WORD=SCALE")
+    g.add_argument("--preset", default="cl-p2p", choices=("p2p", "cl-p2p"))
+    g.add_argument("--k", type=float, help="local-blend silhouette threshold in [0, 1]")
+    g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
+    g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
+    g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
+    g.add_argument("--v-inject", help="V value injection window: F or A:B")
+    g.add_argument("--v-blend", type=float, help="V blend beta in [0, 1]")
+    g.add_argument("--v-layers", choices=("self", "cross", "both"))
+    g.add_argument("--blend-words", nargs="+", default=[], metavar="W")
+    g.add_argument(
+        "--inject-uncond",
+        action="store_true",
+        help="also edit the unconditional half of classifier-free guidance",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clp2p",
@@ -56,37 +76,30 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--source", help="the source prompt")
     edit.add_argument("--target", action="append", default=[], help="a target prompt (repeatable)")
     edit.add_argument("--edit", default="auto", choices=("auto", "swap", "refine", "reweight"))
-    edit.add_argument("--reweight", nargs="+", default=[], metavar="WORD=SCALE")
-    edit.add_argument("--preset", default="cl-p2p", choices=("p2p", "cl-p2p"))
-    edit.add_argument("--k", type=float, help="local-blend silhouette threshold in [0, 1]")
-    edit.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
-    edit.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
-    edit.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
-    edit.add_argument("--v-inject", help="V value injection window: F or A:B")
-    edit.add_argument("--v-blend", type=float, help="V blend beta in [0, 1]")
-    edit.add_argument("--v-layers", choices=("self", "cross", "both"))
-    edit.add_argument("--blend-words", nargs="+", default=[], metavar="W")
-    edit.add_argument(
-        "--inject-uncond",
-        action="store_true",
-        help="also edit the unconditional half of classifier-free guidance",
-    )
+    add_injection_args(edit)
     edit.add_argument("--from", dest="from_file", help="re-run the edit recorded in an edit.json")
     edit.add_argument("--out", required=True, help="output folder")
     _add_model_args(edit)
     _add_sampling_args(edit)
+
+    from .cli_session import add_session_parser
+
+    add_session_parser(sub)
 
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bench", required=True)
     over = bsub.add_parser("overhead", help="engine vs diffusers' pipeline, time and memory")
     over.add_argument("--json", help="also write the results to this file")
     over.add_argument("--quick", action="store_true", help="one small configuration only")
+    sess = bsub.add_parser("session", help="node-by-node chain rendering with reuse vs cold")
+    sess.add_argument("--json", help="also write the results to this file")
+    sess.add_argument("--model", help="default: the embedded shapes model")
     return parser
 
 
 def edit_params(args: argparse.Namespace) -> EditParams:
     """The edit parameters from the preset and the flags that override it."""
-    params = preset(args.preset).with_(kind=args.edit)
+    params = preset(args.preset).with_(kind=getattr(args, "edit", "auto"))
     if args.k is not None:
         params = params.with_(k=args.k)
     if args.cross is not None:
@@ -141,7 +154,7 @@ def settings_from(args: argparse.Namespace) -> RenderSettings:
     return RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
 
 
-def _model_name(args: argparse.Namespace) -> str:
+def model_name(args: argparse.Namespace) -> str:
     from .loading import SHAPES, shapes_model_dir
 
     if args.model:
@@ -151,11 +164,11 @@ def _model_name(args: argparse.Namespace) -> str:
     raise Clp2pError("give --model: a diffusers folder, a .safetensors/.ckpt file or a repo id")
 
 
-def _engine(args: argparse.Namespace):
+def engine_from(args: argparse.Namespace):
     from .engine import Engine
 
     return Engine.load(
-        _model_name(args),
+        model_name(args),
         args.device,
         args.dtype,
         allow_download=args.allow_download,
@@ -168,7 +181,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if out.suffix.lower() != ".png":
         raise Clp2pError(f"--out '{out}' must be a .png file")
     settings = settings_from(args)
-    engine = _engine(args)
+    engine = engine_from(args)
     result = engine.generate(args.prompt, settings)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp.png")
@@ -213,7 +226,7 @@ def cmd_edit(args: argparse.Namespace, argv: list[str]) -> int:
             raise Clp2pError("give at least one --target PROMPT")
         targets = [(t, params) for t in prompts]
     settings = settings_from(args)
-    engine = _engine(args)
+    engine = engine_from(args)
     result = engine.edit(args.source, targets, settings)
     record = edit_record(
         result,
@@ -222,13 +235,34 @@ def cmd_edit(args: argparse.Namespace, argv: list[str]) -> int:
         str(engine.dtype).replace("torch.", ""),
         ["clp2p", *argv],
     )
-    write_edit(out, result, record)
+    write_edit(out, result, record, lambda tmp: _write_session(tmp, result, engine.name))
     kinds = ", ".join(b.edit.kind for b in result.branches[1:])
     print(f"wrote {out}/ source + {len(targets)} target(s) [{kinds}] in {result.seconds:.1f} s")
     return 0
 
 
+def _write_session(folder: Path, result, model: str) -> None:
+    """The edit as a one-level session (root + one node per target) with its images."""
+    from . import session_io
+    from .session import Session, image_hash
+
+    session = Session.new(result.branches[0].prompt, result.settings, model)
+    for b in result.branches[1:]:
+        session, _ = session.add_edit("n1", b.prompt, b.edit)
+    images = {}
+    for node, image in zip(session.nodes, result.images, strict=True):
+        key = image_hash(image)
+        images[key] = image
+        session = session.update(node.id, status="rendered", image=key)
+    session_io.save(session, folder / "session.json", images)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    if args.bench == "session":
+        from .bench_session import run_session_bench
+
+        run_session_bench(json_path=args.json, model=args.model)
+        return 0
     from .bench import run_overhead
 
     run_overhead(json_path=args.json, quick=args.quick)
@@ -246,6 +280,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "edit":
             return cmd_edit(args, argv)
+        if args.command == "session":
+            from .cli_session import cmd_session
+
+            return cmd_session(args)
         return cmd_bench(args)
     except Clp2pError as exc:
         print(f"clp2p: error: {exc}", file=sys.stderr)

@@ -152,8 +152,37 @@ class AttentionRecorder:
         return AttentionMaps(prompts, cross, self.blend, self.blend, comps, sing)
 
 
+@dataclass
+class BranchRecord:
+    """What an edit of a branch needs from it, per step and attention call: the queries,
+    keys and values its self-attention used, the probabilities and values its
+    cross-attention used, and after each step its latent and cumulative blend maps. Tensors
+    are (halves, heads, ...) with halves = (uncond, cond) under guidance, else (cond,)."""
+
+    prompt: str
+    tokens: int  # token positions kept in blend_sum
+    self_qkv: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    cross: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]
+    latents: list[torch.Tensor]  # per step, (C, h, w)
+    blend_sum: list[torch.Tensor]  # per step, (pixels, tokens)
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [t for qkv in self.self_qkv.values() for t in qkv]
+        tensors += [t for pv in self.cross.values() for t in pv]
+        tensors += self.latents + self.blend_sum
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+RECORDED = -1  # the source index of an edit whose source is a BranchRecord
+
+
 class AttentionController:
-    """Applies the edit plans at each attention layer and local blend after each step."""
+    """Applies the edit plans at each attention layer and local blend after each step.
+
+    An edit whose ``source`` is :data:`RECORDED` takes its source's tensors from
+    ``source_record`` instead of a row of the batch; branches listed in ``record`` have
+    theirs kept in :attr:`records` for later edits of them."""
 
     def __init__(
         self,
@@ -163,26 +192,43 @@ class AttentionController:
         guided: bool,
         recorder: AttentionRecorder,
         latent_hw: tuple[int, int],
+        source_record: BranchRecord | None = None,
+        record: tuple[int, ...] = (),
+        prompts: tuple[str, ...] = (),
     ) -> None:
         self.plans = sorted(plans, key=lambda p: p.branch)
         self.branches, self.steps, self.guided = branches, steps, guided
         self.recorder = recorder
         self.latent_hw = latent_hw
         self.step = 0
+        self.call = 0  # attention call index within the step: identifies the layer
         self.cond = branches if guided else 0  # row offset of the conditional half
+        self.half_offsets = (0, self.cond) if guided else (0,)
+        self.source_record = source_record
+        self.records = {
+            b: BranchRecord(prompts[b] if prompts else "", recorder.tokens, {}, {}, [], [])
+            for b in record
+        }
 
     def _halves(self, plan: EditPlan) -> tuple[int, ...]:
+        """Indices into ``half_offsets`` that the plan edits."""
         if self.guided and plan.params.inject_uncond:
-            return (0, self.cond)
-        return (self.cond,)
+            return (0, 1)
+        return (len(self.half_offsets) - 1,)
 
     def begin_step(self, step: int) -> None:
         self.step = step
+        self.call = 0
+
+    def _rows(self, branch: int) -> list[int]:
+        return [off + branch for off in self.half_offsets]
 
     # ---- self-attention -------------------------------------------------------------------
     def self_attention(self, attn, q, k, v, mask):
         """q, k, v: (rows, heads, pixels, d). Returns (rows, heads, pixels, d)."""
         pixels = q.shape[2]
+        key = (self.step, self.call)
+        self.call += 1
         for plan in self.plans:
             p = plan.params
             inject_qk = p.self_window.contains(self.step, self.steps) and (
@@ -193,13 +239,24 @@ class AttentionController:
                 and p.v_layers in ("self", "both")
                 and p.v_window.contains(self.step, self.steps)
             )
-            for half in self._halves(plan) if (inject_qk or inject_v) else ():
-                dst, src = half + plan.branch, half + plan.source
+            if not (inject_qk or inject_v):
+                continue
+            recorded = self.source_record.self_qkv[key] if plan.source == RECORDED else None
+            for h in self._halves(plan):
+                dst = self.half_offsets[h] + plan.branch
+                if recorded is None:
+                    src = self.half_offsets[h] + plan.source
+                    sq, sk, sv = q[src], k[src], v[src]
+                else:
+                    sq, sk, sv = (t[h] for t in recorded)
                 if inject_qk:
-                    q[dst] = q[src]
-                    k[dst] = k[src]
+                    q[dst] = sq
+                    k[dst] = sk
                 if inject_v:
-                    v[dst] = torch.lerp(v[dst], v[src], p.v_blend)
+                    v[dst] = torch.lerp(v[dst], sv, p.v_blend)
+        for b, rec in self.records.items():
+            rows = self._rows(b)
+            rec.self_qkv[key] = (q[rows].clone(), k[rows].clone(), v[rows].clone())
         if pixels == self.recorder.blend_pixels:
             rows = slice(self.cond, self.cond + self.branches)
             self.recorder.add_self(q[rows], k[rows], attn.scale)
@@ -209,6 +266,9 @@ class AttentionController:
     def cross_attention(self, attn, q, k, v, mask):
         """q: (rows, heads, pixels, d); k, v: (rows, heads, tokens, d)."""
         pixels = q.shape[2]
+        key = (self.step, self.call)
+        self.call += 1
+        recorded = self.source_record.cross[key] if self.source_record is not None else None
         for plan in self.plans:
             p = plan.params
             if (
@@ -216,9 +276,13 @@ class AttentionController:
                 and p.v_layers in ("cross", "both")
                 and p.v_window.contains(self.step, self.steps)
             ):
-                for half in self._halves(plan):
-                    dst, src = half + plan.branch, half + plan.source
-                    v[dst] = torch.lerp(v[dst], v[src], p.v_blend)
+                for h in self._halves(plan):
+                    dst = self.half_offsets[h] + plan.branch
+                    if plan.source == RECORDED:
+                        sv = recorded[1][h]
+                    else:
+                        sv = v[self.half_offsets[h] + plan.source]
+                    v[dst] = torch.lerp(v[dst], sv, p.v_blend)
         scores = q.float() @ k.float().transpose(-1, -2) * attn.scale  # (rows, heads, N, T)
         if mask is not None:
             scores = scores + mask.float()
@@ -227,12 +291,19 @@ class AttentionController:
             alpha = plan.cross_alpha[self.step]
             if not bool(alpha.any()):
                 continue
-            for half in self._halves(plan):
-                dst, src = half + plan.branch, half + plan.source
+            for h in self._halves(plan):
+                dst = self.half_offsets[h] + plan.branch
+                if plan.source == RECORDED:
+                    src_probs = recorded[0][h]
+                else:
+                    src_probs = probs[self.half_offsets[h] + plan.source]
                 own = probs[dst]
-                mapped = probs[src] @ plan.mapper  # (heads, N, T)
+                mapped = src_probs @ plan.mapper  # (heads, N, T)
                 base = plan.take * mapped + (1 - plan.take) * own
                 probs[dst] = alpha * (base * plan.scale) + (1 - alpha) * own
+        for b, rec in self.records.items():
+            rows = self._rows(b)
+            rec.cross[key] = (probs[rows].clone(), v[rows].clone())
         if self.recorder.wants_cross(pixels):
             self.recorder.add_cross(pixels, probs[self.cond : self.cond + self.branches])
         return probs.to(v.dtype) @ v
@@ -245,16 +316,22 @@ class AttentionController:
         latents: (branches, C, h, w)."""
         self.recorder.end_step()
         blended = [p for p in self.plans if p.params.k > 0 and (p.blend_source or p.blend_target)]
-        if not blended:
-            return latents
-        latents = latents.clone()
-        maps = self.recorder.blend_sum  # (B, N, T)
-        gh, gw = self.recorder.blend
-        for plan in blended:
-            mask = self._mask(maps[plan.source], plan.blend_source, plan.params.k, gh, gw)
-            mask |= self._mask(maps[plan.branch], plan.blend_target, plan.params.k, gh, gw)
-            src = latents[plan.source]
-            latents[plan.branch] = src + mask.to(latents.dtype) * (latents[plan.branch] - src)
+        if blended:
+            latents = latents.clone()
+            maps = self.recorder.blend_sum  # (B, N, T)
+            gh, gw = self.recorder.blend
+            for plan in blended:
+                if plan.source == RECORDED:
+                    src = self.source_record.latents[self.step]
+                    src_maps = self.source_record.blend_sum[self.step]
+                else:
+                    src, src_maps = latents[plan.source], maps[plan.source]
+                mask = self._mask(src_maps, plan.blend_source, plan.params.k, gh, gw)
+                mask |= self._mask(maps[plan.branch], plan.blend_target, plan.params.k, gh, gw)
+                latents[plan.branch] = src + mask.to(latents.dtype) * (latents[plan.branch] - src)
+        for b, rec in self.records.items():
+            rec.latents.append(latents[b].clone())
+            rec.blend_sum.append(self.recorder.blend_sum[b].clone())
         return latents
 
     def _mask(self, maps: torch.Tensor, tokens: list[int], k: float, gh: int, gw: int):

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from .align import PromptTokens, tokenize
 from .attention_maps import AttentionMaps
-from .control import AttentionController, AttentionRecorder, attention_grids, blend_grid
+from .control import (
+    RECORDED,
+    AttentionController,
+    AttentionRecorder,
+    BranchRecord,
+    attention_grids,
+    blend_grid,
+)
 from .errors import Clp2pError, RenderCancelled
 from .loading import DeviceChoice, choose_device, load_pipeline
 from .params import EditParams, RenderSettings
@@ -55,6 +62,7 @@ class RenderResult:
     attention: AttentionMaps
     latents: np.ndarray
     seconds: float
+    records: dict[int, BranchRecord] = field(default_factory=dict, compare=False, repr=False)
 
     def pil(self, branch: int):
         from PIL import Image
@@ -108,15 +116,22 @@ class Engine:
                 )
         return replace(settings, width=width, height=height)
 
-    def resolve(self, branches: list[Branch]) -> tuple[list[Branch], list[PromptTokens]]:
-        """Validate every prompt and edit; returns the branches with resolved edit params."""
-        check_branches(branches)
+    def resolve(
+        self, branches: list[Branch], source: str | None = None
+    ) -> tuple[list[Branch], list[PromptTokens], PromptTokens | None]:
+        """Validate every prompt and edit; returns the branches with resolved edit params.
+        ``source``: the prompt of a recorded source that branch 0 edits."""
+        check_branches(branches, recorded_source=source is not None)
         prompts = [self.tokens(b.prompt) for b in branches]
-        out = [branches[0]]
-        for i, b in enumerate(branches[1:], start=1):
-            edit = resolve_edit(prompts[b.source], prompts[i], b.edit)
-            out.append(replace(b, edit=edit))
-        return out, prompts
+        src = self.tokens(source) if source is not None else None
+        out = []
+        for i, b in enumerate(branches):
+            if b.source is None:
+                out.append(b)
+                continue
+            origin = src if b.source == RECORDED else prompts[b.source]
+            out.append(replace(b, edit=resolve_edit(origin, prompts[i], b.edit)))
+        return out, prompts, src
 
     # ---- rendering ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -161,15 +176,24 @@ class Engine:
         on_step: Callable[[StepInfo], None] | None = None,
         cancel: Callable[[], bool] | None = None,
         preview_every: int = 0,
+        source: BranchRecord | None = None,
+        record: bool = False,
     ) -> RenderResult:
         """Render ``branches`` in one batch. Every branch starts from the same noise (seed);
         each edit follows its source under its injection parameters.
 
+        ``source``: a branch recorded by an earlier render (same settings) that branch 0
+        edits (``Branch(prompt, -1, params)``), so its chain is not rendered again.
+        ``record``: keep every branch's :class:`BranchRecord` in ``result.records``.
         ``cancel`` is checked before every step; when it returns True the render raises
         :class:`RenderCancelled` and the UNet's attention processors are restored."""
         start = time.perf_counter()
         settings = self.resolve_settings(settings)
-        branches, prompts = self.resolve(branches)
+        branches, prompts, src_tokens = self.resolve(
+            branches, source.prompt if source is not None else None
+        )
+        if source is not None and len(source.latents) != settings.steps:
+            raise Clp2pError("the recorded source was rendered with other settings")
         heatmaps = heatmaps or HeatmapOptions()
         n = len(branches)
         steps = settings.steps
@@ -183,7 +207,7 @@ class Engine:
             build_plan(
                 i,
                 b.source,
-                prompts[b.source],
+                src_tokens if b.source == RECORDED else prompts[b.source],
                 prompts[i],
                 b.edit,
                 steps,
@@ -191,10 +215,20 @@ class Engine:
                 self.device,
             )
             for i, b in enumerate(branches)
-            if i > 0
+            if b.source is not None
         ]
         guided = settings.guidance > 1.0
-        controller = AttentionController(plans, n, steps, guided, recorder, latent_hw)
+        controller = AttentionController(
+            plans,
+            n,
+            steps,
+            guided,
+            recorder,
+            latent_hw,
+            source_record=source,
+            record=tuple(range(n)) if record else (),
+            prompts=tuple(b.prompt for b in branches),
+        )
 
         with torch.inference_mode():
             cond = self.encode([b.prompt for b in branches])
@@ -239,6 +273,7 @@ class Engine:
             attention=recorder.result(tuple(prompts), heatmaps.components),
             latents=latents.float().cpu().numpy(),
             seconds=time.perf_counter() - start,
+            records=controller.records,
         )
 
     # ---- conveniences ---------------------------------------------------------------------

@@ -108,8 +108,14 @@ def edit_record(result: RenderResult, model: str, device: str, dtype: str, comma
     }
 
 
-def write_edit(out_dir: Path, result: RenderResult, record: dict) -> None:
-    """DIR/source.png, DIR/target-N.png, DIR/heatmaps/<branch>-<word>.png, DIR/edit.json."""
+def write_edit(
+    out_dir: Path,
+    result: RenderResult,
+    record: dict,
+    extra: Callable[[Path], None] | None = None,
+) -> None:
+    """DIR/source.png, DIR/target-N.png, DIR/heatmaps/<branch>-<word>.png, DIR/edit.json,
+    and whatever ``extra(tmp_dir)`` adds, all or nothing."""
 
     def write(tmp: Path) -> None:
         (tmp / "heatmaps").mkdir()
@@ -119,5 +125,7 @@ def write_edit(out_dir: Path, result: RenderResult, record: dict) -> None:
             for word, img in heatmap_images(result, i).items():
                 Image.fromarray(img).save(tmp / "heatmaps" / f"{name}-{word}.png")
         write_json(tmp / "edit.json", record)
+        if extra is not None:
+            extra(tmp)
 
     write_atomically(out_dir, write)

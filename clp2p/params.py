@@ -227,3 +227,13 @@ class RenderSettings:
         for name, value in (("--width", self.width), ("--height", self.height)):
             if value is not None and value <= 0:
                 raise Clp2pError(f"{name} {value}: give a positive size in pixels")
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One image of a render: a prompt, and for an edit the branch it is edited from
+    (``source``, a lower index) with the edit's parameters. Branch 0 is the root."""
+
+    prompt: str
+    source: int | None = None
+    edit: EditParams | None = None

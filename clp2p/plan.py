@@ -4,25 +4,13 @@ and per-step windows."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from .align import PromptTokens, normalise_word, refine_mapper, swap_mapper, word_positions
 from .control import EditPlan
 from .errors import Clp2pError
-from .params import EditParams, _step_index
-
-
-@dataclass(frozen=True)
-class Branch:
-    """One image of a render: a prompt, and for an edit the branch it is edited from
-    (``source``, a lower index) with the edit's parameters. Branch 0 is the root."""
-
-    prompt: str
-    source: int | None = None
-    edit: EditParams | None = None
+from .params import Branch, EditParams, _step_index
 
 
 def _changed_words(src: PromptTokens, tgt: PromptTokens) -> tuple[list[str], list[str]]:
@@ -124,10 +112,16 @@ def build_plan(
     )
 
 
-def check_branches(branches: list[Branch]) -> None:
+def check_branches(branches: list[Branch], recorded_source: bool = False) -> None:
+    """Branch 0 is the root, or with ``recorded_source`` an edit of the recorded branch
+    (source -1); every other branch is an edit of an earlier one."""
     if not branches:
         raise Clp2pError("nothing to render: give at least one prompt")
-    if branches[0].source is not None:
+    first = branches[0]
+    if recorded_source:
+        if first.source != -1 or first.edit is None:
+            raise Clp2pError("branch 0 must be an edit of the recorded source (source -1)")
+    elif first.source is not None:
         raise Clp2pError("branch 0 is the root and has no source")
     for i, b in enumerate(branches[1:], start=1):
         if b.source is None or not 0 <= b.source < i or b.edit is None:

@@ -131,3 +131,70 @@ def test_folder_without_model_index_is_rejected(tmp_path, capsys):
     argv = ["generate", "--prompt", SRC, "--model", str(tmp_path), "--out", str(tmp_path / "x.png")]
     assert main(argv) == 2
     assert "model_index.json" in capsys.readouterr().err
+
+
+def test_session_commands_build_render_and_replay(tiny_model_dir, tmp_path, capsys):
+    f = str(tmp_path / "s.json")
+    common = ["--model", str(tiny_model_dir), "--steps", "3", "--width", "32", "--height", "32"]
+    assert main(["session", "new", f, "--prompt", SRC] + common) == 0
+    assert main(["session", "add", f, "--parent", "n1", "--target", TGT, "--preset", "p2p"]) == 0
+    assert main(["session", "add", f, "--parent", "n2", "--kind", "cycle"]) == 0
+    assert (
+        main(["session", "add", f, "--parent", "n1", "--kind", "reweight", "--reweight", "red=2"])
+        == 0
+    )
+    assert main(["session", "render", f, "--out", str(tmp_path / "img")]) == 0
+    out = capsys.readouterr().out
+    assert "n3: new" in out and "mae=" in out
+    assert {p.name for p in (tmp_path / "img").iterdir()} == {
+        "n1.png",
+        "n2.png",
+        "n3.png",
+        "n4.png",
+    }
+    assert main(["session", "render", f, "--no-cache"]) == 0
+    assert "DIFFERS" not in capsys.readouterr().out
+    assert main(["session", "show", f]) == 0
+    shown = capsys.readouterr().out
+    assert "n3 cycle (reverses n1)" in shown and "n4 reweight" in shown
+    exported = str(tmp_path / "x.json")
+    assert main(["session", "export", f, "--out", exported, "--embed-images"]) == 0
+    assert '"data:image/png;base64,' in (tmp_path / "x.json").read_text()
+
+
+def test_session_render_lists_nodes_that_differ(tiny_model_dir, tmp_path, capsys):
+    import json as _json
+
+    f = tmp_path / "s.json"
+    common = ["--model", str(tiny_model_dir), "--steps", "2", "--width", "32", "--height", "32"]
+    assert main(["session", "new", str(f), "--prompt", SRC] + common) == 0
+    assert main(["session", "render", str(f)]) == 0
+    data = _json.loads(f.read_text())
+    data["nodes"][0]["image"] = "0" * 64
+    f.write_text(_json.dumps(data))
+    capsys.readouterr()
+    assert main(["session", "render", str(f)]) == 1
+    assert "differ from the stored images: n1" in capsys.readouterr().out
+
+
+def test_bad_session_file_is_one_line_and_untouched(tmp_path, capsys):
+    f = tmp_path / "s.json"
+    f.write_text('{"format": "clp2p-session", "schema_version": 1, "nodes": [')
+    before = f.read_bytes()
+    assert main(["session", "show", str(f)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("clp2p: error: $: not valid JSON") and "\n" not in err
+    assert f.read_bytes() == before
+
+
+def test_edit_also_writes_a_one_edit_session(tiny_model_dir, tmp_path):
+    from clp2p import session_io
+
+    out = tmp_path / "out"
+    argv = ["edit", "--source", SRC, "--target", TGT, "--out", str(out)] + _common(tiny_model_dir)
+    assert main(argv) == 0
+    session, images = session_io.load(out / "session.json")
+    assert [n.kind for n in session.nodes] == ["root", "swap"]
+    assert np.array_equal(
+        images[session.node("n2").image], np.asarray(Image.open(out / "target-1.png"))
+    )

@@ -1,0 +1,175 @@
+"""``clp2p session new|add|render|show|export``: build, inspect and run sessions headless."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from PIL import Image
+
+from . import session_io
+from .errors import Clp2pError
+from .params import RenderSettings
+from .session import Session
+
+
+def add_session_parser(sub) -> None:
+    from .cli import _add_model_args, _add_sampling_args, add_injection_args
+
+    p = sub.add_parser("session", help="sessions: trees of edits")
+    ssub = p.add_subparsers(dest="session_command", required=True)
+
+    new = ssub.add_parser("new", help="start a session from a root prompt")
+    new.add_argument("file")
+    new.add_argument("--prompt", required=True)
+    new.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _add_model_args(new)
+    _add_sampling_args(new)
+
+    add = ssub.add_parser("add", help="add an edit node")
+    add.add_argument("file")
+    add.add_argument("--parent", required=True, help="the node to edit (e.g. n1)")
+    add.add_argument("--kind", choices=("swap", "refine", "reweight", "cycle"))
+    add.add_argument("--target", default="", help="the target prompt (not for cycle)")
+    add.add_argument("--ancestor", help="cycle: the ancestor to return to (default: the parent's)")
+    add.add_argument("--name", default="")
+    add_injection_args(add)
+
+    render = ssub.add_parser("render", help="render nodes; compare with the stored hashes")
+    render.add_argument("file")
+    render.add_argument("--node", action="append", default=[], help="only these nodes")
+    render.add_argument("--out", help="also write each node's image as DIR/<node>.png")
+    render.add_argument("--no-cache", action="store_true", help="render every chain from the root")
+    _add_model_args(render)
+
+    show = ssub.add_parser("show", help="print the tree")
+    show.add_argument("file")
+
+    export = ssub.add_parser("export", help="write the whole history to another file")
+    export.add_argument("file")
+    export.add_argument("--out", required=True)
+    export.add_argument("--embed-images", action="store_true", help="images inside the JSON")
+
+
+def _load(path: str):
+    return session_io.load(path)
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    return {
+        "new": _new,
+        "add": _add,
+        "render": _render,
+        "show": _show,
+        "export": _export,
+    }[args.session_command](args)
+
+
+def _new(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if path.exists() and not args.force:
+        raise Clp2pError(f"'{path}' exists: pick another file or pass --force")
+    settings = RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
+    from .cli import model_name
+
+    session = Session.new(args.prompt, settings, model_name(args))
+    session_io.save(session, path)
+    print(f"wrote {path}: root n1 '{args.prompt}'")
+    return 0
+
+
+def _add(args: argparse.Namespace) -> int:
+    from .cli import edit_params
+
+    session, images = _load(args.file)
+    if args.kind == "cycle":
+        explicit = any(
+            getattr(args, f) is not None
+            for f in ("k", "cross", "self_window", "self_res", "v_inject", "v_blend", "v_layers")
+        )
+        params = edit_params(args) if explicit else None
+        session, node_id = session.add_cycle(args.parent, args.ancestor, params)
+    else:
+        params = edit_params(args)
+        session, node_id = session.add_edit(args.parent, args.target, params, args.kind)
+    if args.name:
+        session = session.update(node_id, name=args.name)
+    session_io.save(session, args.file, images)
+    node = session.node(node_id)
+    print(f"{node_id}: {node.kind} of {node.parent} -> '{node.prompt}'")
+    return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    from .engine import Engine
+    from .session_render import SessionRenderer, apply
+
+    session, images = _load(args.file)
+    ids = args.node or [n.id for n in session.nodes]
+    for node_id in ids:
+        session.node(node_id)
+    engine = Engine.load(
+        args.model or session.model,
+        args.device,
+        args.dtype,
+        allow_download=args.allow_download,
+        prediction_type=args.prediction_type,
+    )
+    renderer = SessionRenderer(engine)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    differ = []
+    for node_id in ids:
+        result = renderer.render(session, node_id, images, use_cache=not args.no_cache)
+        stored = session.node(node_id).image
+        images[result.hash] = result.image
+        state = "new"
+        if stored is None:
+            session = apply(session, result)
+        elif stored == result.hash:
+            state = "same"
+        else:
+            state = "DIFFERS"
+            differ.append(node_id)
+        if out:
+            tmp = out / f".{node_id}.tmp.png"
+            Image.fromarray(result.image).save(tmp)
+            tmp.replace(out / f"{node_id}.png")
+        metrics = " ".join(f"{k}={v}" for k, v in result.metrics.items())
+        print(f"{node_id}: {state} {result.hash[:12]} {result.seconds:.2f} s {metrics}".rstrip())
+    session_io.save(session, args.file, images)
+    if differ:
+        print(f"{len(differ)} node(s) differ from the stored images: {', '.join(differ)}")
+        return 1
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    session, _ = _load(args.file)
+    s = session.settings
+    print(f"model {session.model}, seed {s.seed}, {s.steps} steps, guidance {s.guidance}")
+
+    def walk(node_id: str, depth: int) -> None:
+        n = session.node(node_id)
+        mark = "*" if n.favourite else " "
+        extra = f" (reverses {n.reverses})" if n.reverses else ""
+        name = f" [{n.name}]" if n.name else ""
+        params = f" {n.params.preset}" if n.params else ""
+        metrics = " ".join(f"{k}={v}" for k, v in n.metrics.items())
+        print(
+            f"{'  ' * depth}{mark}{n.id} {n.kind}{extra}{name}{params}: '{n.prompt}' "
+            f"{n.status}{' ' + metrics if metrics else ''}"
+        )
+        for child in session.children(node_id):
+            walk(child.id, depth + 1)
+
+    walk(session.root.id, 0)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    session, images = _load(args.file)
+    session_io.save(session, args.out, images, embed=args.embed_images)
+    print(f"wrote {args.out} ({len(session.nodes)} nodes, {len(images)} images)")
+    return 0

@@ -1,0 +1,179 @@
+"""The session tree: a conversation of edits as plain, immutable data (no torch, no Qt).
+
+A session has one root (a prompt and the sampling settings). Every other node is an edit of
+its parent: word swap, refinement, re-weight, or a cycle reversal (an edit back to an
+ancestor's prompt). A node's image is its branch in the chain from the root: the root renders
+from its prompt and seed, each child's source is its parent's branch with the parent's own
+injections, so a node deep in the tree reproduces what the user saw at every step.
+
+Every operation returns a new :class:`Session`; the old one is unchanged (undo keeps them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+import numpy as np
+
+from .align import normalise_word
+from .errors import Clp2pError
+from .params import Branch, EditParams, RenderSettings
+
+SCHEMA_VERSION = 1
+NODE_KINDS = ("root", "swap", "refine", "reweight", "cycle")
+STATUSES = ("new", "rendered")
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def image_hash(image: np.ndarray) -> str:
+    """Content hash of an RGB uint8 image (H, W, 3): its size and pixels."""
+    h = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}:".encode())
+    h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+    return h.hexdigest()
+
+
+def infer_kind(source: str, target: str, params: EditParams) -> str:
+    """The edit kind ``auto`` stands for (the engine's rule): re-weight alone for equal
+    prompts with scales, swap for equal word counts, refinement otherwise."""
+    if params.kind != "auto":
+        return params.kind
+    a = [normalise_word(w) for w in source.split()]
+    b = [normalise_word(w) for w in target.split()]
+    if a == b and params.reweight:
+        return "reweight"
+    return "swap" if len(a) == len(b) else "refine"
+
+
+@dataclass(frozen=True)
+class Node:
+    """One image of the conversation. ``params`` is None for the root; ``reverses`` names the
+    ancestor a cycle reversal edits back to. ``image`` is a content hash (see
+    :func:`image_hash`); ``metrics`` holds e.g. a reversal's distance to its ancestor."""
+
+    id: str
+    parent: str | None
+    kind: str
+    prompt: str
+    params: EditParams | None = None
+    reverses: str | None = None
+    name: str = ""
+    note: str = ""
+    favourite: bool = False
+    status: str = "new"
+    image: str | None = None
+    seconds: float | None = None
+    metrics: dict = field(default_factory=dict)
+    created: str = field(default_factory=now)
+
+
+@dataclass(frozen=True)
+class Session:
+    """A tree of :class:`Node` (insertion order: parents before children) and the root's
+    sampling settings and model."""
+
+    settings: RenderSettings
+    model: str
+    nodes: tuple[Node, ...]
+    created: str = field(default_factory=now)
+    device: str = ""
+    dtype: str = ""
+
+    # ---- queries ------------------------------------------------------------------------
+    @property
+    def root(self) -> Node:
+        return self.nodes[0]
+
+    def node(self, node_id: str) -> Node:
+        for n in self.nodes:
+            if n.id == node_id:
+                return n
+        raise Clp2pError(f"node '{node_id}' is not in this session")
+
+    def children(self, node_id: str) -> list[Node]:
+        return [n for n in self.nodes if n.parent == node_id]
+
+    def path(self, node_id: str) -> list[Node]:
+        """Nodes from the root to ``node_id``."""
+        chain = [self.node(node_id)]
+        while chain[-1].parent is not None:
+            chain.append(self.node(chain[-1].parent))
+        return chain[::-1]
+
+    def branches(self, node_id: str) -> list[Branch]:
+        """The render batch of ``node_id``: its chain from the root, each edited from the
+        previous."""
+        chain = self.path(node_id)
+        out = [Branch(chain[0].prompt)]
+        for i, n in enumerate(chain[1:], start=1):
+            out.append(Branch(n.prompt, i - 1, n.params))
+        return out
+
+    def subtree(self, node_id: str) -> list[str]:
+        ids = [node_id]
+        for n in self.nodes:
+            if n.parent in ids:
+                ids.append(n.id)
+        return ids
+
+    # ---- changes (each returns a new session) -------------------------------------------
+    @classmethod
+    def new(cls, prompt: str, settings: RenderSettings, model: str) -> Session:
+        if not prompt.strip():
+            raise Clp2pError("the root needs a prompt")
+        return cls(settings=settings, model=model, nodes=(Node("n1", None, "root", prompt),))
+
+    def _next_id(self) -> str:
+        return f"n{max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1}"
+
+    def add_edit(self, parent: str, prompt: str, params: EditParams, kind: str | None = None):
+        """A child of ``parent`` editing its image toward ``prompt``. ``kind`` is swap, refine
+        or reweight; by default ``params.kind``, and for ``auto`` as the engine decides it."""
+        source = self.node(parent).prompt
+        if not prompt.strip():
+            if kind != "reweight" and params.kind != "reweight":
+                raise Clp2pError("an edit needs a target prompt")
+            prompt = source
+        kind = kind or infer_kind(source, prompt, params)
+        if kind not in ("swap", "refine", "reweight"):
+            raise Clp2pError(f"--kind '{kind}': an edit is swap, refine or reweight")
+        node = Node(self._next_id(), parent, kind, prompt, params.with_(kind=kind))
+        return replace(self, nodes=self.nodes + (node,)), node.id
+
+    def add_cycle(
+        self, node_id: str, ancestor: str | None = None, params: EditParams | None = None
+    ):
+        """A reversal of ``node_id``: an edit of it back to ``ancestor``'s prompt (default: its
+        parent), with the reversed edit's injection parameters unless ``params`` is given."""
+        node = self.node(node_id)
+        if node.parent is None:
+            raise Clp2pError("the root has nothing to reverse: pick an edit node")
+        target = ancestor or node.parent
+        if target not in [n.id for n in self.path(node_id)[:-1]]:
+            raise Clp2pError(f"node '{target}' is not an ancestor of '{node_id}'")
+        base = (params or node.params or EditParams()).with_(
+            kind="auto", reweight=(), blend_words=()
+        )
+        prompt = self.node(target).prompt
+        params = base.with_(kind=infer_kind(node.prompt, prompt, base))
+        child = Node(self._next_id(), node_id, "cycle", prompt, params, reverses=target)
+        return replace(self, nodes=self.nodes + (child,)), child.id
+
+    def delete(self, node_id: str) -> Session:
+        if self.node(node_id).parent is None:
+            raise Clp2pError("the root cannot be deleted: start a new session instead")
+        gone = set(self.subtree(node_id))
+        return replace(self, nodes=tuple(n for n in self.nodes if n.id not in gone))
+
+    def update(self, node_id: str, **changes) -> Session:
+        """Rename, annotate, mark favourite, or store a render result on one node."""
+        allowed = {"name", "note", "favourite", "status", "image", "seconds", "metrics"}
+        if not set(changes) <= allowed:
+            raise Clp2pError(f"cannot change {sorted(set(changes) - allowed)} of a node")
+        self.node(node_id)
+        nodes = tuple(replace(n, **changes) if n.id == node_id else n for n in self.nodes)
+        return replace(self, nodes=nodes)

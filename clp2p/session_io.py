@@ -1,0 +1,268 @@
+"""Session files: versioned JSON validated against ``resources/schemas/session-v1.schema.json``,
+migrations for older versions, atomic writes, and images beside the file or embedded."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Clp2pError
+from .loading import resources_dir
+from .output import write_json
+from .params import EditParams, RenderSettings
+from .session import SCHEMA_VERSION, Node, Session, image_hash, now
+
+FORMAT = "clp2p-session"
+# MIGRATIONS[v] turns a version-v document into a version v+1 one.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+@cache
+def _validator():
+    from jsonschema import Draft202012Validator
+
+    path = resources_dir() / "schemas" / f"session-v{SCHEMA_VERSION}.schema.json"
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
+
+
+def _json_path(parts) -> str:
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def to_json(session: Session, images: dict[str, str] | None = None) -> dict:
+    s = session.settings
+    data = {
+        "format": FORMAT,
+        "schema_version": SCHEMA_VERSION,
+        "created": session.created,
+        "saved": now(),
+        "model": session.model,
+        "device": session.device,
+        "dtype": session.dtype,
+        "settings": {
+            "seed": s.seed,
+            "steps": s.steps,
+            "guidance": s.guidance,
+            "width": s.width,
+            "height": s.height,
+        },
+        "nodes": [_node_json(n) for n in session.nodes],
+    }
+    if images:
+        data["images"] = dict(images)
+    return data
+
+
+def _node_json(n: Node) -> dict:
+    return {
+        "id": n.id,
+        "parent": n.parent,
+        "kind": n.kind,
+        "prompt": n.prompt,
+        "params": n.params.to_json() if n.params is not None else None,
+        "reverses": n.reverses,
+        "name": n.name,
+        "note": n.note,
+        "favourite": n.favourite,
+        "status": n.status,
+        "image": n.image,
+        "seconds": n.seconds,
+        "metrics": dict(n.metrics),
+        "created": n.created,
+    }
+
+
+def migrate(data: dict) -> dict:
+    """Bring an older document up to :data:`SCHEMA_VERSION`; refuse newer ones."""
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Clp2pError("$.schema_version: missing or not an integer; is this a clp2p session?")
+    if version > SCHEMA_VERSION:
+        raise Clp2pError(
+            f"this session was written by a newer clp2p (schema version {version}; this one "
+            f"reads up to {SCHEMA_VERSION}): update clp2p to open it"
+        )
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise Clp2pError(f"$.schema_version: version {version} is not supported")
+        data = MIGRATIONS[version](data)
+        version = data["schema_version"]
+    return data
+
+
+def from_json(data: object) -> Session:
+    """Validate a parsed document and build the session. Every problem is a
+    :class:`Clp2pError` naming the JSON path of the first bad field."""
+    if not isinstance(data, dict):
+        raise Clp2pError("$: a session file holds a JSON object")
+    data = migrate(data)
+    from jsonschema.exceptions import best_match
+
+    error = best_match(_validator().iter_errors(data))
+    if error is not None:
+        raise Clp2pError(f"{_json_path(error.absolute_path)}: {_short(error.message)}")
+    nodes: list[Node] = []
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(data["nodes"]):
+        where = f"$.nodes[{i}]"
+        node_id = raw["id"]
+        if node_id in seen:
+            raise Clp2pError(f"{where}.id: '{node_id}' is used twice")
+        parent = raw["parent"]
+        if i == 0:
+            if parent is not None or raw["kind"] != "root":
+                raise Clp2pError(f"{where}: the first node must be the root (kind root, no parent)")
+        elif raw["kind"] == "root" or parent is None:
+            raise Clp2pError(f"{where}: only the first node may be a root")
+        elif parent not in seen:
+            raise Clp2pError(
+                f"{where}.parent: '{parent}' is not an earlier node (parents come first; "
+                "a parent link may not point nowhere or form a cycle)"
+            )
+        if (raw.get("params") is None) != (raw["kind"] == "root"):
+            raise Clp2pError(f"{where}.params: an edit has params, the root has none")
+        try:
+            params = EditParams.from_json(raw["params"]) if raw.get("params") else None
+        except (Clp2pError, ValueError, TypeError) as exc:
+            raise Clp2pError(f"{where}.params: {exc}") from None
+        reverses = raw.get("reverses")
+        if (reverses is not None) != (raw["kind"] == "cycle"):
+            raise Clp2pError(f"{where}.reverses: a cycle node names the ancestor it reverses")
+        if reverses is not None and not _is_ancestor(nodes, seen, parent, reverses):
+            raise Clp2pError(f"{where}.reverses: '{reverses}' is not an ancestor of this node")
+        seen[node_id] = i
+        nodes.append(
+            Node(
+                id=node_id,
+                parent=parent,
+                kind=raw["kind"],
+                prompt=raw["prompt"],
+                params=params,
+                reverses=reverses,
+                name=raw.get("name", ""),
+                note=raw.get("note", ""),
+                favourite=raw.get("favourite", False),
+                status=raw.get("status", "new"),
+                image=raw.get("image"),
+                seconds=raw.get("seconds"),
+                metrics=dict(raw.get("metrics", {})),
+                created=raw.get("created", ""),
+            )
+        )
+    s = data["settings"]
+    try:
+        settings = RenderSettings(s["seed"], s["steps"], s["guidance"], s["width"], s["height"])
+    except Clp2pError as exc:
+        raise Clp2pError(f"$.settings: {exc}") from None
+    return Session(
+        settings=settings,
+        model=data["model"],
+        nodes=tuple(nodes),
+        created=data.get("created", ""),
+        device=data.get("device", ""),
+        dtype=data.get("dtype", ""),
+    )
+
+
+def _is_ancestor(nodes: list[Node], seen: dict[str, int], start: str, target: str) -> bool:
+    current: str | None = start
+    while current is not None:
+        if current == target:
+            return True
+        current = nodes[seen[current]].parent
+    return False
+
+
+def _short(message: str, n: int = 160) -> str:
+    return message if len(message) <= n else message[: n - 3] + "..."
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def parse(text: str) -> Session:
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise Clp2pError(
+            f"$: not valid JSON ({_short(str(exc), 100)}): the file is damaged"
+        ) from None
+    return from_json(data)
+
+
+def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
+    """A session and the images it carries (hash -> RGB uint8), read-only: never writes."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise Clp2pError(f"session file '{path}' does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise Clp2pError(f"cannot read session file '{path}': {exc}") from None
+    session = parse(text)
+    data = json.loads(text)
+    images: dict[str, np.ndarray] = {}
+    for key, ref in (data.get("images") or {}).items():
+        image = _read_image(path.parent, ref, key)
+        if image is not None:
+            images[key] = image
+    return session, images
+
+
+def _read_image(base: Path, ref: str, key: str) -> np.ndarray | None:
+    from PIL import Image
+
+    try:
+        if ref.startswith("data:image/png;base64,"):
+            raw = io.BytesIO(base64.b64decode(ref.split(",", 1)[1], validate=True))
+        else:
+            raw = base / ref
+        with Image.open(raw) as im:
+            image = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError):
+        return None  # a missing image is re-rendered on demand
+    return image if image_hash(image) == key else None
+
+
+def save(
+    session: Session,
+    path: str | Path,
+    images: dict[str, np.ndarray] | None = None,
+    embed: bool = False,
+) -> None:
+    """Write atomically. Images go to ``<name>.images/<hash>.png`` beside the file, or into
+    the JSON as data URLs with ``embed``."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    refs: dict[str, str] = {}
+    used = {n.image for n in session.nodes if n.image}
+    folder = path.parent / f"{path.stem}.images"
+    for key, image in (images or {}).items():
+        if key not in used:
+            continue
+        if embed:
+            buf = io.BytesIO()
+            Image.fromarray(image).save(buf, format="PNG")
+            refs[key] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+        else:
+            folder.mkdir(exist_ok=True)
+            target = folder / f"{key}.png"
+            if not target.exists():
+                tmp = folder / f".{key}.tmp.png"
+                Image.fromarray(image).save(tmp)
+                tmp.replace(target)
+            refs[key] = f"{folder.name}/{key}.png"
+    write_json(path, to_json(session, refs))
