@@ -90,6 +90,7 @@ class NodeRender:
     branch: int  # index of the node in ``attention``
     computed: int
     images: dict[str, np.ndarray]  # node id -> image for every computed node of the chain
+    latents: np.ndarray  # (C, h, w) float32, the node's final latent
 
 
 def reversal_metrics(image: np.ndarray, ancestor: np.ndarray, shapes: bool) -> dict:
@@ -181,6 +182,7 @@ class SessionRenderer:
             branch=len(branches) - 1,
             computed=len(branches),
             images=computed,
+            latents=result.latents[-1],
         )
 
 

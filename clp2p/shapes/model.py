@@ -26,14 +26,14 @@ class ModelConfig:
     """Sizes of every component. Defaults are the shipped model."""
 
     image_size: int = 64
-    vae_channels: tuple[int, ...] = (32, 64, 64)  # len - 1 downsamplings: 64 px -> 16 latents
+    vae_channels: tuple[int, ...] = (16, 32, 64)  # len - 1 downsamplings: 64 px -> 16 latents
     vae_layers: int = 1
     latent_channels: int = 4
     text_hidden: int = 64
     text_layers: int = 2
     text_heads: int = 4
     max_tokens: int = 16
-    unet_channels: tuple[int, ...] = (64, 128, 128)
+    unet_channels: tuple[int, ...] = (64, 96, 96)
     unet_layers: int = 1
     unet_heads: int = 8
     num_train_timesteps: int = 1000

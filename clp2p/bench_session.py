@@ -1,0 +1,90 @@
+"""``clp2p bench session``: rendering a depth-4 chain node by node with the record cache,
+against rendering each node cold from the root."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .params import RenderSettings, preset
+from .session import Session
+
+GOAL = 0.6
+CHAIN = [
+    "a red circle on a white background",
+    "a blue circle on a white background",
+    "a blue square on a white background",
+    "a blue square on a black background",
+    "a green square on a black background",
+]
+
+
+def run_session_bench(json_path: str | None = None, model: str | None = None, repeats: int = 3):
+    from .engine import Engine
+    from .loading import quiet_libraries
+    from .session_render import SessionRenderer, apply
+
+    quiet_libraries()
+    torch.set_num_threads(os.cpu_count() or 1)
+    engine = Engine.load(model or "shapes", "cpu", "fp32")
+    settings = RenderSettings(seed=7, steps=50, guidance=7.5)
+    session = Session.new(CHAIN[0], settings, engine.name)
+    ids = ["n1"]
+    for prompt in CHAIN[1:]:
+        session, node_id = session.add_edit(ids[-1], prompt, preset("cl-p2p"))
+        ids.append(node_id)
+    SessionRenderer(engine).render(session, ids[1], use_cache=False)  # warm-up
+    rows = []
+    renderer = SessionRenderer(engine)
+    session = apply(session, renderer.render(session, ids[0]))
+    for depth, node_id in enumerate(ids[1:], start=1):
+        cold_times, warm_times = [], []
+        for _ in range(repeats):
+            cold = SessionRenderer(engine).render(session, node_id, use_cache=False)
+            cold_times.append(cold.seconds)
+            parent_key = renderer.cache.nbytes
+            warm = renderer.render(session, node_id)
+            warm_times.append(warm.seconds)
+        assert warm.computed == 1, "the parent's record should have been cached"
+        session = apply(session, warm)
+        rows.append(
+            {
+                "node": node_id,
+                "depth": depth,
+                "cold_s": round(min(cold_times), 4),
+                "cached_s": round(min(warm_times), 4),
+                "ratio": round(min(warm_times) / min(cold_times), 3),
+                "latent_max_abs_diff": float(np.abs(warm.latents - cold.latents).max()),
+                "image_max_abs_diff": int(np.abs(warm.image.astype(int) - cold.image).max()),
+                "cache_bytes_after": renderer.cache.nbytes,
+                "record_mib": round((renderer.cache.nbytes - parent_key) / 2**20, 2)
+                if depth == 1
+                else None,
+            }
+        )
+        r = rows[-1]
+        print(
+            f"depth {depth} ({node_id}): cold {r['cold_s']:.3f} s, after parent {r['cached_s']:.3f}"
+            f" s, x{r['ratio']:.3f} (goal <= {GOAL}); max |latent diff| "
+            f"{r['latent_max_abs_diff']:.2e}, max |pixel diff| {r['image_max_abs_diff']}",
+            flush=True,
+        )
+    per_node = renderer.cache.nbytes / len(renderer.cache)
+    print(f"cache: {len(renderer.cache)} records, {per_node / 2**20:.2f} MiB per node")
+    report = {
+        "benchmark": "session",
+        "model": engine.name,
+        "settings": {"steps": settings.steps, "guidance": settings.guidance},
+        "goal_ratio": GOAL,
+        "rows": rows,
+        "cache_mib_per_node": round(per_node / 2**20, 3),
+        "met": all(r["ratio"] <= GOAL for r in rows),
+    }
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return report

@@ -1,0 +1,156 @@
+"""Measure how well a shapes-world model follows its prompts.
+
+    python -m clp2p.shapes.check resources/models/shapes [--grid docs/figures/shapes-samples.png]
+
+Loads the folder with the stock diffusers StableDiffusionPipeline and a DDIMScheduler, samples
+one image per seed with seeds spread round-robin over every (colour, shape, background)
+prompt, and reads each image back with ``clp2p.shapes.metrics``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+from clp2p.shapes import metrics, world
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """Sampling settings of the check."""
+
+    samples: int = 200
+    steps: int = 30
+    guidance: float = 5.0
+    batch: int = 27
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated image (uint8 (H, W, 3)) with what was asked and what was read."""
+
+    seed: int
+    asked: tuple[str, str, str]  # (colour, shape, background)
+    read: tuple[str, str, str]
+    image: np.ndarray
+
+
+def load_pipeline(folder: Path) -> StableDiffusionPipeline:
+    """The model folder through the stock pipeline, offline, with DDIM sampling."""
+    pipe = StableDiffusionPipeline.from_pretrained(folder, local_files_only=True)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def generate(pipe: StableDiffusionPipeline, cfg: CheckConfig) -> list[Sample]:
+    """Sample ``cfg.samples`` images; seed i asks for combination i mod 54."""
+    combos = world.combinations()
+    out: list[Sample] = []
+    for first in range(0, cfg.samples, cfg.batch):
+        seeds = list(range(first, min(first + cfg.batch, cfg.samples)))
+        asked = [combos[s % len(combos)] for s in seeds]
+        prompts = [f"a {c} {s} on a {b} background" for c, s, b in asked]
+        images = pipe(
+            prompts,
+            num_inference_steps=cfg.steps,
+            guidance_scale=cfg.guidance,
+            generator=[torch.Generator().manual_seed(s) for s in seeds],
+            output_type="np",
+        ).images  # (B, H, W, 3) float in [0, 1]
+        for seed, want, image in zip(seeds, asked, images, strict=True):
+            pixels = np.round(image * 255).clip(0, 255).astype(np.uint8)
+            reading = metrics.read_image(pixels)
+            read = (reading.colour, reading.shape, reading.background)
+            out.append(Sample(seed, want, read, pixels))
+    return out
+
+
+def score(samples: list[Sample]) -> dict[str, float]:
+    """Fractions of samples whose colour, shape, background (and all three) match the prompt."""
+    n = len(samples)
+    hits = Counter()
+    for s in samples:
+        for i, name in enumerate(("colour", "shape", "background")):
+            hits[name] += s.read[i] == s.asked[i]
+        hits["all"] += s.read == s.asked
+    return {k: hits[k] / n for k in ("colour", "shape", "background", "all")}
+
+
+def per_class(samples: list[Sample], index: int) -> dict[str, float]:
+    """Hit rate of attribute ``index`` broken down by the asked value."""
+    asked = Counter(s.asked[index] for s in samples)
+    hit = Counter(s.asked[index] for s in samples if s.read[index] == s.asked[index])
+    return {k: hit[k] / asked[k] for k in sorted(asked)}
+
+
+def save_grid(samples: list[Sample], path: Path, columns: int = 9) -> None:
+    """One tile per sample, titled with the prompt; misread attributes in red."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = -(-len(samples) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.45))
+    for ax in np.ravel(axes):
+        ax.axis("off")
+    for ax, s in zip(np.ravel(axes), samples, strict=False):
+        ax.imshow(s.image, interpolation="nearest")
+        ok = s.read == s.asked
+        ax.set_title(
+            "\n".join(s.asked[:2]) + f"\n/{s.asked[2]}", fontsize=6, color="black" if ok else "red"
+        )
+    fig.tight_layout(pad=0.3)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--samples", type=int, default=CheckConfig.samples)
+    parser.add_argument("--steps", type=int, default=CheckConfig.steps)
+    parser.add_argument("--guidance", type=float, default=CheckConfig.guidance)
+    parser.add_argument("--grid", type=Path, help="save the first 54 samples as a PNG grid")
+    parser.add_argument("--json", type=Path, help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    cfg = CheckConfig(samples=args.samples, steps=args.steps, guidance=args.guidance)
+    start = time.time()
+    samples = generate(load_pipeline(args.folder), cfg)
+    figures = score(samples)
+    print(
+        f"{len(samples)} samples, {cfg.steps} DDIM steps, guidance {cfg.guidance}, "
+        f"{time.time() - start:.0f} s"
+    )
+    for name, value in figures.items():
+        print(f"  {name:<10} {value:6.1%}")
+    breakdown = {
+        "colour": per_class(samples, 0),
+        "shape": per_class(samples, 1),
+        "background": per_class(samples, 2),
+    }
+    for name, table in breakdown.items():
+        print(f"  {name} by class: " + ", ".join(f"{k} {v:.0%}" for k, v in table.items()))
+    confusion = Counter((s.asked[1], s.read[1]) for s in samples if s.asked[1] != s.read[1])
+    print("  shape confusions: " + ", ".join(f"{a}->{r} x{n}" for (a, r), n in confusion.items()))
+    if args.grid:
+        save_grid(samples[: len(world.combinations())], args.grid)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"config": asdict(cfg), "figures": figures, "by_class": breakdown}, indent=2)
+        )
+
+
+if __name__ == "__main__":
+    main()
