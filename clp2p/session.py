@@ -12,6 +12,7 @@ Every operation returns a new :class:`Session`; the old one is unchanged (undo k
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -177,3 +178,15 @@ class Session:
         self.node(node_id)
         nodes = tuple(replace(n, **changes) if n.id == node_id else n for n in self.nodes)
         return replace(self, nodes=nodes)
+
+
+def chain_key(session: Session, chain: list[Node]) -> str:
+    """Identifies what a branch's image depends on: model, settings, and every prompt and
+    parameter on its chain from the root."""
+    s = session.settings
+    doc = {
+        "model": session.model,
+        "settings": [s.seed, s.steps, s.guidance, s.width, s.height],
+        "chain": [[n.prompt, n.params.to_json() if n.params else None] for n in chain],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

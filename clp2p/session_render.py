@@ -4,8 +4,6 @@ computes only the child. An evicted record is recomputed transparently from the 
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +14,7 @@ from .attention_maps import AttentionMaps
 from .control import RECORDED, BranchRecord
 from .engine import Engine, StepInfo
 from .params import Branch
-from .session import Node, Session, image_hash
+from .session import Session, chain_key, image_hash
 
 DEFAULT_BUDGET = 2 * 1024**3
 
@@ -61,18 +59,6 @@ class RecordCache:
     def clear(self) -> None:
         self._items.clear()
         self.nbytes = 0
-
-
-def chain_key(session: Session, chain: list[Node]) -> str:
-    """Identifies what a branch's record depends on: model, settings, and every prompt and
-    parameter on its chain from the root."""
-    s = session.settings
-    doc = {
-        "model": session.model,
-        "settings": [s.seed, s.steps, s.guidance, s.width, s.height],
-        "chain": [[n.prompt, n.params.to_json() if n.params else None] for n in chain],
-    }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,101 @@
+"""The engine as the studio's worker thread uses it: one loaded model, one session renderer,
+and checks of an edit against the model's tokenizer. Messages in and out are frozen values."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .align import tokenize
+from .engine import Engine, StepInfo
+from .errors import Clp2pError
+from .params import EditParams
+from .plan import resolve_edit
+from .session import Session
+from .session_render import DEFAULT_BUDGET, NodeRender, SessionRenderer
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to load: ``model`` as ``clp2p --model`` takes it, device and dtype names."""
+
+    model: str = "shapes"
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    spec: ModelSpec
+    device: str
+    dtype: str
+    native_size: int
+    size_multiple: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    """Render one node of a session snapshot; ``images`` (hash -> RGB) are the stored images a
+    reversal may compare against."""
+
+    session: Session
+    node_id: str
+    images: dict[str, np.ndarray]
+    preview_every: int = 5
+
+
+class EngineService:
+    """Owns the engine; every method runs on the worker thread except :meth:`check_edit`,
+    which only reads the tokenizer."""
+
+    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
+        self.budget = budget
+        self.engine: Engine | None = None
+        self.renderer: SessionRenderer | None = None
+        self.info: ModelInfo | None = None
+
+    def load(self, spec: ModelSpec) -> ModelInfo:
+        if self.info is not None and self.info.spec == spec:
+            return self.info
+        engine = Engine.load(spec.model, spec.device, spec.dtype)
+        self.engine, self.renderer = engine, SessionRenderer(engine, self.budget)
+        self.info = ModelInfo(
+            spec,
+            str(engine.device),
+            str(engine.dtype).replace("torch.", ""),
+            engine.native_size,
+            engine.size_multiple,
+            engine.max_tokens,
+        )
+        return self.info
+
+    def render(
+        self,
+        job: RenderJob,
+        on_step: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> NodeRender:
+        if self.renderer is None:
+            raise Clp2pError("no model is loaded: pick one in Model settings")
+        return self.renderer.render(
+            job.session,
+            job.node_id,
+            job.images,
+            on_step=on_step,
+            cancel=cancel,
+            preview_every=job.preview_every,
+        )
+
+    def check_edit(self, source: str, target: str, params: EditParams) -> str | None:
+        """None when the edit can run, else the message saying what to change."""
+        if self.engine is None:
+            return None
+        try:
+            tok, limit = self.engine.tokenizer, self.engine.max_tokens
+            resolve_edit(tokenize(source, tok, limit), tokenize(target, tok, limit), params)
+        except Clp2pError as exc:
+            return str(exc)
+        return None

@@ -1,0 +1,72 @@
+"""Studio settings: one object passed to whoever needs it, stored with QSettings."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings
+
+from clp2p.service import ModelSpec
+
+MAX_RECENT = 10
+
+
+class StudioSettings:
+    """Typed access to the persisted settings (model, device, dtype, recent files, autosave,
+    cache budget). Tests pass a QSettings on a temporary INI file."""
+
+    def __init__(self, store: QSettings | None = None) -> None:
+        self.store = store or QSettings("clp2p", "clp2p Studio")
+
+    def _get(self, key: str, default, kind=str):
+        value = self.store.value(key, default)
+        try:
+            return kind(value) if value is not None else default
+        except (TypeError, ValueError):
+            return default
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return ModelSpec(
+            self._get("model/name", "shapes"),
+            self._get("model/device", "auto"),
+            self._get("model/dtype", "auto"),
+        )
+
+    @model_spec.setter
+    def model_spec(self, spec: ModelSpec) -> None:
+        self.store.setValue("model/name", spec.model)
+        self.store.setValue("model/device", spec.device)
+        self.store.setValue("model/dtype", spec.dtype)
+
+    @property
+    def recent_files(self) -> list[str]:
+        value = self.store.value("files/recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or [])]
+
+    def add_recent(self, path: str) -> None:
+        files = [path] + [p for p in self.recent_files if p != path]
+        self.store.setValue("files/recent", files[:MAX_RECENT])
+
+    @property
+    def autosave_seconds(self) -> int:
+        return max(5, self._get("files/autosave_seconds", 60, int))
+
+    @autosave_seconds.setter
+    def autosave_seconds(self, value: int) -> None:
+        self.store.setValue("files/autosave_seconds", int(value))
+
+    @property
+    def cache_mib(self) -> int:
+        return max(64, self._get("engine/cache_mib", 2048, int))
+
+    @cache_mib.setter
+    def cache_mib(self, value: int) -> None:
+        self.store.setValue("engine/cache_mib", int(value))
+
+    @property
+    def preview_every(self) -> int:
+        return max(0, self._get("engine/preview_every", 5, int))
+
+    def sync(self) -> None:
+        self.store.sync()

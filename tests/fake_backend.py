@@ -1,0 +1,93 @@
+"""A scriptable stand-in for clp2p.service.EngineService: no model, controllable timing,
+failures and step counts, deterministic images."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+import numpy as np
+
+from clp2p.align import PromptTokens
+from clp2p.attention_maps import AttentionMaps
+from clp2p.engine import StepInfo
+from clp2p.errors import Clp2pError, RenderCancelled
+from clp2p.service import ModelInfo, ModelSpec, RenderJob
+from clp2p.session import image_hash
+from clp2p.session_render import NodeRender
+
+
+def fake_image(prompt: str, size: int = 64) -> np.ndarray:
+    seed = int(hashlib.sha256(prompt.encode()).hexdigest()[:8], 16)
+    rng = np.random.default_rng(seed)
+    image = np.zeros((size, size, 3), dtype=np.uint8)
+    image[:] = rng.integers(0, 256, 3)
+    image[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = rng.integers(0, 256, 3)
+    return image
+
+
+def fake_attention(prompts: list[str], steps: int = 4) -> AttentionMaps:
+    toks = []
+    for p in prompts:
+        words = tuple(p.split())
+        spans = tuple((i + 1,) for i in range(len(words)))
+        ids = tuple(range(len(words) + 2))
+        toks.append(PromptTokens(p, words, spans, ids, ("<s>", *words, "</s>")))
+    t = max(x.length for x in toks)
+    rng = np.random.default_rng(0)
+    cross = {(8, 8): rng.random((steps, len(prompts), 8, 8, t), dtype=np.float32)}
+    comps = rng.random((len(prompts), 3, 8, 8), dtype=np.float32)
+    return AttentionMaps(tuple(toks), cross, (8, 8), (8, 8), comps, np.ones((len(prompts), 3)))
+
+
+class FakeBackend:
+    def __init__(self, steps: int = 5, delay: float = 0.0) -> None:
+        self.steps, self.delay = steps, delay
+        self.fail_with: str | None = None
+        self.crash_with: Exception | None = None
+        self.calls: list[str] = []
+        self.gate: threading.Event | None = None  # when set, a render waits for it at step 1
+
+    def load(self, spec: ModelSpec) -> ModelInfo:
+        self.calls.append(f"load {spec.model}")
+        if spec.model == "missing":
+            raise Clp2pError("model 'missing' not found: give a folder")
+        return ModelInfo(spec, "cpu", "float32", 64, 16, 16)
+
+    def render(self, job: RenderJob, on_step=None, cancel=None) -> NodeRender:
+        self.calls.append(f"render {job.node_id}")
+        chain = job.session.path(job.node_id)
+        for i in range(self.steps):
+            if cancel is not None and cancel():
+                raise RenderCancelled(f"cancelled before step {i + 1}")
+            if self.gate is not None and i == 1:
+                self.gate.wait(5)
+            time.sleep(self.delay)
+            if on_step is not None:
+                preview = fake_image(f"{chain[-1].prompt}{i}")[None]
+                on_step(StepInfo(i + 1, self.steps, 0.01 * (i + 1), 0.01, preview))
+        if self.crash_with is not None:
+            raise self.crash_with
+        if self.fail_with is not None:
+            raise Clp2pError(self.fail_with)
+        images = {n.id: fake_image(n.prompt) for n in chain}
+        image = images[job.node_id]
+        metrics = {"mae": 1.0, "psnr": 30.0, "ssim": 0.9} if chain[-1].kind == "cycle" else {}
+        return NodeRender(
+            node_id=job.node_id,
+            image=image,
+            hash=image_hash(image),
+            seconds=0.05,
+            metrics=metrics,
+            attention=fake_attention(
+                [chain[-2].prompt if len(chain) > 1 else chain[-1].prompt, chain[-1].prompt]
+            ),
+            branch=1,
+            computed=len(chain),
+            images=images,
+            latents=np.zeros((4, 8, 8), dtype=np.float32),
+        )
+
+    def check_edit(self, source, target, params):
+        return None

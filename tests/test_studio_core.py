@@ -1,0 +1,146 @@
+"""The studio's document (undo, results) and job queue (order, cancel, errors) with a fake
+engine, on a qasync event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import qasync
+
+from clp2p.errors import Clp2pError, RenderCancelled
+from clp2p.params import RenderSettings, preset
+from clp2p.service import ModelSpec, RenderJob
+from clp2p.session import Session
+from clp2p_studio.document import Document
+from clp2p_studio.worker import Job, JobQueue
+from fake_backend import FakeBackend
+
+A = "a red circle on a white background"
+B = "a blue circle on a white background"
+
+
+@pytest.fixture
+def loop(qapp):
+    loop = qasync.QEventLoop(qapp, already_running=False)
+    asyncio.set_event_loop(loop)
+    yield loop
+    loop.close() if not loop.is_closed() else None
+    asyncio.set_event_loop(None)
+
+
+def _session():
+    s = Session.new(A, RenderSettings(steps=5), "shapes")
+    s, _ = s.add_edit("n1", B, preset("cl-p2p"))
+    return s
+
+
+def test_document_undo_keeps_render_results(qapp):
+    doc = Document(_session())
+    backend = FakeBackend()
+    result = backend.render(RenderJob(doc.session, "n2", {}))
+    doc.store_result(result)
+    assert doc.session.node("n2").status == "rendered" and doc.image("n2") is not None
+    assert doc.session.node("n1").status == "rendered"  # computed on the way
+    s2 = doc.session.update("n2", name="blue")
+    doc.edit(s2, "Rename n2")
+    doc.edit(doc.session.delete("n2"), "Delete n2")
+    assert [n.id for n in doc.session.nodes] == ["n1"]
+    doc.undo_stack.undo()
+    assert doc.session.node("n2").status == "rendered" and doc.session.node("n2").name == "blue"
+    doc.undo_stack.undo()
+    assert doc.session.node("n2").name == "" and doc.session.node("n2").status == "rendered"
+    assert doc.dirty
+
+
+def test_document_save_and_open_round_trip(qapp, tmp_path):
+    doc = Document(_session())
+    doc.store_result(FakeBackend().render(RenderJob(doc.session, "n2", {})))
+    path = str(tmp_path / "s.json")
+    doc.save(path)
+    assert not doc.dirty and doc.path == path
+    again = Document.open(path)
+    assert again.session.nodes == doc.session.nodes
+    assert (again.image("n2") == doc.image("n2")).all()
+
+
+def test_jobs_run_in_order_with_progress(qapp, loop):
+    backend = FakeBackend(steps=3)
+    jobs = JobQueue(backend)
+    seen = []
+    jobs.progress.connect(lambda job, info: seen.append((job.label, info.step)))
+    s = _session()
+
+    async def main():
+        info = await jobs.submit(Job("load", ModelSpec(), "load"))
+        first = jobs.submit(Job("render", RenderJob(s, "n1", {}), "n1"))
+        second = jobs.submit(Job("render", RenderJob(s, "n2", {}), "n2"))
+        return info, await first, await second
+
+    try:
+        info, r1, r2 = loop.run_until_complete(main())
+    finally:
+        jobs.shutdown()
+    assert info.device == "cpu" and r1.node_id == "n1" and r2.node_id == "n2"
+    assert backend.calls == ["load shapes", "render n1", "render n2"]
+    assert [x for x in seen if x[0] == "n1"] == [("n1", 1), ("n1", 2), ("n1", 3)]
+
+
+def test_cancel_mid_step_and_queued(qapp, loop):
+    backend = FakeBackend(steps=5)
+    backend.gate = threading.Event()
+    jobs = JobQueue(backend)
+    s = _session()
+    cancelled = []
+    jobs.cancelled.connect(lambda job: cancelled.append(job.label))
+
+    async def main():
+        running = Job("render", RenderJob(s, "n2", {}), "running")
+        queued = Job("render", RenderJob(s, "n1", {}), "queued")
+        f1, f2 = jobs.submit(running), jobs.submit(queued)
+        while jobs.current is not running:
+            await asyncio.sleep(0.01)
+        jobs.cancel(queued)
+        jobs.cancel(running)
+        backend.gate.set()
+        out = []
+        for f in (f1, f2):
+            try:
+                await f
+            except RenderCancelled:
+                out.append("cancelled")
+        return out
+
+    try:
+        assert loop.run_until_complete(main()) == ["cancelled", "cancelled"]
+    finally:
+        jobs.shutdown()
+    assert sorted(cancelled) == ["queued", "running"]
+    assert backend.calls == ["render n2"]
+
+
+def test_engine_errors_become_messages_and_the_queue_goes_on(qapp, loop):
+    backend = FakeBackend(steps=2)
+    jobs = JobQueue(backend)
+    s = _session()
+    messages = []
+    jobs.failed.connect(lambda job, msg: messages.append(msg))
+
+    async def main():
+        backend.crash_with = RuntimeError("CUDA out of memory")
+        with pytest.raises(Clp2pError, match="out of memory"):
+            await jobs.submit(Job("render", RenderJob(s, "n2", {}), "n2"))
+        backend.crash_with = None
+        with pytest.raises(Clp2pError, match="not found"):
+            await jobs.submit(Job("load", ModelSpec("missing"), "load"))
+        return await jobs.submit(Job("render", RenderJob(s, "n2", {}), "n2"))
+
+    try:
+        assert loop.run_until_complete(main()).node_id == "n2"
+    finally:
+        jobs.shutdown()
+    assert messages == [
+        "RuntimeError: CUDA out of memory",
+        "model 'missing' not found: give a folder",
+    ]
