@@ -95,3 +95,38 @@ def overlay(image: np.ndarray, map2d: np.ndarray, opacity: float = 0.6) -> np.nd
     heat = colourise(normalise(upsample(map2d, image.shape[:2])))
     out = image.astype(np.float32) * (1 - opacity) + heat.astype(np.float32) * opacity
     return out.round().clip(0, 255).astype(np.uint8)
+
+
+def merge_branches(parts: list[tuple[AttentionMaps, int]]) -> AttentionMaps:
+    """One :class:`AttentionMaps` holding branch ``i`` of each part, in order (e.g. a node's
+    source from an earlier render and the node from a later one). Grids present in every part
+    are kept; token axes are padded with zeros to the longest."""
+    grids = set(parts[0][0].cross)
+    for maps, _ in parts[1:]:
+        grids &= set(maps.cross)
+    steps = min(maps.cross[g].shape[0] for maps, _ in parts for g in grids) if grids else 0
+    tokens = max(maps.cross[g].shape[-1] for maps, _ in parts for g in grids) if grids else 0
+    cross = {}
+    for g in grids:
+        rows = []
+        for maps, i in parts:
+            data = maps.cross[g][:steps, i]
+            pad = tokens - data.shape[-1]
+            rows.append(np.pad(data, [(0, 0)] * (data.ndim - 1) + [(0, pad)]) if pad else data)
+        cross[g] = np.stack(rows, axis=1)
+    first = parts[0][0]
+    same_self = all(m.self_grid == first.self_grid for m, _ in parts)
+    comps = (
+        np.stack([m.self_components[i] for m, i in parts])
+        if same_self
+        else first.self_components[:0]
+    )
+    sing = (
+        np.stack([m.self_singular[i] for m, i in parts]) if same_self else first.self_singular[:0]
+    )
+    default = (
+        first.default_grid if first.default_grid in grids else (min(grids) if grids else (0, 0))
+    )
+    return AttentionMaps(
+        tuple(m.prompts[i] for m, i in parts), cross, default, first.self_grid, comps, sing
+    )

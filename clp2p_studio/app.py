@@ -1,0 +1,135 @@
+"""``clp2p-studio``: start the desktop workstation (or write a screenshot of it)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+from PySide6.QtCore import QStandardPaths
+from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from clp2p.loading import resources_dir
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="clp2p-studio", description="clp2p Studio")
+    p.add_argument("--session", help="open this session file")
+    p.add_argument("--model", help="model to load (default: the one in the settings, 'shapes')")
+    p.add_argument("--screenshot", help="write a PNG of the window and exit")
+    p.add_argument(
+        "--render", action="store_true", help="with --screenshot: render the selected node first"
+    )
+    p.add_argument("--data-dir", help="where autosave and logs go")
+    return p
+
+
+def apply_theme(app: QApplication) -> None:
+    app.setStyle("Fusion")
+    pal = QPalette()
+    base, text, mid = QColor("#1f2125"), QColor("#e6e6e6"), QColor("#2b2d31")
+    for role, colour in (
+        (QPalette.ColorRole.Window, mid),
+        (QPalette.ColorRole.WindowText, text),
+        (QPalette.ColorRole.Base, base),
+        (QPalette.ColorRole.AlternateBase, mid),
+        (QPalette.ColorRole.Text, text),
+        (QPalette.ColorRole.Button, QColor("#34373c")),
+        (QPalette.ColorRole.ButtonText, text),
+        (QPalette.ColorRole.Highlight, QColor("#2563eb")),
+        (QPalette.ColorRole.HighlightedText, QColor("white")),
+        (QPalette.ColorRole.ToolTipBase, base),
+        (QPalette.ColorRole.ToolTipText, text),
+        (QPalette.ColorRole.PlaceholderText, QColor("#8b8f97")),
+    ):
+        pal.setColor(role, colour)
+    app.setPalette(pal)
+    icon = resources_dir() / "icons" / "clp2p.png"
+    if icon.is_file():
+        app.setWindowIcon(QIcon(str(icon)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    import qasync
+
+    from clp2p.service import EngineService
+    from clp2p.session_render import DEFAULT_BUDGET
+
+    from .document import Document
+    from .settings import StudioSettings
+    from .window import MainWindow
+
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("clp2p Studio")
+    app.setOrganizationName("clp2p")
+    apply_theme(app)
+    data_dir = Path(
+        args.data_dir
+        or QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    logging.basicConfig(
+        filename=str(data_dir / "studio.log"),
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    loop = qasync.QEventLoop(app)
+    asyncio.set_event_loop(loop)
+    settings = StudioSettings()
+    budget = settings.cache_mib * 2**20 if settings.cache_mib else DEFAULT_BUDGET
+    window = MainWindow(EngineService(budget), settings, data_dir)
+    if not args.screenshot and window.recovery.crashed_with_autosave():
+        answer = QMessageBox.question(
+            window, "clp2p Studio", "The last session did not end cleanly. Restore its autosave?"
+        )
+        if answer == QMessageBox.StandardButton.Yes:
+            session, images = window.recovery.load()
+            window.set_document(Document(session, images))
+    if args.session and not window.open_path(args.session) and args.screenshot:
+        print(f"clp2p-studio: error: {window.messages[-1]}", file=sys.stderr)
+        return 2
+    from dataclasses import replace
+
+    spec = settings.model_spec
+    if args.model or args.session:
+        spec = replace(spec, model=args.model or window.doc.session.model)
+    window.show()
+    loaded = window.load_model(spec)
+    if args.screenshot:
+        return loop.run_until_complete(_screenshot(window, loaded, args))
+    window.start_autosave()
+    with loop:
+        loop.run_forever()
+    return 0
+
+
+async def _screenshot(window, loaded, args) -> int:
+    try:
+        await loaded
+    except Exception as exc:  # the screenshot still shows the window
+        print(f"clp2p-studio: model not loaded: {exc}", file=sys.stderr)
+    if args.render:
+        future = window.render_node(window.current())
+        try:
+            await future
+        except Exception as exc:
+            print(f"clp2p-studio: render failed: {exc}", file=sys.stderr)
+        await asyncio.sleep(0.1)
+        window.heatmaps.select_first_word() if hasattr(
+            window.heatmaps, "select_first_word"
+        ) else None
+    await asyncio.sleep(0.2)
+    QApplication.processEvents()
+    ok = window.grab().save(args.screenshot)
+    window.jobs.shutdown()
+    window.recovery.clean_exit()
+    print(f"wrote {args.screenshot}" if ok else f"could not write {args.screenshot}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

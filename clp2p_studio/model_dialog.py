@@ -1,0 +1,85 @@
+"""Model and device picker: the embedded shapes model, a local diffusers folder, a cached Hub
+id or a single-file checkpoint; device and dtype."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+)
+
+from clp2p.service import ModelSpec
+
+SOURCES = [
+    "Embedded shapes model",
+    "Diffusers folder",
+    "Hugging Face id (cached)",
+    "Checkpoint file",
+]
+
+
+class ModelDialog(QDialog):
+    def __init__(self, spec: ModelSpec, parent=None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Model and device")
+        form = QFormLayout(self)
+        self.source = QComboBox()
+        self.source.addItems(SOURCES)
+        self.location = QLineEdit("" if spec.model == "shapes" else spec.model)
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.location, 1)
+        row.addWidget(browse)
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.setCurrentText(spec.device)
+        self.dtype = QComboBox()
+        self.dtype.addItems(["auto", "fp32", "fp16", "bf16"])
+        self.dtype.setCurrentText(spec.dtype)
+        form.addRow("Model", self.source)
+        form.addRow("Location", row)
+        form.addRow("Device", self.device)
+        form.addRow("Precision", self.dtype)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        if spec.model != "shapes":
+            guess = 2 if "/" in spec.model and not spec.model.startswith(("/", ".")) else 1
+            self.source.setCurrentIndex(
+                3 if spec.model.endswith((".safetensors", ".ckpt")) else guess
+            )
+        self.source.currentIndexChanged.connect(self._source_changed)
+        self._source_changed(self.source.currentIndex())
+
+    def _source_changed(self, index: int) -> None:
+        self.location.setEnabled(index != 0)
+        self.location.setPlaceholderText(
+            ["", "/path/to/model", "owner/name", "/path/model.safetensors"][index]
+        )
+
+    def _browse(self) -> None:
+        index = self.source.currentIndex()
+        if index == 1:
+            path = QFileDialog.getExistingDirectory(self, "Diffusers model folder")
+        elif index == 3:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "Checkpoint", "", "Checkpoints (*.safetensors *.ckpt)"
+            )
+        else:
+            return
+        if path:
+            self.location.setText(path)
+
+    def spec(self) -> ModelSpec:
+        model = "shapes" if self.source.currentIndex() == 0 else self.location.text().strip()
+        return ModelSpec(model or "shapes", self.device.currentText(), self.dtype.currentText())

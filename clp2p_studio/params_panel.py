@@ -1,0 +1,382 @@
+"""The parameter panel: the next edit of the selected node (kind, target prompt, word chips
+for blend / re-weight / per-word windows, k, cross / self / V windows, presets), or the root's
+sampling settings. Invalid input is flagged inline before anything runs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from clp2p.align import normalise_word
+from clp2p.errors import Clp2pError
+from clp2p.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.session import Session, infer_kind
+
+from .range_slider import RangeSlider
+
+Validator = Callable[[str, str, EditParams], str | None]
+SELF_RES = ["8", "16", "32", "64", "all"]
+CHIPS_PER_ROW = 4
+
+
+def _words(prompt: str) -> list[str]:
+    seen: list[str] = []
+    for w in prompt.split():
+        n = normalise_word(w)
+        if n and n not in seen:
+            seen.append(n)
+    return seen
+
+
+class ParamsPanel(QWidget):
+    """Emits ``addRequested(kind, prompt, params, run)`` for a new child of the current node and
+    ``rootSettingsRequested(RenderSettings)`` for the root's settings."""
+
+    addRequested = Signal(str, str, object, bool)
+    rootSettingsRequested = Signal(object)
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.session: Session | None = None
+        self.node_id: str | None = None
+        self.validator: Validator | None = None
+        layout = QVBoxLayout(self)
+        self.header = QLabel("No node selected")
+        self.header.setWordWrap(True)
+        layout.addWidget(self.header)
+        layout.addWidget(self._edit_group())
+        layout.addWidget(self._root_group())
+        layout.addStretch(1)
+        self._apply_params(preset("cl-p2p"))
+
+    # ---- construction -------------------------------------------------------------------
+    def _edit_group(self) -> QGroupBox:
+        box = QGroupBox("Next edit of the selected image")
+        form = QFormLayout(box)
+        self.kind = QComboBox()
+        self.kind.addItems(["auto", "swap", "refine", "reweight"])
+        form.addRow("Edit", self.kind)
+        self.target = QLineEdit()
+        self.target.setPlaceholderText("target prompt")
+        self.target.setAccessibleName("Target prompt")
+        form.addRow("Target", self.target)
+        modes = QHBoxLayout()
+        self.chip_mode = QButtonGroup(self)
+        for i, name in enumerate(("blend", "re-weight", "per-word")):
+            b = QPushButton(name)
+            b.setCheckable(True)
+            b.setChecked(i == 0)
+            self.chip_mode.addButton(b, i)
+            modes.addWidget(b)
+        form.addRow("Word picks", modes)
+        self.chips = QGridLayout()
+        self.chips.setContentsMargins(0, 0, 0, 0)
+        self.chips_box = QWidget()
+        self.chips_box.setLayout(self.chips)
+        form.addRow("", self.chips_box)
+        presets = QHBoxLayout()
+        for name in ("p2p", "cl-p2p"):
+            b = QPushButton(name)
+            b.setToolTip(f"load the {name} preset")
+            b.clicked.connect(lambda _=False, n=name: self._apply_params(preset(n)))
+            presets.addWidget(b)
+        form.addRow("Preset", presets)
+        self.k = QSlider(Qt.Orientation.Horizontal)
+        self.k.setRange(0, 100)
+        self.k_label = QLabel("0.00")
+        self.k.valueChanged.connect(lambda v: self.k_label.setText(f"{v / 100:.2f}"))
+        row = QHBoxLayout()
+        row.addWidget(self.k, 1)
+        row.addWidget(self.k_label)
+        form.addRow("k (blend)", row)
+        self.blend = QLineEdit()
+        self.blend.setPlaceholderText("blend words (default: the changed words)")
+        form.addRow("Blend words", self.blend)
+        self.cross = RangeSlider()
+        self.cross.setAccessibleName("Cross-attention window")
+        form.addRow("Cross", self.cross)
+        self.cross_words = self._table(["word", "start", "end"])
+        form.addRow("Cross per word", self.cross_words)
+        self.self_window = RangeSlider()
+        self.self_window.setAccessibleName("Self-attention window")
+        form.addRow("Self", self.self_window)
+        self.self_res = QComboBox()
+        self.self_res.addItems(SELF_RES)
+        form.addRow("Self grids <=", self.self_res)
+        self.v_window = RangeSlider()
+        self.v_window.setAccessibleName("V injection window")
+        form.addRow("V window", self.v_window)
+        self.v_blend = QDoubleSpinBox()
+        self.v_blend.setRange(0, 1)
+        self.v_blend.setSingleStep(0.05)
+        self.v_layers = QComboBox()
+        self.v_layers.addItems(["self", "cross", "both"])
+        row = QHBoxLayout()
+        row.addWidget(QLabel("beta"))
+        row.addWidget(self.v_blend)
+        row.addWidget(self.v_layers)
+        form.addRow("V blend", row)
+        self.uncond = QCheckBox("also edit the unconditional half")
+        form.addRow("", self.uncond)
+        self.reweight = self._table(["word", "scale"])
+        form.addRow("Re-weight", self.reweight)
+        self.problem = QLabel("")
+        self.problem.setWordWrap(True)
+        self.problem.setStyleSheet("color: #ef4444;")
+        self.problem.setAccessibleName("Edit problem")
+        form.addRow(self.problem)
+        buttons = QHBoxLayout()
+        self.add_button = QPushButton("Add edit")
+        self.run_button = QPushButton("Add && render")
+        self.run_button.setDefault(True)
+        self.add_button.clicked.connect(lambda: self._add(False))
+        self.run_button.clicked.connect(lambda: self._add(True))
+        buttons.addWidget(self.add_button)
+        buttons.addWidget(self.run_button)
+        form.addRow(buttons)
+        for w in (self.target, self.blend):
+            w.textChanged.connect(self._changed)
+        for w in (self.kind, self.self_res, self.v_layers):
+            w.currentIndexChanged.connect(self._changed)
+        for w in (self.cross, self.self_window, self.v_window):
+            w.valuesChanged.connect(self._changed)
+        self.k.valueChanged.connect(self._changed)
+        self.v_blend.valueChanged.connect(self._changed)
+        self.cross_words.itemChanged.connect(self._changed)
+        self.reweight.itemChanged.connect(self._changed)
+        self.target.textChanged.connect(self._rebuild_chips)
+        self.edit_box = box
+        return box
+
+    def _table(self, headers: list[str]) -> QTableWidget:
+        table = QTableWidget(0, len(headers))
+        table.setHorizontalHeaderLabels(headers)
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        table.verticalHeader().setVisible(False)
+        table.setMaximumHeight(90)
+        return table
+
+    def _root_group(self) -> QGroupBox:
+        box = QGroupBox("Root: sampling")
+        form = QFormLayout(box)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.steps = QSpinBox()
+        self.steps.setRange(1, 1000)
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0, 50)
+        self.guidance.setSingleStep(0.5)
+        self.width_box = QSpinBox()
+        self.height_box = QSpinBox()
+        for b in (self.width_box, self.height_box):
+            b.setRange(0, 4096)
+            b.setSingleStep(8)
+            b.setSpecialValueText("model default")
+        form.addRow("Seed", self.seed)
+        form.addRow("Steps", self.steps)
+        form.addRow("Guidance", self.guidance)
+        form.addRow("Width", self.width_box)
+        form.addRow("Height", self.height_box)
+        apply = QPushButton("Apply to the session")
+        apply.clicked.connect(self._apply_root)
+        form.addRow(apply)
+        self.root_box = box
+        return box
+
+    # ---- context ----------------------------------------------------------------------------
+    def set_context(self, session: Session, node_id: str | None) -> None:
+        self.session, self.node_id = session, node_id
+        s = session.settings
+        for box, value in (
+            (self.seed, s.seed),
+            (self.steps, s.steps),
+            (self.width_box, s.width or 0),
+            (self.height_box, s.height or 0),
+        ):
+            box.setValue(value)
+        self.guidance.setValue(s.guidance)
+        if node_id is None:
+            self.header.setText("No node selected")
+            self._changed()
+            return
+        node = session.node(node_id)
+        self.header.setText(f"<b>{node.id}</b> ({node.kind}): {node.prompt}")
+        self.root_box.setVisible(node.parent is None)
+        if not self.target.text():
+            self.target.setText(node.prompt)
+        if node.params is not None:
+            self._apply_params(node.params)
+        self._changed()
+
+    def _apply_params(self, p: EditParams) -> None:
+        self.k.setValue(round(p.k * 100))
+        self.cross.setValues(p.cross.default.start, p.cross.default.end)
+        self.self_window.setValues(p.self_window.start, p.self_window.end)
+        self.self_res.setCurrentText("all" if p.self_res is None else str(p.self_res))
+        self.v_window.setValues(p.v_window.start, p.v_window.end)
+        self.v_blend.setValue(p.v_blend)
+        self.v_layers.setCurrentText(p.v_layers)
+        self.uncond.setChecked(p.inject_uncond)
+        self.blend.setText(" ".join(p.blend_words))
+        self._fill(self.cross_words, [(w, f"{x.start:g}", f"{x.end:g}") for w, x in p.cross.words])
+        self._fill(self.reweight, [(w, f"{s:g}") for w, s in p.reweight])
+        self._preset = p.preset
+
+    def _fill(self, table: QTableWidget, rows: list[tuple[str, ...]]) -> None:
+        table.blockSignals(True)
+        table.setRowCount(0)
+        for row in rows:
+            r = table.rowCount()
+            table.insertRow(r)
+            for c, value in enumerate(row):
+                table.setItem(r, c, QTableWidgetItem(value))
+        table.blockSignals(False)
+
+    def _rebuild_chips(self) -> None:
+        while self.chips.count():
+            w = self.chips.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        for i, word in enumerate(_words(self.target.text())[:16]):
+            chip = QPushButton(word)
+            chip.setStyleSheet("padding: 2px 6px;")
+            chip.clicked.connect(lambda _=False, w=word: self.pick_word(w))
+            self.chips.addWidget(chip, i // CHIPS_PER_ROW, i % CHIPS_PER_ROW)
+
+    def pick_word(self, word: str) -> None:
+        """A click on a word chip: toggles it as a blend word, or adds a re-weight or
+        per-word cross-window row, by the selected pick mode."""
+        mode = self.chip_mode.checkedId()
+        if mode == 0:
+            words = self.blend.text().split()
+            words = [w for w in words if w != word] if word in words else words + [word]
+            self.blend.setText(" ".join(words))
+        else:
+            table = self.reweight if mode == 1 else self.cross_words
+            row = (word, "2") if mode == 1 else (word, "0", f"{self.cross.values()[1]:g}")
+            current = [
+                tuple(table.item(r, c).text() for c in range(table.columnCount()))
+                for r in range(table.rowCount())
+            ]
+            self._fill(table, [r for r in current if r[0] != word] + [row])
+        self._changed()
+
+    # ---- reading and checking ---------------------------------------------------------------
+    def params(self) -> EditParams:
+        """The edit parameters shown; a :class:`Clp2pError` names a bad field."""
+        res = self.self_res.currentText()
+
+        def rows(table: QTableWidget) -> list[list[str]]:
+            return [
+                [
+                    (table.item(r, c).text() if table.item(r, c) else "")
+                    for c in range(table.columnCount())
+                ]
+                for r in range(table.rowCount())
+            ]
+
+        try:
+            per_word = tuple(
+                (w, StepWindow(float(a), float(b))) for w, a, b in rows(self.cross_words)
+            )
+            reweight = tuple((w, float(s)) for w, s in rows(self.reweight))
+        except ValueError:
+            raise Clp2pError(
+                "a table cell is not a number: fix the per-word or re-weight table"
+            ) from None
+        return EditParams(
+            kind=self.kind.currentText(),
+            cross=CrossWindow(StepWindow(*self.cross.values()), per_word),
+            self_window=StepWindow(*self.self_window.values()),
+            self_res=None if res == "all" else int(res),
+            v_window=StepWindow(*self.v_window.values()),
+            v_blend=self.v_blend.value(),
+            v_layers=self.v_layers.currentText(),
+            k=self.k.value() / 100,
+            blend_words=tuple(self.blend.text().split()),
+            reweight=reweight,
+            inject_uncond=self.uncond.isChecked(),
+            preset=getattr(self, "_preset", "custom"),
+        )
+
+    def problem_text(self) -> str | None:
+        if self.session is None or self.node_id is None:
+            return "select a node to edit"
+        source = self.session.node(self.node_id).prompt
+        target = self.target.text().strip()
+        try:
+            params = self.params()
+        except Clp2pError as exc:
+            return str(exc)
+        kind = infer_kind(source, target or source, params)
+        if not target and kind != "reweight":
+            return "type a target prompt"
+        if kind == "swap" and len(source.split()) != len(target.split()):
+            return (
+                f"a word swap needs the same number of words (source {len(source.split())}, "
+                f"target {len(target.split())}): choose refine to add or remove words"
+            )
+        if kind == "reweight" and not params.reweight:
+            return "re-weight: pick a word with 're-weight' and set its scale"
+        if params.v_blend > 0 and params.v_window.empty:
+            return "V blend is set but the V window is empty: widen the V window"
+        target_words = set(_words(target or source))
+        for word, _ in params.reweight + tuple((w, 0) for w, _ in params.cross.words):
+            if normalise_word(word) not in target_words:
+                return f"'{word}' is not a word of the target prompt"
+        for word in params.blend_words:
+            if normalise_word(word) not in target_words | set(_words(source)):
+                return f"blend word '{word}' is in neither prompt"
+        if self.validator is not None:
+            return self.validator(source, target or source, params)
+        return None
+
+    def _changed(self, *_args) -> None:
+        problem = self.problem_text()
+        self.problem.setText(problem or "")
+        ok = problem is None
+        self.add_button.setEnabled(ok)
+        self.run_button.setEnabled(ok)
+
+    def _add(self, run: bool) -> None:
+        if self.problem_text() is not None:
+            return
+        source = self.session.node(self.node_id).prompt
+        params = self.params()
+        target = self.target.text().strip() or source
+        self.addRequested.emit(infer_kind(source, target, params), target, params, run)
+
+    def _apply_root(self) -> None:
+        try:
+            settings = RenderSettings(
+                self.seed.value(),
+                self.steps.value(),
+                self.guidance.value(),
+                self.width_box.value() or None,
+                self.height_box.value() or None,
+            )
+        except Clp2pError as exc:
+            self.problem.setText(str(exc))
+            return
+        self.rootSettingsRequested.emit(settings)
