@@ -8,7 +8,6 @@ from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
     QColor,
     QImage,
-    QKeyEvent,
     QMouseEvent,
     QPainter,
     QPaintEvent,
@@ -108,10 +107,6 @@ class Canvas(QWidget):
             self.fit()
         self.update()
 
-    def image_size(self) -> QSize | None:
-        """Size in image pixels of the picture every pane is laid out for."""
-        return self._reference_size()
-
     # -- compare modes ------------------------------------------------------------------------
 
     def compare_mode(self) -> str:
@@ -167,11 +162,16 @@ class Canvas(QWidget):
         return self._zoom
 
     def zoom_in(self) -> None:
-        self.set_zoom(next((z for z in ZOOM_LEVELS if z > self._zoom * 1.001), ZOOM_LEVELS[-1]))
+        self.set_zoom(self._next_level(+1))
 
     def zoom_out(self) -> None:
-        smaller = [z for z in ZOOM_LEVELS if z < self._zoom / 1.001]
-        self.set_zoom(smaller[-1] if smaller else ZOOM_LEVELS[0])
+        self.set_zoom(self._next_level(-1))
+
+    def _next_level(self, direction: int) -> float:
+        """The zoom level after the current one, up (+1) or down (-1)."""
+        if direction > 0:
+            return next((z for z in ZOOM_LEVELS if z > self._zoom * 1.001), ZOOM_LEVELS[-1])
+        return next((z for z in reversed(ZOOM_LEVELS) if z < self._zoom / 1.001), ZOOM_LEVELS[0])
 
     def set_zoom(self, zoom: float, anchor: QPointF | None = None) -> None:
         """Zoom so that the image point under ``anchor`` (widget coordinates; default the
@@ -235,10 +235,10 @@ class Canvas(QWidget):
         size = self._reference_size()
         if size is None:
             return QRectF()
-        top_left = view.center() - self._centre * self._zoom
-        return QRectF(
-            top_left.x(), top_left.y(), size.width() * self._zoom, size.height() * self._zoom
-        )
+        corner = view.center() - self._centre * self._zoom
+        # Whole-pixel corners keep nearest-neighbour blocks aligned with the screen's pixels.
+        x, y = round(corner.x()), round(corner.y())
+        return QRectF(x, y, size.width() * self._zoom, size.height() * self._zoom)
 
     def _split_x(self) -> float:
         view = self._views()[0]
@@ -296,26 +296,9 @@ class Canvas(QWidget):
 
     def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y()
-        if steps == 0:
-            return
-        larger = [z for z in ZOOM_LEVELS if z > self._zoom * 1.001]
-        smaller = [z for z in ZOOM_LEVELS if z < self._zoom / 1.001]
-        if steps > 0 and larger:
-            self.set_zoom(larger[0], event.position())
-        elif steps < 0 and smaller:
-            self.set_zoom(smaller[-1], event.position())
+        if steps:
+            self.set_zoom(self._next_level(steps), event.position())
         event.accept()
-
-    def keyPressEvent(self, event: QKeyEvent) -> None:
-        key = event.key()
-        if key in (Qt.Key.Key_Plus, Qt.Key.Key_Equal):
-            self.zoom_in()
-        elif key == Qt.Key.Key_Minus:
-            self.zoom_out()
-        elif key == Qt.Key.Key_0:
-            self.fit()
-        else:
-            super().keyPressEvent(event)
 
     # -- painting -----------------------------------------------------------------------------
 
@@ -334,18 +317,11 @@ class Canvas(QWidget):
             view, split_x = views[0], self._split_x()
             left, left_caption = self._shown("left")
             right, right_caption = self._shown("right")
-            self._paint_view(
-                painter,
-                view,
-                left,
-                QRectF(view.left(), view.top(), split_x - view.left(), view.height()),
-            )
-            self._paint_view(
-                painter,
-                view,
-                right,
-                QRectF(split_x, view.top(), view.right() - split_x, view.height()),
-            )
+            left_part, right_part = QRectF(view), QRectF(view)
+            left_part.setRight(split_x)
+            right_part.setLeft(split_x)
+            self._paint_view(painter, view, left, left_part)
+            self._paint_view(painter, view, right, right_part)
             self._paint_split(painter, view, split_x)
             self._paint_header(
                 painter, panes[0], f"\u25c0 {left_caption}", left, f"{right_caption} \u25b6"

@@ -54,7 +54,10 @@ class Document(QObject):
                     "metrics": dict(node.metrics),
                 }
         self._view = self._overlay()
-        self.undo_stack.cleanChanged.connect(lambda _clean: self.changed.emit())
+        self.undo_stack.cleanChanged.connect(self._clean_changed)
+
+    def _clean_changed(self, _clean: bool) -> None:
+        self.changed.emit()
 
     # ---- state --------------------------------------------------------------------------
     @property

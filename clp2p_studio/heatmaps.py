@@ -41,6 +41,7 @@ QPushButton[chip="true"]:checked {
     background: palette(highlight); color: palette(highlighted-text);
     border-color: palette(highlight);
 }
+QLabel[heading="true"] { font-weight: bold; padding: 4px 0 0 0; }
 QToolButton[thumb="true"] { border: 1px solid transparent; border-radius: 4px; padding: 2px; }
 QToolButton[thumb="true"]:checked { border-color: palette(highlight); }
 """
@@ -68,16 +69,17 @@ class HeatmapPanel(QWidget):
         self._chips: dict[int, dict[str, QPushButton]] = {}
         self._selected: dict[int, str] = {}  # branch -> word shown as an overlay
         self._focus: int | None = None  # branch whose thumbnails are shown
+        self._thumbs: list[QToolButton] = []
 
-        self._opacity = QSlider(Qt.Orientation.Horizontal)
-        self._opacity.setRange(0, 100)
-        self._opacity.setValue(60)
+        self._opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=60)
         self._opacity.setAccessibleName("heatmap opacity")
         self._opacity_text = QLabel("60%")
         self._opacity_text.setMinimumWidth(self.fontMetrics().horizontalAdvance("100%"))
         self._first, self._last = QSpinBox(), QSpinBox()
         self._first.setAccessibleName("first step")
         self._last.setAccessibleName("end step (exclusive)")
+        self._first.setToolTip("first denoising step the maps average over")
+        self._last.setToolTip("the maps average over the steps before this one")
         self._grid = QComboBox()
         self._grid.setAccessibleName("attention grid")
         self._grid.setToolTip("resolution of the UNet layers whose attention is shown")
@@ -120,8 +122,12 @@ class HeatmapPanel(QWidget):
         column.addWidget(self._message)
         column.addWidget(self._controls)
         column.addLayout(self._sections)
+        self._gallery = QWidget()  # thumbnails of the branch clicked last
+        gallery = QVBoxLayout(self._gallery)
+        gallery.setContentsMargins(0, 0, 0, 0)
         for widget in (self._maps_title, self._maps, self._components_title, self._components):
-            column.addWidget(widget)
+            gallery.addWidget(widget)
+        column.addWidget(self._gallery)
         column.addStretch(1)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
@@ -202,8 +208,28 @@ class HeatmapPanel(QWidget):
         else:
             raise KeyError(f"'{word}' has no chip in branch {branch}")
 
+    def select_first_word(self) -> None:
+        """Select, in the branch shown last, the first word the other branches lack (the
+        edited word), else its first word."""
+        branch = self._focus
+        if branch is None or not self._words.get(branch) or self.grid() is None:
+            return
+        others = {normalise_word(w) for b, ws in self._words.items() if b != branch for w in ws}
+        words = self._words[branch]
+        self.select_word(
+            branch, next((w for w in words if normalise_word(w) not in others), words[0])
+        )
+
     def words(self, branch: int) -> list[str]:
+        """``branch``'s words with a chip: each word once, punctuation left out."""
         return list(self._words.get(branch, []))
+
+    def chip(self, branch: int, word: str) -> QPushButton:
+        return self._chips[branch][word]
+
+    def thumbnails(self) -> list[QToolButton]:
+        """The thumbnails shown: word maps, then self-attention components."""
+        return list(self._thumbs)
 
     def opacity(self) -> float:
         return self._opacity.value() / 100
@@ -267,7 +293,7 @@ class HeatmapPanel(QWidget):
         for branch, label in self._labels.items():
             prompt = self._attention.prompts[branch]
             title = _section_title(f"{label}: {prompt.prompt}")
-            title.setToolTip(prompt.prompt)
+            title.setWordWrap(True)  # a long prompt must not widen the panel
             self._sections.addWidget(title)
             holder = QWidget()
             flow = _FlowLayout(holder)
@@ -339,11 +365,11 @@ class HeatmapPanel(QWidget):
     def _fill_thumbnails(self) -> None:
         for flow in (self._maps.layout(), self._components.layout()):
             _clear_layout(flow)
+        self._thumbs = []
         branch = self._focus
-        if self._attention is None or branch is None or self.grid() is None:
-            for widget in (self._maps_title, self._maps, self._components_title):
-                widget.setVisible(False)
-            self._components.setVisible(False)
+        shown = self._attention is not None and branch is not None and self.grid() is not None
+        self._gallery.setVisible(shown)
+        if not shown:
             return
         label = self._labels[branch]
         self._maps_title.setText(f"Word maps \u00b7 {label}")
@@ -370,8 +396,6 @@ class HeatmapPanel(QWidget):
             self._components.layout().addWidget(
                 self._thumbnail(colourise(scaled), f"#{k + 1}", tip)
             )
-        for widget in (self._maps_title, self._maps, self._components_title):
-            widget.setVisible(True)
         self._components.setVisible(len(components) > 0)
 
     def _components_of(self, branch: int) -> np.ndarray:
@@ -396,14 +420,13 @@ class HeatmapPanel(QWidget):
         button.setText(caption)
         button.setToolTip(tip)
         button.setAutoRaise(True)
+        self._thumbs.append(button)
         return button
 
 
 def _section_title(text: str = "") -> QLabel:
     title = QLabel(text)
-    font = title.font()
-    font.setBold(True)
-    title.setFont(font)
+    title.setProperty("heading", True)
     return title
 
 
@@ -411,7 +434,7 @@ def _clear_layout(layout: QLayout) -> None:
     while layout.count():
         item = layout.takeAt(0)
         if item.widget() is not None:
-            item.widget().setParent(None)  # gone at once; deletion waits for the event loop
+            item.widget().hide()  # at once: deletion waits for the event loop
             item.widget().deleteLater()
         elif item.layout() is not None:
             _clear_layout(item.layout())

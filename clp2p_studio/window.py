@@ -423,13 +423,13 @@ class MainWindow(QMainWindow):
             self.settings.model_spec = dialog.spec()
             self.load_model(dialog.spec())
 
-    def _discard_ok(self) -> bool:
-        if not self.doc.dirty:
-            return True
-        answer = QMessageBox.question(
-            self, "clp2p Studio", "Discard the unsaved changes of this session?"
-        )
+    def confirm(self, question: str) -> bool:
+        """Ask the user a yes/no question (tests replace this)."""
+        answer = QMessageBox.question(self, "clp2p Studio", question)
         return answer == QMessageBox.StandardButton.Yes
+
+    def _discard_ok(self) -> bool:
+        return not self.doc.dirty or self.confirm("Discard the unsaved changes of this session?")
 
     # ---- autosave and recovery ------------------------------------------------------------
     def start_autosave(self) -> None:

@@ -23,3 +23,17 @@ def tiny_model_dir(tmp_path_factory):
     from tiny import save_tiny
 
     return save_tiny(tmp_path_factory.mktemp("models") / "tiny-sd")
+
+
+@pytest.fixture
+def loop(qapp):
+    """A qasync event loop over the test QApplication (the studio's asyncio loop)."""
+    import asyncio
+
+    import qasync
+
+    event_loop = qasync.QEventLoop(qapp, already_running=False)
+    asyncio.set_event_loop(event_loop)
+    yield event_loop
+    event_loop.close()
+    asyncio.set_event_loop(None)

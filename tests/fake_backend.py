@@ -80,10 +80,8 @@ class FakeBackend:
             hash=image_hash(image),
             seconds=0.05,
             metrics=metrics,
-            attention=fake_attention(
-                [chain[-2].prompt if len(chain) > 1 else chain[-1].prompt, chain[-1].prompt]
-            ),
-            branch=1,
+            attention=fake_attention([n.prompt for n in chain]),
+            branch=len(chain) - 1,
             computed=len(chain),
             images=images,
             latents=np.zeros((4, 8, 8), dtype=np.float32),

@@ -7,7 +7,6 @@ import asyncio
 import threading
 
 import pytest
-import qasync
 
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.params import RenderSettings, preset
@@ -19,15 +18,6 @@ from fake_backend import FakeBackend
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
-
-
-@pytest.fixture
-def loop(qapp):
-    loop = qasync.QEventLoop(qapp, already_running=False)
-    asyncio.set_event_loop(loop)
-    yield loop
-    loop.close() if not loop.is_closed() else None
-    asyncio.set_event_loop(None)
 
 
 def _session():

@@ -1,0 +1,160 @@
+"""The main window against a scriptable fake engine: editing, rendering, cancel, errors,
+undo, validation, files, autosave and recovery (offscreen)."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from PIL import Image
+from PySide6.QtCore import QSettings
+
+from clp2p.errors import RenderCancelled
+from clp2p.params import RenderSettings
+from clp2p.session import Session
+from clp2p_studio.document import Document
+from clp2p_studio.settings import StudioSettings
+from clp2p_studio.window import MainWindow
+from fake_backend import FakeBackend
+
+A = "a red circle on a white background"
+B = "a blue circle on a white background"
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, loop):
+    backend = FakeBackend(steps=4)
+    settings = StudioSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    w = MainWindow(backend, settings, tmp_path / "data")
+    w.confirm = lambda question: True
+    qtbot.addWidget(w)
+    w.set_document(Document(Session.new(A, RenderSettings(steps=4), "shapes")))
+    loop.run_until_complete(w.load_model())
+    yield w
+    w.jobs.shutdown()
+
+
+def _add_blue(window, run=True):
+    window.tree.select("n1")
+    window.params.target.setText(B)
+    assert window.params.problem.text() == ""
+    (window.params.run_button if run else window.params.add_button).click()
+
+
+def test_add_and_render_an_edit(window, loop):
+    _add_blue(window)
+    assert window.current() == "n2" and window.jobs.busy
+    loop.run_until_complete(window.jobs._futures and next(iter(window.jobs._futures.values())))
+    s = window.doc.session
+    assert s.node("n2").status == "rendered" and s.node("n1").status == "rendered"
+    assert window.doc.image("n2") is not None
+    assert window.tree.tree_model.rowCount() == 1
+    assert "n2" in window.attention and window.heatmaps.isEnabled()
+    assert window.backend.calls[-1] == "render n2"
+
+
+def test_cancel_mid_render_changes_nothing(window, loop):
+    window.backend.gate = threading.Event()
+    before = window.doc.session
+    future = window.render_node("n1")
+    loop.run_until_complete(_until(lambda: window.progress.value() >= 1))
+    window.jobs.cancel_all()
+    window.backend.gate.set()
+    with pytest.raises(RenderCancelled):
+        loop.run_until_complete(future)
+    assert window.doc.session == before and window.doc.image("n1") is None
+    assert "cancelled" in window.statusBar().currentMessage()
+
+
+def test_engine_error_is_a_message_not_a_crash(window, loop):
+    window.backend.crash_with = MemoryError("out of memory")
+    future = window.render_node("n1")
+    with pytest.raises(Exception, match="out of memory"):
+        loop.run_until_complete(future)
+    assert window.messages and "out of memory" in window.messages[-1]
+    assert window.doc.session.node("n1").status == "new"
+    window.backend.crash_with = None
+    loop.run_until_complete(window.render_node("n1"))
+    assert window.doc.session.node("n1").status == "rendered"
+
+
+def test_inline_validation_blocks_bad_edits(window):
+    window.tree.select("n1")
+    window.params.kind.setCurrentText("swap")
+    window.params.target.setText("a blue big circle on a white background")
+    assert "choose refine" in window.params.problem.text()
+    assert not window.params.run_button.isEnabled()
+    window.params.kind.setCurrentText("refine")
+    assert window.params.problem.text() == "" and window.params.run_button.isEnabled()
+    window.params.pick_word("big")  # blend mode: toggles a blend word
+    assert window.params.blend.text() == "big"
+    window.params.chip_mode.button(1).setChecked(True)
+    window.params.pick_word("purple")
+    assert "'purple' is not a word" in window.params.problem.text()
+
+
+def test_undo_redo_of_tree_operations(window, loop):
+    _add_blue(window, run=False)
+    window.reverse_node("n2")
+    loop.run_until_complete(_until(lambda: not window.jobs.busy))
+    assert [n.kind for n in window.doc.session.nodes] == ["root", "swap", "cycle"]
+    window.rename_node("n2", "blue | first try")
+    assert window.doc.session.node("n2").note == "first try"
+    window.delete_node("n2")
+    assert [n.id for n in window.doc.session.nodes] == ["n1"]
+    for _ in range(2):
+        window.undo_action.trigger()
+    assert window.doc.session.node("n2").name == ""
+    assert window.doc.session.node("n3").status == "rendered"  # results survive undo
+    window.redo_action.trigger()
+    assert window.doc.session.node("n2").name == "blue"
+
+
+def test_save_open_export_and_recent(window, loop, tmp_path):
+    _add_blue(window)
+    loop.run_until_complete(_until(lambda: not window.jobs.busy))
+    path = str(tmp_path / "s.json")
+    assert window._save_to(path) and not window.doc.dirty
+    window.export_history(str(tmp_path / "h.json"))
+    assert '"data:image/png;base64,' in (tmp_path / "h.json").read_text()
+    window.tree.select("n2")
+    window.export_image(str(tmp_path / "n2.png"))
+    chunk = json.loads(Image.open(tmp_path / "n2.png").text["clp2p"])
+    assert [c["prompt"] for c in chunk["chain"]] == [A, B]
+    assert window.settings.recent_files[0] == path
+    window.set_document(Document(Session.new(A, RenderSettings(), "shapes")))
+    assert window.open_path(path)
+    assert window.doc.session.node("n2").status == "rendered"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    assert not window.open_path(str(bad)) and "not valid JSON" in window.messages[-1]
+
+
+def test_autosave_and_crash_recovery(window, tmp_path):
+    window.recovery.mark_running()
+    _add_blue(window, run=False)
+    window.autosave()
+    assert window.recovery.crashed_with_autosave()  # as the next start would see it
+    session, _ = window.recovery.load()
+    assert [n.id for n in session.nodes] == ["n1", "n2"]
+    window.recovery.clean_exit()
+    assert not window.recovery.crashed_with_autosave()
+
+
+def test_compare_and_shortcuts(window):
+    modes = [window.canvas.toggle_compare() for _ in range(3)]
+    assert modes == ["slider", "blink", "side"]
+    shortcuts = {a.text(): a.shortcut().toString() for a in window.actions()}
+    assert shortcuts["&Render selected"] == "Ctrl+Return" and shortcuts["&Cancel"] == "Esc"
+
+
+async def _until(condition, timeout: float = 10.0):
+    import asyncio
+
+    waited = 0.0
+    while not condition():
+        await asyncio.sleep(0.02)
+        waited += 0.02
+        if waited > timeout:
+            raise TimeoutError("condition not reached")
