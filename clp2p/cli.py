@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_session_parser(sub)
 
+    from .shapes.evaluate import add_eval_parser
+
+    add_eval_parser(sub)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bsub = bench.add_subparsers(dest="bench", required=True)
     over = bsub.add_parser("overhead", help="engine vs diffusers' pipeline, time and memory")
@@ -284,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
             from .cli_session import cmd_session
 
             return cmd_session(args)
+        if args.command == "eval":
+            from .shapes.evaluate import cmd_eval
+
+            return cmd_eval(args)
         return cmd_bench(args)
     except Clp2pError as exc:
         print(f"clp2p: error: {exc}", file=sys.stderr)

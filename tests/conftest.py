@@ -10,10 +10,9 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session")
 def tiny_engine():
-    from tiny import tiny_pipeline
-
     from clp2p.engine import Engine
     from clp2p.loading import choose_device
+    from tiny import tiny_pipeline
 
     return Engine(tiny_pipeline(), choose_device("cpu", "fp32"), name="tiny")
 

@@ -9,6 +9,13 @@ prompt, and reads each image back with ``clp2p.shapes.metrics``.
 
 from __future__ import annotations
 
+import os
+
+# OpenMP threads that spin while they wait make a shared 2-core machine crawl (measured: a
+# training step took 14x longer while another process ran); they must sleep instead. This has
+# to be set before torch loads its OpenMP runtime.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import time

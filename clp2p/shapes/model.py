@@ -110,7 +110,7 @@ def build_scheduler(cfg: ModelConfig) -> DDIMScheduler:
         prediction_type="epsilon",
         clip_sample=False,
         set_alpha_to_one=True,
-        steps_offset=0,
+        steps_offset=1,  # unused by trailing spacing; 1 keeps the pipeline from warning
         timestep_spacing="trailing",
     )
 
