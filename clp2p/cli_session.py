@@ -40,6 +40,9 @@ def add_session_parser(sub) -> None:
     render.add_argument("--node", action="append", default=[], help="only these nodes")
     render.add_argument("--out", help="also write each node's image as DIR/<node>.png")
     render.add_argument("--no-cache", action="store_true", help="render every chain from the root")
+    render.add_argument(
+        "--cache-mib", type=int, default=2048, help="memory budget of the render cache (MiB)"
+    )
     _add_model_args(render)
 
     show = ssub.add_parser("show", help="print the tree")
@@ -115,7 +118,9 @@ def _render(args: argparse.Namespace) -> int:
         allow_download=args.allow_download,
         prediction_type=args.prediction_type,
     )
-    renderer = SessionRenderer(engine)
+    if args.cache_mib < 0:
+        raise Clp2pError(f"--cache-mib {args.cache_mib}: give a size in MiB, 0 or more")
+    renderer = SessionRenderer(engine, args.cache_mib * 2**20)
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)

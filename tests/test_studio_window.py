@@ -3,6 +3,7 @@ undo, validation, files, autosave and recovery (offscreen)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
@@ -158,3 +159,21 @@ async def _until(condition, timeout: float = 10.0):
         waited += 0.02
         if waited > timeout:
             raise TimeoutError("condition not reached")
+
+
+def test_slow_jobs_run_in_order_and_the_window_stays_responsive(window, loop):
+    window.backend.delay = 0.05
+    first = window.render_node("n1")
+    _add_blue(window, run=False)
+    second = window.render_node("n2")
+    ticks = []
+
+    async def watch():
+        while not second.done():
+            ticks.append(window.progress.value())
+            await asyncio.sleep(0.01)
+
+    loop.run_until_complete(watch())
+    assert first.done() and first.result().node_id == "n1" and second.result().node_id == "n2"
+    assert window.backend.calls[-2:] == ["render n1", "render n2"]
+    assert len(ticks) > 10  # the event loop kept running while the jobs worked
