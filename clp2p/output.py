@@ -82,7 +82,6 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def edit_record(result: RenderResult, model: str, device: str, dtype: str, command: list[str]):
-    s = result.settings
     return {
         "format": EDIT_FORMAT,
         "version": EDIT_VERSION,
@@ -90,13 +89,7 @@ def edit_record(result: RenderResult, model: str, device: str, dtype: str, comma
         "device": device,
         "dtype": dtype,
         "scheduler": "ddim",
-        "settings": {
-            "seed": s.seed,
-            "steps": s.steps,
-            "guidance": s.guidance,
-            "width": s.width,
-            "height": s.height,
-        },
+        "settings": result.settings.to_json(),
         "source": result.branches[0].prompt,
         "targets": [
             {"prompt": b.prompt, "image": f"{branch_name(i)}.png", "params": b.edit.to_json()}

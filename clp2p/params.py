@@ -228,6 +228,15 @@ class RenderSettings:
             if value is not None and value <= 0:
                 raise Clp2pError(f"{name} {value}: give a positive size in pixels")
 
+    def to_json(self) -> dict:
+        return {
+            "seed": self.seed,
+            "steps": self.steps,
+            "guidance": self.guidance,
+            "width": self.width,
+            "height": self.height,
+        }
+
 
 @dataclass(frozen=True)
 class Branch:

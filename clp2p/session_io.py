@@ -40,7 +40,6 @@ def _json_path(parts) -> str:
 
 
 def to_json(session: Session, images: dict[str, str] | None = None) -> dict:
-    s = session.settings
     data = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -49,13 +48,7 @@ def to_json(session: Session, images: dict[str, str] | None = None) -> dict:
         "model": session.model,
         "device": session.device,
         "dtype": session.dtype,
-        "settings": {
-            "seed": s.seed,
-            "steps": s.steps,
-            "guidance": s.guidance,
-            "width": s.width,
-            "height": s.height,
-        },
+        "settings": session.settings.to_json(),
         "nodes": [_node_json(n) for n in session.nodes],
     }
     if images:

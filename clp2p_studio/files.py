@@ -18,16 +18,9 @@ from clp2p.session import Session
 def node_parameters(session: Session, node_id: str) -> dict:
     """What made a node's image: model, settings, and every prompt and parameter from the
     root to the node."""
-    s = session.settings
     return {
         "model": session.model,
-        "settings": {
-            "seed": s.seed,
-            "steps": s.steps,
-            "guidance": s.guidance,
-            "width": s.width,
-            "height": s.height,
-        },
+        "settings": session.settings.to_json(),
         "chain": [
             {
                 "id": n.id,
