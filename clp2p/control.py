@@ -195,6 +195,7 @@ class AttentionController:
         source_record: BranchRecord | None = None,
         record: tuple[int, ...] = (),
         prompts: tuple[str, ...] = (),
+        record_limit: int | None = None,
     ) -> None:
         self.plans = sorted(plans, key=lambda p: p.branch)
         self.branches, self.steps, self.guided = branches, steps, guided
@@ -209,6 +210,10 @@ class AttentionController:
             b: BranchRecord(prompts[b] if prompts else "", recorder.tokens, {}, {}, [], [])
             for b in record
         }
+        # After the first step, records are projected over the whole render and only the
+        # deepest branches that fit in this many bytes are kept, so a large model never fills
+        # the device with them.
+        self.record_limit = record_limit
 
     def _halves(self, plan: EditPlan) -> tuple[int, ...]:
         """Indices into ``half_offsets`` that the plan edits."""
@@ -332,6 +337,14 @@ class AttentionController:
         for b, rec in self.records.items():
             rec.latents.append(latents[b].clone())
             rec.blend_sum.append(self.recorder.blend_sum[b].clone())
+        if self.records and self.record_limit is not None and self.step == 0:
+            kept, total = {}, 0
+            for b in sorted(self.records, reverse=True):  # the deepest branches first
+                size = self.records[b].nbytes * self.steps
+                if total + size <= self.record_limit:
+                    kept[b] = self.records[b]
+                    total += size
+            self.records = kept
         return latents
 
     def _mask(self, maps: torch.Tensor, tokens: list[int], k: float, gh: int, gw: int):

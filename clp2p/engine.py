@@ -178,13 +178,15 @@ class Engine:
         preview_every: int = 0,
         source: BranchRecord | None = None,
         record: bool = False,
+        record_limit: int | None = None,
     ) -> RenderResult:
         """Render ``branches`` in one batch. Every branch starts from the same noise (seed);
         each edit follows its source under its injection parameters.
 
         ``source``: a branch recorded by an earlier render (same settings) that branch 0
         edits (``Branch(prompt, -1, params)``), so its chain is not rendered again.
-        ``record``: keep every branch's :class:`BranchRecord` in ``result.records``.
+        ``record``: keep every branch's :class:`BranchRecord` in ``result.records``, unless
+        they would exceed ``record_limit`` bytes (then none is kept).
         ``cancel`` is checked before every step; when it returns True the render raises
         :class:`RenderCancelled` and the UNet's attention processors are restored."""
         start = time.perf_counter()
@@ -228,6 +230,7 @@ class Engine:
             source_record=source,
             record=tuple(range(n)) if record else (),
             prompts=tuple(b.prompt for b in branches),
+            record_limit=record_limit,
         )
 
         with torch.inference_mode():

@@ -140,6 +140,7 @@ class SessionRenderer:
             session.settings,
             source=source,
             record=use_cache,
+            record_limit=self.cache.budget,
             on_step=on_step,
             cancel=cancel,
             preview_every=preview_every,

@@ -131,9 +131,11 @@ def test_cache_evicts_under_a_tiny_budget_and_recomputes(tiny_engine):
     one = renderer.cache.nbytes // 2
     small = SessionRenderer(tiny_engine, budget=int(one * 1.5))  # room for one record
     first = small.render(s, "n2")
-    assert len(small.cache) == 1 and small.cache.evictions == 1
+    assert len(small.cache) == 1 and small.cache.evictions == 0
     again = small.render(s, "n3")  # n2's record is kept: only n3 is computed
     assert again.computed == 1
+    assert len(small.cache) == 1 and small.cache.evictions == 1  # n3's record replaced n2's
+    assert small.render(s, "n4").computed == 1
     small.cache.clear()
     recomputed = small.render(s, "n3")
     assert recomputed.computed == 3 and recomputed.hash == again.hash
@@ -163,3 +165,17 @@ def test_export_load_render_gives_equal_hashes(tiny_engine, tmp_path):
     fresh = SessionRenderer(tiny_engine)
     for node_id in ids:
         assert fresh.render(loaded, node_id).hash == loaded.node(node_id).image
+
+
+def test_records_that_would_not_fit_are_not_kept(tiny_engine):
+    s, ids = _chain()
+    full = SessionRenderer(tiny_engine)
+    full.render(s, "n3", use_cache=True)
+    per_record = full.cache.nbytes // 3
+    tight = SessionRenderer(tiny_engine, budget=int(per_record * 1.5))
+    tight.render(s, "n3")
+    assert len(tight.cache) == 1  # only the deepest branch, n3, was recorded
+    assert tight.render(s, "n4").computed == 1
+    none = SessionRenderer(tiny_engine, budget=per_record // 2)
+    none.render(s, "n2")
+    assert len(none.cache) == 0
