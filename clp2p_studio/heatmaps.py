@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from PySide6.QtCore import QPoint, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLayout,
-    QLayoutItem,
     QPushButton,
     QScrollArea,
     QSlider,
@@ -27,6 +26,7 @@ from PySide6.QtWidgets import (
 from clp2p.align import normalise_word
 from clp2p.attention_maps import AttentionMaps, colourise, normalise, overlay
 
+from .flow_layout import FlowLayout
 from .imaging import to_qimage
 
 _EDGE_PUNCTUATION = re.compile(r"^[^\w]+|[^\w]+$")
@@ -87,8 +87,8 @@ class HeatmapPanel(QWidget):
         self._sections = QVBoxLayout()  # one per branch: title and word chips
         self._maps_title, self._maps = _section_title(), QWidget()
         self._components_title, self._components = _section_title(), QWidget()
-        _FlowLayout(self._maps)
-        _FlowLayout(self._components)
+        FlowLayout(self._maps)
+        FlowLayout(self._components)
         self._message = QLabel()
         self._message.setWordWrap(True)
         self._message.setEnabled(False)
@@ -296,7 +296,7 @@ class HeatmapPanel(QWidget):
             title.setWordWrap(True)  # a long prompt must not widen the panel
             self._sections.addWidget(title)
             holder = QWidget()
-            flow = _FlowLayout(holder)
+            flow = FlowLayout(holder)
             self._words[branch], self._chips[branch] = [], {}
             seen: set[str] = set()
             for word in prompt.words:
@@ -438,63 +438,3 @@ def _clear_layout(layout: QLayout) -> None:
             item.widget().deleteLater()
         elif item.layout() is not None:
             _clear_layout(item.layout())
-
-
-class _FlowLayout(QLayout):
-    """Lays widgets out left to right, wrapping to new rows like words in a paragraph."""
-
-    def __init__(self, parent: QWidget | None = None, spacing: int = 4) -> None:
-        super().__init__(parent)
-        self._items: list[QLayoutItem] = []
-        self.setSpacing(spacing)
-        self.setContentsMargins(0, 0, 0, 0)
-
-    def addItem(self, item: QLayoutItem) -> None:
-        self._items.append(item)
-
-    def count(self) -> int:
-        return len(self._items)
-
-    def itemAt(self, index: int) -> QLayoutItem | None:
-        return self._items[index] if 0 <= index < len(self._items) else None
-
-    def takeAt(self, index: int) -> QLayoutItem | None:
-        return self._items.pop(index) if 0 <= index < len(self._items) else None
-
-    def expandingDirections(self) -> Qt.Orientation:
-        return Qt.Orientation(0)
-
-    def hasHeightForWidth(self) -> bool:
-        return True
-
-    def heightForWidth(self, width: int) -> int:
-        return self._arrange(QRect(0, 0, width, 0), move=False)
-
-    def setGeometry(self, rect: QRect) -> None:
-        super().setGeometry(rect)
-        self._arrange(rect, move=True)
-
-    def sizeHint(self) -> QSize:
-        return self.minimumSize()
-
-    def minimumSize(self) -> QSize:
-        size = QSize()
-        for item in self._items:
-            size = size.expandedTo(item.minimumSize())
-        margins = self.contentsMargins()
-        return size + QSize(margins.left() + margins.right(), margins.top() + margins.bottom())
-
-    def _arrange(self, rect: QRect, move: bool) -> int:
-        """Place the items in rows within ``rect``; returns the height used."""
-        margins = self.contentsMargins()
-        area = rect.adjusted(margins.left(), margins.top(), -margins.right(), -margins.bottom())
-        x, y, row_height, gap = area.x(), area.y(), 0, self.spacing()
-        for item in self._items:
-            hint = item.sizeHint()
-            if x + hint.width() > area.right() + 1 and row_height > 0:
-                x, y, row_height = area.x(), y + row_height + gap, 0
-            if move:
-                item.setGeometry(QRect(QPoint(x, y), hint))
-            x += hint.width() + gap
-            row_height = max(row_height, hint.height())
-        return y + row_height - rect.y() + margins.bottom()
