@@ -1,0 +1,434 @@
+"""``clp2p eval shapes``: score generation and editing on the shapes world, through the engine.
+
+Tasks:
+
+- ``generate``: one image per seed, seeds spread round-robin over every caption; the fraction
+  whose shape colour, shape class and background read back as asked.
+- ``edit``: colour, shape and background swaps under no injection (the target prompt
+  re-generated with the source's seed), ``p2p``, ``cl-p2p`` and ``cl-p2p`` with V injection,
+  each with its cycle A -> B -> A rendered as one chain; optionally a search for the V setting
+  on a separate set of pairs first.
+- ``sweep``: colour swaps over the study's grid k x cross x self.
+
+Every method of one pair is one batched render: the branches share the source's noise, so
+the regenerated target is exactly ``engine.generate(target, same seed)``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+
+from clp2p.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.plan import Branch
+from clp2p.shapes import world
+from clp2p.shapes.scoring import (
+    KINDS,
+    EditPair,
+    caption,
+    make_pairs,
+    score_cycle,
+    score_edit,
+    summarise,
+)
+
+NO_INJECTION = EditParams(
+    kind="swap",
+    cross=CrossWindow(StepWindow()),
+    self_window=StepWindow(),
+    k=0.0,
+    preset="none",
+)
+"""An edit that injects nothing: the target branch is a plain generation from the same noise."""
+
+V_WINDOWS: tuple[float, ...] = (0.2, 0.5, 0.8, 1.0)
+V_BLENDS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
+V_LAYERS: tuple[str, ...] = ("self", "both")
+"""The V injection search grid: window end x beta x layer kind."""
+
+SWEEP_K: tuple[float, ...] = (0.0, 0.3, 0.6)
+SWEEP_CROSS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+SWEEP_SELF: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
+"""The study's hyperparameter grid (seeds 001/002)."""
+
+GOALS = {"colour": 0.95, "background": 0.95, "shape": 0.85}
+"""Generation goals: fraction of samples whose attribute reads back as prompted."""
+
+
+@dataclass(frozen=True)
+class VSetting:
+    """V injection: window end (fraction of the steps), beta, and the layers it touches."""
+
+    window: float = 0.8
+    blend: float = 0.5
+    layers: str = "self"
+
+    def params(self, base: EditParams | None = None) -> EditParams:
+        base = base or preset("cl-p2p")
+        return base.with_(
+            v_window=StepWindow(0.0, self.window), v_blend=self.blend, v_layers=self.layers
+        )
+
+    def name(self) -> str:
+        return f"v{self.window:g}/b{self.blend:g}/{self.layers}"
+
+
+def methods(v: VSetting) -> dict[str, EditParams]:
+    """The edit task's methods, in table order."""
+    return {
+        "none": NO_INJECTION,
+        "p2p": preset("p2p").with_(kind="swap"),
+        "cl-p2p": preset("cl-p2p").with_(kind="swap"),
+        "cl-p2p+v": v.params().with_(kind="swap"),
+    }
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _eta(done: int, total: int, start: float) -> str:
+    elapsed = time.perf_counter() - start
+    left = elapsed / done * (total - done) if done else 0.0
+    return f"{done}/{total}, {elapsed:.0f} s, ~{left:.0f} s left"
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairImages:
+    """uint8 (H, W, 3) images of one pair: the source, and per method the target and (when
+    cycles were rendered) the reversal back to the source prompt."""
+
+    source: np.ndarray
+    targets: dict[str, np.ndarray]
+    backs: dict[str, np.ndarray]
+
+
+def render_pair(
+    engine,
+    pair: EditPair,
+    edits: dict[str, EditParams],
+    settings: RenderSettings,
+    cycle: bool = True,
+    chunk: int = 40,
+) -> PairImages:
+    """Render ``pair`` under every edit of ``edits`` (name -> params) from the pair's seed.
+
+    Each call renders ``[A, B_1 .. B_m, A_1 .. A_m]`` where ``A_i`` edits ``B_i`` back to the
+    source prompt with the same parameters; at most ``chunk`` edits share one call."""
+    from clp2p.engine import HeatmapOptions
+
+    settings = replace(settings, seed=pair.seed)
+    names = list(edits)
+    targets, backs = {}, {}
+    source = None
+    for first in range(0, len(names), chunk):
+        group = names[first : first + chunk]
+        branches = [Branch(pair.source_prompt)]
+        branches += [Branch(pair.target_prompt, 0, edits[n]) for n in group]
+        if cycle:
+            branches += [Branch(pair.source_prompt, 1 + i, edits[n]) for i, n in enumerate(group)]
+        result = engine.render(branches, settings, heatmaps=HeatmapOptions(max_pixels=0))
+        source = result.images[0]
+        for i, n in enumerate(group):
+            targets[n] = result.images[1 + i]
+            if cycle:
+                backs[n] = result.images[1 + len(group) + i]
+    return PairImages(source, targets, backs)
+
+
+def score_pair(pair: EditPair, images: PairImages) -> dict[str, dict]:
+    """Per edit name, the scores of :func:`score_edit` and, with a cycle, :func:`score_cycle`."""
+    out = {}
+    for name, target in images.targets.items():
+        row = score_edit(pair, images.source, target)
+        if name in images.backs:
+            row.update(score_cycle(images.source, images.backs[name]))
+        out[name] = row
+    return out
+
+
+def table(per_pair: list[dict], pairs: list[EditPair], names: list[str]) -> dict:
+    """``{method: {kind or "all": summary}}`` from per-pair scores (``{method: row}``)."""
+    out = {}
+    for name in names:
+        cells = {}
+        for kind in (*KINDS, "all"):
+            rows = [
+                scores[name]
+                for pair, scores in zip(pairs, per_pair, strict=True)
+                if kind in ("all", pair.kind)
+            ]
+            if rows:
+                cells[kind] = summarise(rows)
+        out[name] = cells
+    return out
+
+
+# ---- tasks -------------------------------------------------------------------------------
+
+
+def run_generate(engine, samples: int, settings: RenderSettings) -> dict:
+    """``samples`` images through the engine; seed i asks for combination i mod 54."""
+    from clp2p.shapes import check, metrics
+
+    combos = world.combinations()
+    start = time.perf_counter()
+    out: list[check.Sample] = []
+    for seed in range(samples):
+        asked = combos[seed % len(combos)]
+        image = engine.generate(caption(asked), replace(settings, seed=seed)).images[0]
+        reading = metrics.read_image(image)
+        read = (reading.colour, reading.shape, reading.background)
+        out.append(check.Sample(seed, asked, read, image))
+        if (seed + 1) % 25 == 0:
+            _log(f"generate: {_eta(seed + 1, samples, start)}")
+    figures = check.score(out)
+    return {
+        "task": "generate",
+        "n": samples,
+        "figures": figures,
+        "by_class": {
+            name: check.per_class(out, i)
+            for i, name in enumerate(("colour", "shape", "background"))
+        },
+        "goals": {k: {"goal": g, "met": figures[k] >= g} for k, g in GOALS.items()},
+        "samples": out[: len(combos)],
+    }
+
+
+def _score_all(
+    engine,
+    pairs: list[EditPair],
+    edits: dict[str, EditParams],
+    settings: RenderSettings,
+    cycle: bool,
+    what: str,
+    keep_images: int = 0,
+) -> tuple[list[dict], list[tuple[EditPair, PairImages]]]:
+    """Scores of every pair under every edit, and the images of the first ``keep_images``
+    pairs of each kind."""
+    start = time.perf_counter()
+    per_pair, kept = [], []
+    seen: dict[str, int] = {}
+    for i, pair in enumerate(pairs):
+        images = render_pair(engine, pair, edits, settings, cycle=cycle)
+        per_pair.append(score_pair(pair, images))
+        if seen.get(pair.kind, 0) < keep_images:
+            seen[pair.kind] = seen.get(pair.kind, 0) + 1
+            kept.append((pair, images))
+        _log(f"{what}: {_eta(i + 1, len(pairs), start)}")
+    return per_pair, kept
+
+
+def run_v_search(engine, pairs: list[EditPair], settings: RenderSettings) -> dict:
+    """Score every V setting of the search grid against plain ``cl-p2p`` on ``pairs``.
+
+    The best setting lowers the cycle error (mean absolute difference) most among those whose
+    edit success is not below plain ``cl-p2p``'s; ``best`` is None when none lowers it."""
+    grid = [VSetting(w, b, layer) for layer, w, b in product(V_LAYERS, V_WINDOWS, V_BLENDS)]
+    edits = {"cl-p2p": preset("cl-p2p").with_(kind="swap")}
+    edits |= {v.name(): v.params().with_(kind="swap") for v in grid}
+    per_pair, _ = _score_all(engine, pairs, edits, settings, True, "v search")
+    cells = {name: cell["all"] for name, cell in table(per_pair, pairs, list(edits)).items()}
+    base = cells["cl-p2p"]
+    eligible = [
+        v
+        for v in grid
+        if cells[v.name()]["success"] >= base["success"] - 1e-9
+        and cells[v.name()]["cycle_mad"] < base["cycle_mad"]
+    ]
+    best = min(eligible, key=lambda v: cells[v.name()]["cycle_mad"], default=None)
+    return {
+        "pairs": [p.to_json() for p in pairs],
+        "baseline": base,
+        "grid": [{"window": v.window, "blend": v.blend, "layers": v.layers} for v in grid],
+        "cells": cells,
+        "best": None if best is None else best.__dict__,
+    }
+
+
+def run_edit(
+    engine,
+    pairs: list[EditPair],
+    settings: RenderSettings,
+    v: VSetting,
+    search_pairs: list[EditPair] | None = None,
+) -> dict:
+    """The edit table, after an optional V search whose winner becomes ``cl-p2p+v``."""
+    search = None
+    if search_pairs:
+        search = run_v_search(engine, search_pairs, settings)
+        if search["best"] is not None:
+            v = VSetting(**search["best"])
+        _log(f"v search: best {search['best']}, using {v.name()}")
+    edits = methods(v)
+    per_pair, examples = _score_all(engine, pairs, edits, settings, True, "edit", keep_images=1)
+    return {
+        "task": "edit",
+        "v": v.__dict__,
+        "methods": {n: p.to_json() for n, p in edits.items()},
+        "table": table(per_pair, pairs, list(edits)),
+        "pairs": [dict(p.to_json(), scores=s) for p, s in zip(pairs, per_pair, strict=True)],
+        "v_search": search,
+        "examples": examples,
+    }
+
+
+def sweep_edits() -> dict[str, EditParams]:
+    """Every cell of the k x cross x self grid, named ``k/cross/self``."""
+    return {
+        f"{k:g}/{c:g}/{s:g}": preset("cl-p2p").with_(
+            kind="swap",
+            k=k,
+            cross=CrossWindow(StepWindow(0.0, c)),
+            self_window=StepWindow(0.0, s),
+        )
+        for k, c, s in product(SWEEP_K, SWEEP_CROSS, SWEEP_SELF)
+    }
+
+
+def run_sweep(engine, pairs: list[EditPair], settings: RenderSettings) -> dict:
+    """Colour swaps over the study's grid; the surfaces of success and mask IoU."""
+    edits = sweep_edits()
+    per_pair, examples = _score_all(engine, pairs, edits, settings, False, "sweep", keep_images=2)
+    cells = {name: cell["all"] for name, cell in table(per_pair, pairs, list(edits)).items()}
+    return {
+        "task": "sweep",
+        "axes": {"k": SWEEP_K, "cross": SWEEP_CROSS, "self": SWEEP_SELF},
+        "cells": cells,
+        "pairs": [dict(p.to_json(), scores=s) for p, s in zip(pairs, per_pair, strict=True)],
+        "examples": examples,
+    }
+
+
+def timed(task: Callable[[], dict]) -> dict:
+    """Run a task and add its wall time in seconds."""
+    start = time.perf_counter()
+    out = task()
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    return out
+
+
+# ---- command line ------------------------------------------------------------------------
+
+DEFAULT_PAIRS = {"edit": 60, "sweep": 12}
+DEFAULT_SEARCH_PAIRS = 12
+SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the confirmation
+
+
+def add_eval_parser(sub) -> None:
+    """``clp2p eval shapes --task generate|edit|sweep``."""
+    from clp2p.cli import _add_model_args
+
+    p = sub.add_parser("eval", help="evaluations against a ground truth")
+    esub = p.add_subparsers(dest="eval", required=True)
+    s = esub.add_parser("shapes", help="generation and edits scored on the shapes world")
+    s.add_argument("--task", required=True, choices=("generate", "edit", "sweep"))
+    s.add_argument("--samples", type=int, default=200, help="generate: images (seeds)")
+    s.add_argument("--pairs", type=int, help="edit / sweep: edit pairs (default 60 / 12)")
+    s.add_argument(
+        "--search-pairs",
+        type=int,
+        default=0,
+        help="edit: first search the V setting on this many other pairs (e.g. 12)",
+    )
+    s.add_argument("--v-inject", type=float, default=VSetting.window, help="V window end")
+    s.add_argument("--v-blend", type=float, default=VSetting.blend, help="V beta")
+    s.add_argument("--v-layers", choices=V_LAYERS, default=VSetting.layers)
+    s.add_argument("--json", help="write the results to this file")
+    s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
+    s.add_argument("--steps", type=int, default=30, help="DDIM steps (the model check's)")
+    s.add_argument("--guidance", type=float, default=5.0, help="CFG scale (the model check's)")
+    _add_model_args(s)
+
+
+def write_json(path: Path, result: dict) -> None:
+    import json
+
+    clean = {k: v for k, v in result.items() if k not in ("examples", "images", "samples")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_figures(result: dict, folder: Path) -> list[Path]:
+    from clp2p.shapes import figures
+
+    task = result["task"]
+    if task == "generate":
+        from clp2p.shapes import check
+
+        out = [folder / "eval-generate.png"]
+        check.save_grid(result["samples"], out[0])
+        return out
+    if task == "edit":
+        out = [folder / "eval-edit.png", folder / "eval-examples.png"]
+        figures.edit_bars(result["table"], out[0])
+        figures.edit_examples(result["examples"], list(result["methods"]), out[1])
+        return out
+    out = [folder / "eval-sweep.png", folder / "eval-sweep-grid.png"]
+    figures.sweep_heatmaps(result, out[0])
+    figures.sweep_grid(result, result["examples"], out[1])
+    return out
+
+
+def _report(result: dict) -> str:
+    from clp2p.shapes import report
+
+    if result["task"] == "generate":
+        return report.generate_table(result)
+    if result["task"] == "edit":
+        text = report.edit_table(result["table"])
+        if result["v_search"]:
+            text = report.v_search_table(result["v_search"]) + "\n\n" + text
+        return text
+    return report.sweep_tables(result)
+
+
+def cmd_eval(args) -> int:
+    """Run one task, print its markdown table, write JSON and figures when asked."""
+    import os
+
+    import torch
+
+    from clp2p.cli import engine_from
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.model is None:
+        args.model = "shapes"
+    engine = engine_from(args)
+    settings = RenderSettings(seed=0, steps=args.steps, guidance=args.guidance)
+    task = args.task
+    if task == "generate":
+        result = timed(lambda: run_generate(engine, args.samples, settings))
+    elif task == "edit":
+        pairs = make_pairs(args.pairs or DEFAULT_PAIRS["edit"])
+        search = None
+        if args.search_pairs:
+            search = make_pairs(args.search_pairs, seed=1, first_seed=SEARCH_FIRST_SEED)
+        v = VSetting(args.v_inject, args.v_blend, args.v_layers)
+        result = timed(lambda: run_edit(engine, pairs, settings, v, search))
+    else:
+        pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
+        result = timed(lambda: run_sweep(engine, pairs, settings))
+    result["model"] = engine.name
+    result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
+    print(_report(result))
+    print(f"\n{task}: {result['seconds']:.0f} s")
+    if args.json:
+        write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    if args.figures:
+        for path in write_figures(result, Path(args.figures)):
+            print(f"wrote {path}")
+    return 0

@@ -1,0 +1,160 @@
+"""Matplotlib figures of the shapes evaluation: metric bars, image grids, sweep surfaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from clp2p.shapes.scoring import KINDS, score_cycle, score_edit
+
+BAR_METRICS: tuple[tuple[str, str], ...] = (
+    ("success", "edit success (target attribute read)"),
+    ("iou", "mask IoU source vs target"),
+    ("kept", "other attributes kept"),
+    ("keep_mad", "MAD where nothing should change"),
+    ("cycle_mad", "cycle error: MAD of A->B->A to A"),
+    ("cycle_iou", "cycle mask IoU with A"),
+)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path, dpi: int = 110) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    fig.clf()
+
+
+def edit_bars(table: dict, path: Path) -> None:
+    """Grouped bars: one panel per metric, swap kinds on x, one bar per method."""
+    plt = _pyplot()
+    methods = list(table)
+    groups = [*KINDS, "all"]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    width = 0.8 / len(methods)
+    for ax, (key, title) in zip(axes.ravel(), BAR_METRICS, strict=True):
+        for m, method in enumerate(methods):
+            values = [table[method].get(g, {}).get(key) for g in groups]
+            xs = np.arange(len(groups)) + (m - (len(methods) - 1) / 2) * width
+            heights = [np.nan if v is None else v for v in values]
+            ax.bar(xs, heights, width, label=method)
+        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.set_title(title, fontsize=10)
+        if key not in ("keep_mad", "cycle_mad"):
+            ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("Shapes world: edits by swap kind and method (MAD in 0-255 pixel units)")
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def edit_examples(examples: list, methods: list[str], path: Path) -> None:
+    """One row per pair: the source, then per method its target (title red when the target
+    attribute is not read) and its cycle back to A (titled with the cycle MAD)."""
+    plt = _pyplot()
+    cols = 1 + 2 * len(methods)
+    fig, axes = plt.subplots(
+        len(examples), cols, figsize=(cols * 1.25, 0.4 + len(examples) * 1.6), squeeze=False
+    )
+    for row, (pair, images) in enumerate(examples):
+        tiles = [("source A\n" + pair.label(), images.source, "black")]
+        for m in methods:
+            target = images.targets[m]
+            ok = score_edit(pair, images.source, target)["success"]
+            tiles.append((f"{m}\nB", target, "black" if ok else "red"))
+            back = images.backs.get(m)
+            if back is None:
+                tiles.append((f"{m}\nno cycle", np.zeros_like(images.source), "gray"))
+            else:
+                mad = score_cycle(images.source, back)["cycle_mad"]
+                tiles.append((f"{m}\nB->A, MAD {mad:.1f}", back, "black"))
+        for ax, (title, image, colour) in zip(axes[row], tiles, strict=True):
+            ax.imshow(image, interpolation="nearest")
+            ax.set_title(title, fontsize=6, color=colour)
+            ax.axis("off")
+    fig.tight_layout(pad=0.3)
+    _save(fig, path, dpi=130)
+    plt.close(fig)
+
+
+def sweep_heatmaps(result: dict, path: Path) -> None:
+    """Success and mask IoU over cross (x) x self (y), one column per k."""
+    plt = _pyplot()
+    axes_info, cells = result["axes"], result["cells"]
+    ks, crosses, selves = axes_info["k"], axes_info["cross"], axes_info["self"]
+    fig, axes = plt.subplots(2, len(ks), figsize=(4.2 * len(ks), 7), squeeze=False)
+    for col, k in enumerate(ks):
+        for row, (key, title, vmin) in enumerate(
+            (("success", "colour swap success", 0.0), ("iou", "mask IoU src vs tgt", 0.5))
+        ):
+            grid = np.array(
+                [[cells[f"{k:g}/{c:g}/{s:g}"][key] or 0.0 for c in crosses] for s in selves]
+            )  # (self, cross)
+            ax = axes[row, col]
+            im = ax.imshow(grid, origin="lower", vmin=vmin, vmax=1.0, cmap="viridis")
+            for (i, j), value in np.ndenumerate(grid):
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7, color="w")
+            ax.set_xticks(range(len(crosses)), [f"{c:g}" for c in crosses])
+            ax.set_yticks(range(len(selves)), [f"{s:g}" for s in selves])
+            ax.set_xlabel("cross-attention window")
+            ax.set_ylabel("self-attention window")
+            ax.set_title(f"{title}, k = {k:g}", fontsize=10)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _mosaic(images: list[list[np.ndarray]], gap: int = 2) -> np.ndarray:
+    """Tile a rows x cols list of uint8 (H, W, 3) images with white gaps."""
+    h, w = images[0][0].shape[:2]
+    rows, cols = len(images), len(images[0])
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap, 3), 255, np.uint8)
+    for r, line in enumerate(images):
+        for c, image in enumerate(line):
+            out[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = image
+    return out
+
+
+def sweep_grid(result: dict, examples: list, path: Path) -> None:
+    """Per example pair: the source, then per k the targets over cross (x) x self (y)."""
+    plt = _pyplot()
+    axes_info = result["axes"]
+    ks, crosses, selves = axes_info["k"], axes_info["cross"], axes_info["self"]
+    fig, axes = plt.subplots(
+        len(examples),
+        1 + len(ks),
+        figsize=(1.6 + 3.6 * len(ks), 3.8 * len(examples)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [0.45] + [1.0] * len(ks)},
+    )
+    for row, (pair, images) in enumerate(examples):
+        axes[row, 0].imshow(images.source, interpolation="nearest")
+        axes[row, 0].set_title("source\n" + pair.label(), fontsize=8)
+        axes[row, 0].axis("off")
+        for col, k in enumerate(ks, start=1):
+            tiles = [
+                [images.targets[f"{k:g}/{c:g}/{s:g}"] for c in crosses] for s in reversed(selves)
+            ]
+            mosaic = _mosaic(tiles)
+            ax = axes[row, col]
+            ax.imshow(mosaic, interpolation="nearest")
+            step = mosaic.shape[1] / len(crosses)
+            ax.set_xticks((np.arange(len(crosses)) + 0.5) * step, [f"{c:g}" for c in crosses])
+            ax.set_yticks((np.arange(len(selves)) + 0.5) * step, [f"{s:g}" for s in selves[::-1]])
+            ax.set_xlabel("cross-attention window")
+            ax.set_ylabel("self-attention window")
+            ax.set_title(f"k = {k:g}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)

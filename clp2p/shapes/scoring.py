@@ -1,0 +1,178 @@
+"""Edit pairs of the shapes world and how an edit is scored against the ground truth.
+
+Pure numpy, no weights: a pair says which attribute an edit changes (shape colour, shape class
+or background colour), from which scene caption to which, under which seed; the scores read the
+rendered images back with :mod:`clp2p.shapes.metrics`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from clp2p.shapes import metrics, world
+
+KINDS: tuple[str, ...] = ("colour", "shape", "background")
+"""Edit kinds, named by the attribute they change; the index is the attribute's position in a
+``(colour, shape, background)`` triple."""
+
+Attributes = tuple[str, str, str]  # (colour, shape, background)
+
+
+def attribute_values(kind: str) -> tuple[str, ...]:
+    """Every value the attribute changed by ``kind`` can take."""
+    return {
+        "colour": tuple(world.SHAPE_COLOURS),
+        "shape": world.SHAPES,
+        "background": tuple(world.BACKGROUND_COLOURS),
+    }[kind]
+
+
+def caption(attrs: Attributes) -> str:
+    """The world's caption of a ``(colour, shape, background)`` triple."""
+    colour, shape, background = attrs
+    return f"a {colour} {shape} on a {background} background"
+
+
+@dataclass(frozen=True)
+class EditPair:
+    """One word swap: ``source`` -> ``target`` differ only in the attribute ``kind``."""
+
+    kind: str
+    source: Attributes
+    target: Attributes
+    seed: int
+
+    @property
+    def index(self) -> int:
+        """Position of the changed attribute in the triples."""
+        return KINDS.index(self.kind)
+
+    @property
+    def source_prompt(self) -> str:
+        return caption(self.source)
+
+    @property
+    def target_prompt(self) -> str:
+        return caption(self.target)
+
+    def label(self) -> str:
+        """Short text for figures, e.g. ``red->blue circle/white``."""
+        i = self.index
+        rest = [v for j, v in enumerate(self.source) if j != i]
+        return f"{self.source[i]}->{self.target[i]} {'/'.join(rest)}"
+
+    def to_json(self) -> dict:
+        return {
+            "kind": self.kind,
+            "source": self.source_prompt,
+            "target": self.target_prompt,
+            "seed": self.seed,
+        }
+
+
+def _allowed(attrs: Attributes) -> bool:
+    colour, _, background = attrs
+    return world.NAMED_COLOURS[colour] != world.NAMED_COLOURS[background]
+
+
+def make_pairs(
+    count: int, kinds: tuple[str, ...] = KINDS, seed: int = 0, first_seed: int = 1000
+) -> list[EditPair]:
+    """``count`` pairs, deterministic for a given ``seed``.
+
+    Kinds take turns; within a kind the target value goes round-robin over the attribute's
+    values. Sources are drawn without replacement from a shuffled deck of every caption
+    (:func:`world.combinations`, reshuffled when used up): each pair takes the first caption
+    left whose attribute differs from the target value, so small sets already cover every
+    colour, shape and background on both sides and no caption repeats before all were used.
+    Render seeds are ``first_seed, first_seed + 1, ...``: another ``first_seed`` gives other
+    noise.
+    """
+    rng = np.random.default_rng(seed)
+    combos = world.combinations()
+    deck: list[Attributes] = []
+    made = dict.fromkeys(kinds, 0)
+    pairs = []
+    for i in range(count):
+        kind = kinds[i % len(kinds)]
+        index = KINDS.index(kind)
+        values = attribute_values(kind)
+        want = values[made[kind] % len(values)]
+        made[kind] += 1
+        source = None
+        while source is None:
+            fits = [j for j, c in enumerate(deck) if c[index] != want]
+            if fits:
+                source = deck.pop(fits[0])
+            else:
+                deck += [combos[j] for j in rng.permutation(len(combos))]
+        target = tuple(want if j == index else v for j, v in enumerate(source))
+        if not _allowed(target):
+            raise ValueError(f"{caption(target)!r} is not a caption of the world")
+        pairs.append(EditPair(kind, source, target, first_seed + i))  # type: ignore[arg-type]
+    return pairs
+
+
+def _read_triple(reading: metrics.Reading) -> Attributes:
+    return (reading.colour, reading.shape, reading.background)
+
+
+def _region_mad(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float | None:
+    """Mean absolute difference (0-255) of two uint8 (H, W, 3) images over a bool (H, W)."""
+    if not region.any():
+        return None
+    return metrics.mean_abs_diff(a[region], b[region])
+
+
+def score_edit(pair: EditPair, source: np.ndarray, target: np.ndarray) -> dict:
+    """Scores of one edit from uint8 (H, W, 3) images.
+
+    - ``source_ok``: the source shows all three attributes of its caption.
+    - ``success``: the target shows the target value of the changed attribute.
+    - ``iou``: foreground mask IoU source vs target (colour and background swaps only: a shape
+      swap is meant to change the mask).
+    - ``kept``: the attributes the edit must not touch read as in the source (colour swap: the
+      background; background swap: the shape colour; shape swap: both colours).
+    - ``keep_mad``: mean absolute pixel difference where nothing should change: outside both
+      masks for colour and shape swaps, inside both masks for background swaps.
+    """
+    src, tgt = metrics.read_image(source), metrics.read_image(target)
+    src_attrs, tgt_attrs = _read_triple(src), _read_triple(tgt)
+    i = pair.index
+    keep = {"colour": (2,), "shape": (0, 2), "background": (0,)}[pair.kind]
+    # Where nothing should change: the shape for a background swap, else the background.
+    region = src.mask & tgt.mask if pair.kind == "background" else ~(src.mask | tgt.mask)
+    return {
+        "source_ok": src_attrs == pair.source,
+        "success": tgt_attrs[i] == pair.target[i],
+        "iou": None if pair.kind == "shape" else metrics.mask_iou(src.mask, tgt.mask),
+        "kept": all(tgt_attrs[j] == src_attrs[j] for j in keep),
+        "keep_mad": _region_mad(source, target, region),
+        "read": list(tgt_attrs),
+    }
+
+
+def score_cycle(source: np.ndarray, back: np.ndarray) -> dict:
+    """Cycle error of A -> B -> A: mean absolute pixel difference (0-255) of the reversal to
+    the source, and the IoU of their foreground masks."""
+    return {
+        "cycle_mad": metrics.mean_abs_diff(back, source),
+        "cycle_iou": metrics.mask_iou(
+            metrics.foreground_mask(back), metrics.foreground_mask(source)
+        ),
+    }
+
+
+METRICS: tuple[str, ...] = ("success", "iou", "kept", "keep_mad", "cycle_mad", "cycle_iou")
+"""Metrics averaged into a table cell, in column order."""
+
+
+def summarise(rows: list[dict], names: tuple[str, ...] = METRICS) -> dict:
+    """Mean of each metric over the rows that have it (booleans count as 0/1), and ``n``."""
+    out: dict = {"n": len(rows)}
+    for name in names:
+        values = [float(r[name]) for r in rows if r.get(name) is not None]
+        out[name] = float(np.mean(values)) if values else None
+    return out
