@@ -23,13 +23,18 @@ CHAIN = [
 ]
 
 
-def run_session_bench(json_path: str | None = None, model: str | None = None, repeats: int = 3):
+def run_session_bench(
+    json_path: str | None = None,
+    model: str | None = None,
+    repeats: int = 3,
+    threads: int | None = None,
+):
     from .engine import Engine
     from .loading import quiet_libraries
     from .session_render import SessionRenderer, apply
 
     quiet_libraries()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(threads or os.cpu_count() or 1)
     engine = Engine.load(model or "shapes", "cpu", "fp32")
     settings = RenderSettings(seed=7, steps=50, guidance=7.5)
     session = Session.new(CHAIN[0], settings, engine.name)
@@ -60,6 +65,7 @@ def run_session_bench(json_path: str | None = None, model: str | None = None, re
                 "ratio": round(min(warm_times) / min(cold_times), 3),
                 "latent_max_abs_diff": float(np.abs(warm.latents - cold.latents).max()),
                 "image_max_abs_diff": int(np.abs(warm.image.astype(int) - cold.image).max()),
+                "float_image_max_abs_diff": _float_image_diff(engine, warm.latents, cold.latents),
                 "cache_bytes_after": renderer.cache.nbytes,
                 "record_mib": round((renderer.cache.nbytes - parent_key) / 2**20, 2)
                 if depth == 1
@@ -70,7 +76,8 @@ def run_session_bench(json_path: str | None = None, model: str | None = None, re
         print(
             f"depth {depth} ({node_id}): cold {r['cold_s']:.3f} s, after parent {r['cached_s']:.3f}"
             f" s, x{r['ratio']:.3f} (goal <= {GOAL}); max |latent diff| "
-            f"{r['latent_max_abs_diff']:.2e}, max |pixel diff| {r['image_max_abs_diff']}",
+            f"{r['latent_max_abs_diff']:.2e}, max |image diff| {r['float_image_max_abs_diff']:.2e}"
+            f" (of 1), max |8-bit pixel diff| {r['image_max_abs_diff']}",
             flush=True,
         )
     per_node = renderer.cache.nbytes / len(renderer.cache)
@@ -88,3 +95,12 @@ def run_session_bench(json_path: str | None = None, model: str | None = None, re
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _float_image_diff(engine, a: np.ndarray, b: np.ndarray) -> float:
+    """Max abs difference of the decoded images in [0, 1] (before 8-bit rounding)."""
+    vae = engine.pipe.vae
+    with torch.inference_mode():
+        z = torch.from_numpy(np.stack([a, b])).to(engine.device, vae.dtype)
+        images = vae.decode(z / vae.config.scaling_factor).sample.float().clamp(-1, 1) / 2 + 0.5
+    return float((images[0] - images[1]).abs().max())

@@ -98,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     sess = bsub.add_parser("session", help="node-by-node chain rendering with reuse vs cold")
     sess.add_argument("--json", help="also write the results to this file")
     sess.add_argument("--model", help="default: the embedded shapes model")
+    sess.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     return parser
 
 
@@ -265,7 +266,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "session":
         from .bench_session import run_session_bench
 
-        run_session_bench(json_path=args.json, model=args.model)
+        run_session_bench(json_path=args.json, model=args.model, threads=args.threads)
         return 0
     from .bench import run_overhead
 

@@ -157,7 +157,8 @@ class BranchRecord:
     """What an edit of a branch needs from it, per step and attention call: the queries,
     keys and values its self-attention used, the probabilities and values its
     cross-attention used, and after each step its latent and cumulative blend maps. Tensors
-    are (halves, heads, ...) with halves = (uncond, cond) under guidance, else (cond,)."""
+    are (1, heads, ...): only the conditional half of guidance is kept (an edit that also
+    edits the unconditional half is rendered from its source's own branch instead)."""
 
     prompt: str
     tokens: int  # token positions kept in blend_sum
@@ -226,7 +227,15 @@ class AttentionController:
         self.call = 0
 
     def _rows(self, branch: int) -> list[int]:
-        return [off + branch for off in self.half_offsets]
+        """The rows a record keeps: the conditional half."""
+        return [self.cond + branch]
+
+    def _recorded_half(self, plan: EditPlan, h: int) -> int:
+        if h != len(self.half_offsets) - 1:
+            raise ValueError(
+                f"branch {plan.branch} edits the unconditional half, which a record does not keep"
+            )
+        return 0
 
     # ---- self-attention -------------------------------------------------------------------
     def self_attention(self, attn, q, k, v, mask):
@@ -253,7 +262,7 @@ class AttentionController:
                     src = self.half_offsets[h] + plan.source
                     sq, sk, sv = q[src], k[src], v[src]
                 else:
-                    sq, sk, sv = (t[h] for t in recorded)
+                    sq, sk, sv = (t[self._recorded_half(plan, h)] for t in recorded)
                 if inject_qk:
                     q[dst] = sq
                     k[dst] = sk
@@ -284,7 +293,7 @@ class AttentionController:
                 for h in self._halves(plan):
                     dst = self.half_offsets[h] + plan.branch
                     if plan.source == RECORDED:
-                        sv = recorded[1][h]
+                        sv = recorded[1][self._recorded_half(plan, h)]
                     else:
                         sv = v[self.half_offsets[h] + plan.source]
                     v[dst] = torch.lerp(v[dst], sv, p.v_blend)
@@ -299,7 +308,7 @@ class AttentionController:
             for h in self._halves(plan):
                 dst = self.half_offsets[h] + plan.branch
                 if plan.source == RECORDED:
-                    src_probs = recorded[0][h]
+                    src_probs = recorded[0][self._recorded_half(plan, h)]
                 else:
                     src_probs = probs[self.half_offsets[h] + plan.source]
                 own = probs[dst]

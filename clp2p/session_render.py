@@ -125,6 +125,8 @@ class SessionRenderer:
         start, source = 0, None
         if use_cache:
             for j in range(len(chain) - 2, -1, -1):
+                if chain[j + 1].params.inject_uncond:
+                    continue  # records keep only the conditional half
                 source = self.cache.get(chain_key(session, chain[: j + 1]))
                 if source is not None:
                     start = j + 1

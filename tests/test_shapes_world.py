@@ -150,3 +150,27 @@ def test_shipped_model_loads_offline_and_samples():
         output_type="np",
     ).images
     assert image.shape == (1, 64, 64, 3)
+
+
+def test_tokenizer_uses_the_real_clip_vocabulary():
+    cfg = model.ModelConfig()
+    tok = model.load_tokenizer(cfg)
+    ids = tok(
+        ["a red circle on a white background"],
+        padding="max_length",
+        max_length=cfg.max_tokens,
+        truncation=True,
+    ).input_ids[0]
+    assert len(tok) == model.VOCAB_SIZE
+    # One token per word, and different words get different ids (the first training run was
+    # silently trained on BOS + EOS only because the vocabulary failed to load).
+    assert ids[0] == model.BOS_ID and ids[8] == model.EOS_ID
+    assert tok.convert_ids_to_tokens(ids[1:8]) == [
+        "a</w>",
+        "red</w>",
+        "circle</w>",
+        "on</w>",
+        "a</w>",
+        "white</w>",
+        "background</w>",
+    ]

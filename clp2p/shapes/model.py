@@ -120,13 +120,15 @@ def build_scheduler(cfg: ModelConfig) -> DDIMScheduler:
 
 
 def load_tokenizer(cfg: ModelConfig, source: Path = CLIP_TOKENIZER_DIR) -> CLIPTokenizer:
-    """CLIP BPE tokenizer padded / truncated to ``cfg.max_tokens``."""
-    return CLIPTokenizer(
-        vocab_file=str(source / "vocab.json"),
-        merges_file=str(source / "merges.txt"),
-        model_max_length=cfg.max_tokens,
-        pad_token="<|endoftext|>",
-    )
+    """CLIP BPE tokenizer padded / truncated to ``cfg.max_tokens``.
+
+    Loaded with ``from_pretrained``: with transformers 5, ``CLIPTokenizer(vocab_file=...)``
+    silently builds a two-token vocabulary and maps every caption to BOS + EOS.
+    """
+    tokenizer = CLIPTokenizer.from_pretrained(source, model_max_length=cfg.max_tokens)
+    if len(tokenizer) != VOCAB_SIZE:
+        raise ValueError(f"{source} holds {len(tokenizer)} tokens, expected {VOCAB_SIZE}")
+    return tokenizer
 
 
 def write_tokenizer(cfg: ModelConfig, folder: Path, source: Path = CLIP_TOKENIZER_DIR) -> None:

@@ -48,7 +48,7 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4  # on the per-element mean KL
-    steps: int = 2_600
+    steps: int = 1_600
     batch: int = 64
     lr: float = 6e-4
     warmup: int = 100
