@@ -36,7 +36,7 @@ class CheckConfig:
 
     samples: int = 200
     steps: int = 30
-    guidance: float = 5.0
+    guidance: float = 4.0
     batch: int = 27
 
 

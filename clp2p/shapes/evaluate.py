@@ -346,8 +346,8 @@ def add_eval_parser(sub) -> None:
     s.add_argument("--v-layers", choices=V_LAYERS, default=VSetting.layers)
     s.add_argument("--json", help="write the results to this file")
     s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
-    s.add_argument("--steps", type=int, default=30, help="DDIM steps (the model check's)")
-    s.add_argument("--guidance", type=float, default=5.0, help="CFG scale (the model check's)")
+    s.add_argument("--steps", type=int, help="DDIM steps (default: the model check's)")
+    s.add_argument("--guidance", type=float, help="CFG scale (default: the model check's)")
     _add_model_args(s)
 
 
@@ -407,7 +407,13 @@ def cmd_eval(args) -> int:
     if args.model is None:
         args.model = "shapes"
     engine = engine_from(args)
-    settings = RenderSettings(seed=0, steps=args.steps, guidance=args.guidance)
+    from clp2p.shapes.check import CheckConfig
+
+    settings = RenderSettings(
+        seed=0,
+        steps=args.steps or CheckConfig.steps,
+        guidance=CheckConfig.guidance if args.guidance is None else args.guidance,
+    )
     task = args.task
     if task == "generate":
         result = timed(lambda: run_generate(engine, args.samples, settings))
