@@ -270,7 +270,8 @@ class AttentionController:
                     v[dst] = torch.lerp(v[dst], sv, p.v_blend)
         for b, rec in self.records.items():
             rows = self._rows(b)
-            rec.self_qkv[key] = (q[rows].clone(), k[rows].clone(), v[rows].clone())
+            # indexing with a list already copies: the record owns its tensors
+            rec.self_qkv[key] = (q[rows], k[rows], v[rows])
         if pixels == self.recorder.blend_pixels:
             rows = slice(self.cond, self.cond + self.branches)
             self.recorder.add_self(q[rows], k[rows], attn.scale)
@@ -317,7 +318,7 @@ class AttentionController:
                 probs[dst] = alpha * (base * plan.scale) + (1 - alpha) * own
         for b, rec in self.records.items():
             rows = self._rows(b)
-            rec.cross[key] = (probs[rows].clone(), v[rows].clone())
+            rec.cross[key] = (probs[rows], v[rows])
         if self.recorder.wants_cross(pixels):
             self.recorder.add_cross(pixels, probs[self.cond : self.cond + self.branches])
         return probs.to(v.dtype) @ v
