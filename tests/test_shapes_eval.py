@@ -134,7 +134,11 @@ def test_tiny_v_search_and_sweep(tiny_engine, tmp_path: Path, monkeypatch):
     monkeypatch.setattr(evaluate, "V_LAYERS", ("self", "both"))
     search = evaluate.run_v_search(tiny_engine, make_pairs(1), SETTINGS)
     assert set(search["cells"]) == {"cl-p2p", "v1/b0.5/self", "v1/b0.5/both"}
-    assert search["best"] is None or search["best"]["window"] == 1.0
+    assert set(search["best"]) == {"cycle", "cold"}
+    # The chain reversal without V replays the source's attention: it returns exactly to A,
+    # so no V setting can lower its cycle error.
+    assert search["cells"]["cl-p2p"]["cycle_mad"] == 0.0 and search["best"]["cycle"] is None
+    assert "`cl-p2p`" in report.v_search_table(search)
     monkeypatch.setattr(evaluate, "SWEEP_K", (0.0, 0.3))
     monkeypatch.setattr(evaluate, "SWEEP_CROSS", (0.2,))
     monkeypatch.setattr(evaluate, "SWEEP_SELF", (0.2, 0.8))
@@ -182,9 +186,10 @@ SHAPES_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "s
 def test_shapes_model_colour_swap_keeps_geometry_with_cl_p2p():
     from clp2p.engine import Engine
     from clp2p.params import preset
+    from clp2p.shapes.check import CheckConfig
 
     engine = Engine.load(str(SHAPES_MODEL), "cpu", "fp32")
-    settings = RenderSettings(steps=30, guidance=5.0)
+    settings = RenderSettings(steps=CheckConfig.steps, guidance=CheckConfig.guidance)
     edits = {"none": evaluate.NO_INJECTION, "cl-p2p": preset("cl-p2p").with_(kind="swap")}
     ious = {"none": [], "cl-p2p": []}
     for pair in COLOUR_PAIRS:

@@ -13,8 +13,10 @@ BAR_METRICS: tuple[tuple[str, str], ...] = (
     ("iou", "mask IoU source vs target"),
     ("kept", "other attributes kept"),
     ("keep_mad", "MAD where nothing should change"),
-    ("cycle_mad", "cycle error: MAD of A->B->A to A"),
-    ("cycle_iou", "cycle mask IoU with A"),
+    ("cycle_mad", "chain cycle error: MAD of A->B->A to A"),
+    ("cycle_iou", "chain cycle: mask IoU with A"),
+    ("cold_mad", "cold cycle error (reversal from plain B)"),
+    ("cold_iou", "cold cycle: mask IoU with A"),
 )
 
 
@@ -38,7 +40,7 @@ def edit_bars(table: dict, path: Path) -> None:
     plt = _pyplot()
     methods = list(table)
     groups = [*KINDS, "all"]
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
     width = 0.8 / len(methods)
     for ax, (key, title) in zip(axes.ravel(), BAR_METRICS, strict=True):
         for m, method in enumerate(methods):
@@ -48,36 +50,40 @@ def edit_bars(table: dict, path: Path) -> None:
             ax.bar(xs, heights, width, label=method)
         ax.set_xticks(np.arange(len(groups)), groups)
         ax.set_title(title, fontsize=10)
-        if key not in ("keep_mad", "cycle_mad"):
+        if not key.endswith("_mad"):
             ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
-    axes[0, 0].legend(fontsize=8, loc="lower left")
-    fig.suptitle("Shapes world: edits by swap kind and method (MAD in 0-255 pixel units)")
-    fig.tight_layout()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=len(methods), fontsize=9)
+    fig.suptitle("Shapes world: edits by swap kind and method (MAD in 0-255 pixel units)", x=0.3)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     _save(fig, path)
     plt.close(fig)
 
 
 def edit_examples(examples: list, methods: list[str], path: Path) -> None:
     """One row per pair: the source, then per method its target (title red when the target
-    attribute is not read) and its cycle back to A (titled with the cycle MAD)."""
+    attribute is not read), its chain reversal B -> A and its cold reversal (from a plain
+    generation of B), each reversal titled with its MAD to A."""
     plt = _pyplot()
-    cols = 1 + 2 * len(methods)
+    cols = 1 + 3 * len(methods)
     fig, axes = plt.subplots(
-        len(examples), cols, figsize=(cols * 1.25, 0.4 + len(examples) * 1.6), squeeze=False
+        len(examples), cols, figsize=(cols * 1.2, 0.4 + len(examples) * 1.6), squeeze=False
     )
+    blank = np.full_like(examples[0][1].source, 255)
     for row, (pair, images) in enumerate(examples):
         tiles = [("source A\n" + pair.label(), images.source, "black")]
         for m in methods:
             target = images.targets[m]
             ok = score_edit(pair, images.source, target)["success"]
             tiles.append((f"{m}\nB", target, "black" if ok else "red"))
-            back = images.backs.get(m)
-            if back is None:
-                tiles.append((f"{m}\nno cycle", np.zeros_like(images.source), "gray"))
-            else:
+            for what, backs in (("chain", images.backs), ("cold", images.colds)):
+                back = backs.get(m)
+                if back is None:
+                    tiles.append((f"{m}\nno {what}", blank, "gray"))
+                    continue
                 mad = score_cycle(images.source, back)["cycle_mad"]
-                tiles.append((f"{m}\nB->A, MAD {mad:.1f}", back, "black"))
+                tiles.append((f"{m} {what}\n->A, MAD {mad:.1f}", back, "black"))
         for ax, (title, image, colour) in zip(axes[row], tiles, strict=True):
             ax.imshow(image, interpolation="nearest")
             ax.set_title(title, fontsize=6, color=colour)

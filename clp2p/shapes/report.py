@@ -11,6 +11,8 @@ COLUMNS: dict[str, tuple[str, str]] = {
     "keep_mad": ("MAD kept region", "f1"),
     "cycle_mad": ("cycle MAD", "f1"),
     "cycle_iou": ("cycle mask IoU", "f2"),
+    "cold_mad": ("cold cycle MAD", "f1"),
+    "cold_iou": ("cold cycle IoU", "f2"),
 }
 """Metric key -> (column title, number format)."""
 
@@ -57,28 +59,21 @@ def generate_table(result: dict) -> str:
 
 
 def v_search_table(search: dict, top: int = 8) -> str:
-    """The plain ``cl-p2p`` baseline and the ``top`` V settings by cycle error."""
+    """The plain ``cl-p2p`` baseline and the ``top`` V settings by chain cycle error, then by
+    cold cycle error."""
     cells = search["cells"]
-    ranked = sorted(
-        (name for name in cells if name != "cl-p2p"), key=lambda n: cells[n]["cycle_mad"]
-    )
-    lines = [
-        _row(["setting (window/beta/layers)", "success", "mask IoU", "cycle MAD", "cycle IoU"]),
-        _row(["---"] * 5),
+    names = [n for n in cells if n != "cl-p2p"]
+    ranked = sorted(names, key=lambda n: (cells[n]["cycle_mad"], cells[n]["cold_mad"]))[:top]
+    ranked += [
+        n for n in sorted(names, key=lambda n: cells[n]["cold_mad"])[:top] if n not in ranked
     ]
-    for name in ["cl-p2p", *ranked[:top]]:
-        c = cells[name]
-        lines.append(
-            _row(
-                [
-                    f"`{name}`",
-                    _fmt(c["success"], "pct"),
-                    _fmt(c["iou"], "f2"),
-                    _fmt(c["cycle_mad"], "f1"),
-                    _fmt(c["cycle_iou"], "f2"),
-                ]
-            )
-        )
+    keys = ("success", "iou", "cycle_mad", "cycle_iou", "cold_mad", "cold_iou")
+    lines = [
+        _row(["setting (window/beta/layers)", *(COLUMNS[k][0] for k in keys)]),
+        _row(["---"] * (1 + len(keys))),
+    ]
+    for name in ["cl-p2p", *ranked]:
+        lines.append(_row([f"`{name}`", *(_fmt(cells[name][k], COLUMNS[k][1]) for k in keys)]))
     return "\n".join(lines)
 
 

@@ -154,18 +154,23 @@ def score_edit(pair: EditPair, source: np.ndarray, target: np.ndarray) -> dict:
     }
 
 
-def score_cycle(source: np.ndarray, back: np.ndarray) -> dict:
+def score_cycle(source: np.ndarray, back: np.ndarray, prefix: str = "cycle") -> dict:
     """Cycle error of A -> B -> A: mean absolute pixel difference (0-255) of the reversal to
-    the source, and the IoU of their foreground masks."""
-    return {
-        "cycle_mad": metrics.mean_abs_diff(back, source),
-        "cycle_iou": metrics.mask_iou(
-            metrics.foreground_mask(back), metrics.foreground_mask(source)
-        ),
-    }
+    the source (``{prefix}_mad``), and the IoU of their foreground masks (``{prefix}_iou``)."""
+    iou = metrics.mask_iou(metrics.foreground_mask(back), metrics.foreground_mask(source))
+    return {f"{prefix}_mad": metrics.mean_abs_diff(back, source), f"{prefix}_iou": iou}
 
 
-METRICS: tuple[str, ...] = ("success", "iou", "kept", "keep_mad", "cycle_mad", "cycle_iou")
+METRICS: tuple[str, ...] = (
+    "success",
+    "iou",
+    "kept",
+    "keep_mad",
+    "cycle_mad",
+    "cycle_iou",
+    "cold_mad",
+    "cold_iou",
+)
 """Metrics averaged into a table cell, in column order."""
 
 

@@ -48,7 +48,7 @@ class TrainConfig:
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4  # on the per-element mean KL
-    steps: int = 1_600
+    steps: int = 2_400
     batch: int = 64
     lr: float = 6e-4
     warmup: int = 100
@@ -59,7 +59,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     log_every: int = 20
     checkpoint_every: int = 200
-    max_minutes: float = 86.0  # stage 3 stops early (and still exports) past this
+    max_minutes: float = 88.0  # stage 3 stops early (and still exports) past this
 
 
 class Progress:
