@@ -96,34 +96,36 @@ class AttentionRecorder:
         self.keep = {n for n in grids if n <= max_pixels} | {self.blend_pixels}
         self.device = device
         self._step_sum: dict[int, torch.Tensor] = {}
-        self._step_count: dict[int, int] = {}
+        self._step_count: dict[int, torch.Tensor] = {}
         self.per_step: dict[int, list[np.ndarray]] = {n: [] for n in self.keep}
         self.blend_sum = torch.zeros(branches, self.blend_pixels, tokens, device=device)
         self.self_sum = torch.zeros(branches, self.blend_pixels, self.blend_pixels, device=device)
-        self.self_count = 0
+        self.self_count = torch.zeros(branches, device=device)
 
     def wants_cross(self, pixels: int) -> bool:
         return pixels in self.keep
 
-    def add_cross(self, pixels: int, maps: torch.Tensor) -> None:
-        """maps: (branches, heads, pixels, T) probabilities of the conditional rows."""
-        mean = maps[..., : self.tokens].mean(dim=1)  # (B, N, T_used)
-        if pixels in self._step_sum:
-            self._step_sum[pixels] += mean
-            self._step_count[pixels] += 1
-        else:
-            self._step_sum[pixels] = mean.clone()
-            self._step_count[pixels] = 1
+    def add_cross(self, pixels: int, maps: torch.Tensor, branches: list[int]) -> None:
+        """maps: (len(branches), heads, pixels, T) probabilities of the conditional rows of
+        ``branches``."""
+        mean = maps[..., : self.tokens].mean(dim=1)  # (b, N, T_used)
+        if pixels not in self._step_sum:
+            self._step_sum[pixels] = torch.zeros(
+                self.branches, *mean.shape[1:], dtype=mean.dtype, device=mean.device
+            )
+            self._step_count[pixels] = torch.zeros(self.branches, device=mean.device)
+        self._step_sum[pixels][branches] += mean
+        self._step_count[pixels][branches] += 1
 
-    def add_self(self, q: torch.Tensor, k: torch.Tensor, scale: float) -> None:
-        """q, k: (branches, heads, pixels, d) of the conditional rows at the blend grid."""
+    def add_self(self, q: torch.Tensor, k: torch.Tensor, scale: float, branches: list[int]):
+        """q, k: (len(branches), heads, pixels, d) of the conditional rows at the blend grid."""
         probs = (q.float() @ k.float().transpose(-1, -2) * scale).softmax(dim=-1)
-        self.self_sum += probs.mean(dim=1)  # (B, N, N)
-        self.self_count += 1
+        self.self_sum[branches] += probs.mean(dim=1)  # (b, N, N)
+        self.self_count[branches] += 1
 
     def end_step(self) -> None:
         for pixels, total in self._step_sum.items():
-            mean = total / self._step_count[pixels]
+            mean = total / self._step_count[pixels].clamp_min(1).view(-1, 1, 1).to(total.dtype)
             if pixels == self.blend_pixels:
                 self.blend_sum += mean
             self.per_step[pixels].append(mean.float().cpu().numpy())
@@ -141,8 +143,9 @@ class AttentionRecorder:
         h, w = self.blend
         comps = np.zeros((self.branches, components, h, w), dtype=np.float32)
         sing = np.zeros((self.branches, components), dtype=np.float32)
-        if self.self_count:
-            mean = (self.self_sum / self.self_count).float().cpu().numpy()
+        if bool(self.self_count.any()):
+            counts = self.self_count.clamp_min(1).view(-1, 1, 1)
+            mean = (self.self_sum / counts).float().cpu().numpy()
             for b in range(self.branches):
                 m = mean[b] - mean[b].mean(axis=1, keepdims=True)
                 _, s, vh = np.linalg.svd(m.astype(np.float64))
@@ -181,9 +184,15 @@ RECORDED = -1  # the source index of an edit whose source is a BranchRecord
 class AttentionController:
     """Applies the edit plans at each attention layer and local blend after each step.
 
+    A step runs the UNet once per group of branches (:meth:`begin_call`): all branches in one
+    batch, or one branch at a time. With one branch per call a branch's arithmetic never
+    depends on which other branches share the render, so a node renders to the same bits
+    cold from the root or from its parent's record. A source computed in an earlier call of
+    the step is read from the step buffer.
+
     An edit whose ``source`` is :data:`RECORDED` takes its source's tensors from
-    ``source_record`` instead of a row of the batch; branches listed in ``record`` have
-    theirs kept in :attr:`records` for later edits of them."""
+    ``source_record`` instead; branches listed in ``record`` have theirs kept in
+    :attr:`records` for later edits of them."""
 
     def __init__(
         self,
@@ -203,9 +212,7 @@ class AttentionController:
         self.recorder = recorder
         self.latent_hw = latent_hw
         self.step = 0
-        self.call = 0  # attention call index within the step: identifies the layer
-        self.cond = branches if guided else 0  # row offset of the conditional half
-        self.half_offsets = (0, self.cond) if guided else (0,)
+        self.call = 0  # attention call index within a UNet pass: identifies the layer
         self.source_record = source_record
         self.records = {
             b: BranchRecord(prompts[b] if prompts else "", recorder.tokens, {}, {}, [], [])
@@ -215,6 +222,33 @@ class AttentionController:
         # deepest branches that fit in this many bytes are kept, so a large model never fills
         # the device with them.
         self.record_limit = record_limit
+        self._sources = {p.source for p in self.plans if p.source >= 0}
+        # kind -> source branch -> call index -> its tensors (all halves) in the current step
+        self._buffers: dict[str, dict[int, dict[int, tuple[torch.Tensor, ...]]]] = {
+            "self_qkv": {},
+            "cross": {},
+        }
+        self.begin_call(list(range(branches)))
+
+    def begin_step(self, step: int) -> None:
+        self.step = step
+        for buffer in self._buffers.values():
+            buffer.clear()
+        self.begin_call(list(range(self.branches)))
+
+    def begin_call(self, active: list[int]) -> None:
+        """The next UNet pass computes ``active`` (ascending branch indices): its rows are
+        ``[uncond of active, cond of active]`` with guidance, else ``[active]``."""
+        self.active = active
+        self.call = 0
+        self._pos = {b: i for i, b in enumerate(active)}
+        n = len(active)
+        self.half_offsets = (0, n) if self.guided else (0,)
+        self.cond = n if self.guided else 0  # row offset of the conditional half
+        self._plans = [p for p in self.plans if p.branch in self._pos]
+        self._buffered = {
+            p.source for p in self.plans if p.source in self._pos and p.branch not in self._pos
+        }
 
     def _halves(self, plan: EditPlan) -> tuple[int, ...]:
         """Indices into ``half_offsets`` that the plan edits."""
@@ -222,28 +256,45 @@ class AttentionController:
             return (0, 1)
         return (len(self.half_offsets) - 1,)
 
-    def begin_step(self, step: int) -> None:
-        self.step = step
-        self.call = 0
+    def _row(self, branch: int, h: int) -> int:
+        return self.half_offsets[h] + self._pos[branch]
 
-    def _rows(self, branch: int) -> list[int]:
-        """The rows a record keeps: the conditional half."""
-        return [self.cond + branch]
+    def _branch_rows(self, branch: int) -> list[int]:
+        """Every row of ``branch`` in this call (unconditional first)."""
+        return [offset + self._pos[branch] for offset in self.half_offsets]
 
-    def _recorded_half(self, plan: EditPlan, h: int) -> int:
-        if h != len(self.half_offsets) - 1:
-            raise ValueError(
-                f"branch {plan.branch} edits the unconditional half, which a record does not keep"
-            )
-        return 0
+    def _source(self, plan: EditPlan, h: int, tensors, kind: str) -> tuple[torch.Tensor, ...]:
+        """The source's ``kind`` tensors (``self_qkv`` or ``cross``) for half ``h``: from this
+        call's rows, the step buffer, or the recorded source (conditional half only)."""
+        if plan.source == RECORDED:
+            if h != len(self.half_offsets) - 1:
+                raise ValueError(
+                    f"branch {plan.branch} edits the unconditional half, "
+                    "which a record does not keep"
+                )
+            recorded = getattr(self.source_record, kind)[(self.step, self.call)]
+            return tuple(t[0] for t in recorded)
+        if plan.source in self._pos:
+            row = self._row(plan.source, h)
+            return tuple(t[row] for t in tensors)
+        return tuple(t[h] for t in self._buffers[kind][plan.source][self.call])
+
+    def _keep(self, kind: str, tensors: tuple[torch.Tensor, ...]) -> None:
+        """Buffer this call's ``kind`` tensors of the sources of later calls, and record the
+        conditional rows of recorded branches."""
+        for b in self._buffered:
+            rows = self._branch_rows(b)
+            self._buffers[kind].setdefault(b, {})[self.call] = tuple(t[rows] for t in tensors)
+        for b in self.records.keys() & self._pos.keys():
+            # indexing with a list already copies: the record owns its tensors
+            rows = [self.cond + self._pos[b]]
+            getattr(self.records[b], kind)[(self.step, self.call)] = tuple(t[rows] for t in tensors)
 
     # ---- self-attention -------------------------------------------------------------------
     def self_attention(self, attn, q, k, v, mask):
         """q, k, v: (rows, heads, pixels, d). Returns (rows, heads, pixels, d)."""
         pixels = q.shape[2]
-        key = (self.step, self.call)
-        self.call += 1
-        for plan in self.plans:
+        for plan in self._plans:
             p = plan.params
             inject_qk = p.self_window.contains(self.step, self.steps) and (
                 p.self_res is None or pixels <= p.self_res * p.self_res
@@ -255,36 +306,26 @@ class AttentionController:
             )
             if not (inject_qk or inject_v):
                 continue
-            recorded = self.source_record.self_qkv[key] if plan.source == RECORDED else None
             for h in self._halves(plan):
-                dst = self.half_offsets[h] + plan.branch
-                if recorded is None:
-                    src = self.half_offsets[h] + plan.source
-                    sq, sk, sv = q[src], k[src], v[src]
-                else:
-                    sq, sk, sv = (t[self._recorded_half(plan, h)] for t in recorded)
+                dst = self._row(plan.branch, h)
+                sq, sk, sv = self._source(plan, h, (q, k, v), "self_qkv")
                 if inject_qk:
                     q[dst] = sq
                     k[dst] = sk
                 if inject_v:
                     v[dst] = torch.lerp(v[dst], sv, p.v_blend)
-        for b, rec in self.records.items():
-            rows = self._rows(b)
-            # indexing with a list already copies: the record owns its tensors
-            rec.self_qkv[key] = (q[rows], k[rows], v[rows])
+        self._keep("self_qkv", (q, k, v))
         if pixels == self.recorder.blend_pixels:
-            rows = slice(self.cond, self.cond + self.branches)
-            self.recorder.add_self(q[rows], k[rows], attn.scale)
+            rows = slice(self.cond, self.cond + len(self.active))
+            self.recorder.add_self(q[rows], k[rows], attn.scale, self.active)
+        self.call += 1
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale)
 
     # ---- cross-attention ------------------------------------------------------------------
     def cross_attention(self, attn, q, k, v, mask):
         """q: (rows, heads, pixels, d); k, v: (rows, heads, tokens, d)."""
         pixels = q.shape[2]
-        key = (self.step, self.call)
-        self.call += 1
-        recorded = self.source_record.cross[key] if self.source_record is not None else None
-        for plan in self.plans:
+        for plan in self._plans:
             p = plan.params
             if (
                 p.v_blend > 0
@@ -292,35 +333,30 @@ class AttentionController:
                 and p.v_window.contains(self.step, self.steps)
             ):
                 for h in self._halves(plan):
-                    dst = self.half_offsets[h] + plan.branch
-                    if plan.source == RECORDED:
-                        sv = recorded[1][self._recorded_half(plan, h)]
-                    else:
-                        sv = v[self.half_offsets[h] + plan.source]
+                    dst = self._row(plan.branch, h)
+                    # the source's values as its own call used them (after its V injection)
+                    sv = self._source(plan, h, (v, v), "cross")[1]
                     v[dst] = torch.lerp(v[dst], sv, p.v_blend)
         scores = q.float() @ k.float().transpose(-1, -2) * attn.scale  # (rows, heads, N, T)
         if mask is not None:
             scores = scores + mask.float()
         probs = scores.softmax(dim=-1)
-        for plan in self.plans:
+        for plan in self._plans:
             alpha = plan.cross_alpha[self.step]
             if not bool(alpha.any()):
                 continue
             for h in self._halves(plan):
-                dst = self.half_offsets[h] + plan.branch
-                if plan.source == RECORDED:
-                    src_probs = recorded[0][self._recorded_half(plan, h)]
-                else:
-                    src_probs = probs[self.half_offsets[h] + plan.source]
+                dst = self._row(plan.branch, h)
+                src_probs = self._source(plan, h, (probs, v), "cross")[0]
                 own = probs[dst]
                 mapped = src_probs @ plan.mapper  # (heads, N, T)
                 base = plan.take * mapped + (1 - plan.take) * own
                 probs[dst] = alpha * (base * plan.scale) + (1 - alpha) * own
-        for b, rec in self.records.items():
-            rows = self._rows(b)
-            rec.cross[key] = (probs[rows], v[rows])
+        self._keep("cross", (probs, v))
         if self.recorder.wants_cross(pixels):
-            self.recorder.add_cross(pixels, probs[self.cond : self.cond + self.branches])
+            rows = slice(self.cond, self.cond + len(self.active))
+            self.recorder.add_cross(pixels, probs[rows], self.active)
+        self.call += 1
         return probs.to(v.dtype) @ v
 
     # ---- after each scheduler step --------------------------------------------------------

@@ -83,6 +83,11 @@ class Engine:
         ucfg = pipe.unet.config
         self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)
         self.native_size = int(ucfg.sample_size) * self.vae_scale
+        # One UNet pass per branch and step (False) makes a branch's pixels independent of the
+        # other branches in the render: a session node renders to the same bits from the root
+        # or from its parent's record. True runs all branches in one batch (faster for
+        # several branches on a GPU; images then differ by float rounding with the batch).
+        self.batch_branches = False
 
     @classmethod
     def load(
@@ -180,7 +185,8 @@ class Engine:
         record: bool = False,
         record_limit: int | None = None,
     ) -> RenderResult:
-        """Render ``branches`` in one batch. Every branch starts from the same noise (seed);
+        """Render ``branches`` (see :attr:`batch_branches`). Every branch starts from the same
+        noise (seed);
         each edit follows its source under its injection parameters.
 
         ``source``: a branch recorded by an earlier render (same settings) that branch 0
@@ -234,26 +240,31 @@ class Engine:
         )
 
         with torch.inference_mode():
-            cond = self.encode([b.prompt for b in branches])
-            embeds = torch.cat([self.encode([""]).expand(n, -1, -1), cond]) if guided else cond
+            # one prompt at a time: an embedding must not depend on the other prompts
+            cond = torch.cat([self.encode([b.prompt]) for b in branches])
+            uncond = self.encode([""]) if guided else None
             scheduler = self._scheduler()
             scheduler.set_timesteps(steps, device=self.device)
             channels = self.pipe.unet.config.in_channels
             generator = torch.Generator("cpu").manual_seed(settings.seed)
             noise = torch.randn((1, channels, *latent_hw), generator=generator, dtype=self.dtype)
             latents = noise.to(self.device).expand(n, -1, -1, -1) * scheduler.init_noise_sigma
+            groups = [list(range(n))] if self.batch_branches else [[b] for b in range(n)]
             with controlled_attention(self.pipe.unet, controller):
                 loop_start = time.perf_counter()
                 for i, t in enumerate(scheduler.timesteps):
                     if cancel is not None and cancel():
                         raise RenderCancelled(f"cancelled before step {i + 1} of {steps}")
                     controller.begin_step(i)
-                    model_in = torch.cat([latents, latents]) if guided else latents
-                    model_in = scheduler.scale_model_input(model_in, t)
-                    eps = self.pipe.unet(model_in, t, encoder_hidden_states=embeds).sample
-                    if guided:
-                        eps_u, eps_c = eps.chunk(2)
-                        eps = eps_u + settings.guidance * (eps_c - eps_u)
+                    eps = []
+                    for group in groups:
+                        controller.begin_call(group)
+                        eps.append(
+                            self._predict(
+                                latents[group], t, cond[group], uncond, scheduler, settings
+                            )
+                        )
+                    eps = torch.cat(eps)
                     out = scheduler.step(eps, t, latents, eta=0.0)
                     latents = controller.end_step(out.prev_sample)
                     if on_step is not None:
@@ -268,7 +279,8 @@ class Engine:
                         )
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled before decoding")
-            images = self.decode(latents)
+            # one latent at a time, for the same reason as the UNet passes
+            images = [image for z in latents.split(1) for image in self.decode(z)]
         return RenderResult(
             branches=tuple(branches),
             settings=settings,
@@ -278,6 +290,17 @@ class Engine:
             seconds=time.perf_counter() - start,
             records=controller.records,
         )
+
+    def _predict(self, latents, t, cond, uncond, scheduler, settings) -> torch.Tensor:
+        """The guided noise prediction of ``latents`` (b, C, h, w) with embeddings ``cond``."""
+        b = latents.shape[0]
+        if uncond is None:
+            model_in = scheduler.scale_model_input(latents, t)
+            return self.pipe.unet(model_in, t, encoder_hidden_states=cond).sample
+        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
+        embeds = torch.cat([uncond.expand(b, -1, -1), cond])
+        eps_u, eps_c = self.pipe.unet(model_in, t, encoder_hidden_states=embeds).sample.chunk(2)
+        return eps_u + settings.guidance * (eps_c - eps_u)
 
     # ---- conveniences ---------------------------------------------------------------------
     def generate(self, prompt: str, settings: RenderSettings, **kwargs) -> RenderResult:
@@ -290,6 +313,6 @@ class Engine:
         settings: RenderSettings,
         **kwargs,
     ) -> RenderResult:
-        """One source and one or more targets edited from it, in one batch."""
+        """One source and one or more targets edited from it, rendered together."""
         branches = [Branch(source)] + [Branch(p, 0, e) for p, e in targets]
         return self.render(branches, settings, **kwargs)
