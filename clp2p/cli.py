@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .errors import Clp2pError
@@ -81,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     edit.add_argument("--out", required=True, help="output folder")
     _add_model_args(edit)
     _add_sampling_args(edit)
+
+    inv = sub.add_parser("invert", help="import a picture: invert it into a new session")
+    inv.add_argument("image", help="a PNG, JPEG or WebP file")
+    inv.add_argument("--prompt", required=True, help="what the picture shows (edits change it)")
+    inv.add_argument(
+        "--method",
+        default="null-text",
+        choices=("null-text", "negative-prompt", "direct"),
+        help="null-text (optimised, the reference), negative-prompt (no optimisation) or "
+        "direct (the source branch follows the inversion exactly)",
+    )
+    inv.add_argument(
+        "--fit", default="crop", choices=("crop", "fit"), help="fill the frame or show it whole"
+    )
+    inv.add_argument(
+        "--inner-steps", type=int, default=10, help="null-text: optimisation steps per step"
+    )
+    inv.add_argument("--out", required=True, help="the session file to write (.json)")
+    inv.add_argument("--embed-images", action="store_true", help="images inside the JSON")
+    inv.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _add_model_args(inv)
+    _add_sampling_args(inv)
 
     from .cli_session import add_session_parser
 
@@ -262,6 +285,53 @@ def _write_session(folder: Path, result, model: str) -> None:
     session_io.save(session, folder / "session.json", images)
 
 
+def cmd_invert(args: argparse.Namespace) -> int:
+    from . import session_io
+    from .inversion import import_image
+    from .real_image import read_image
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".json":
+        raise Clp2pError(f"--out '{out}' must be a .json session file")
+    if out.exists() and not args.force:
+        raise Clp2pError(f"--out '{out}' exists: pick another name or add --force")
+    if args.inner_steps < 1:
+        raise Clp2pError(f"--inner-steps {args.inner_steps}: give at least 1")
+    image = read_image(args.image)
+    settings = settings_from(args)
+    engine = engine_from(args)
+    last = [-1]
+
+    def progress(done: int, total: int) -> None:
+        percent = 100 * done // total
+        if percent >= last[0] + 10 or done == total:
+            last[0] = percent
+            print(f"inverting: {percent}%", flush=True)
+
+    session, images = import_image(
+        engine,
+        image,
+        args.prompt,
+        settings,
+        args.method,
+        fit=args.fit,
+        file=Path(args.image).name,
+        inner_steps=args.inner_steps,
+        on_step=progress,
+    )
+    session = replace(
+        session, device=str(engine.device), dtype=str(engine.dtype).replace("torch.", "")
+    )
+    session_io.save(session, out, images, embed=args.embed_images)
+    imp = session.imported
+    quality = "exact" if imp.psnr is None else f"{imp.psnr:.2f} dB"
+    print(
+        f"wrote {out}: {args.method} inversion in {imp.seconds:.1f} s ({imp.unet_forward} UNet "
+        f"passes, {imp.unet_backward} backward); reconstruction PSNR {quality}"
+    )
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "session":
         from .bench_session import run_session_bench
@@ -285,6 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_generate(args)
         if args.command == "edit":
             return cmd_edit(args, argv)
+        if args.command == "invert":
+            return cmd_invert(args)
         if args.command == "session":
             from .cli_session import cmd_session
 

@@ -28,6 +28,7 @@ from .loading import DeviceChoice, choose_device, load_pipeline
 from .params import EditParams, RenderSettings
 from .plan import Branch, build_plan, check_branches, resolve_edit
 from .processor import controlled_attention
+from .real_image import Inversion
 
 
 @dataclass(frozen=True)
@@ -156,6 +157,18 @@ class Engine:
         out = encoder(ids.input_ids.to(self.device), attention_mask=mask)[0]
         return out.to(self.dtype)
 
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """The latent (1, C, h, w) of an RGB uint8 image (H, W, 3): the VAE posterior's mean,
+        scaled as the UNet expects."""
+        vae = self.pipe.vae
+        x = torch.tensor(np.asarray(image)).permute(2, 0, 1)[None].float()
+        x = (x / 127.5 - 1.0).to(self.device, vae.dtype)
+        z = vae.encode(x).latent_dist.mean
+        if getattr(vae.config, "shift_factor", None):
+            z = z - vae.config.shift_factor
+        return (z * vae.config.scaling_factor).to(self.dtype)
+
     def _scheduler(self):
         from diffusers import DDIMScheduler
 
@@ -184,6 +197,7 @@ class Engine:
         source: BranchRecord | None = None,
         record: bool = False,
         record_limit: int | None = None,
+        inversion: Inversion | None = None,
     ) -> RenderResult:
         """Render ``branches`` (see :attr:`batch_branches`). Every branch starts from the same
         noise (seed);
@@ -193,6 +207,8 @@ class Engine:
         edits (``Branch(prompt, -1, params)``), so its chain is not rendered again.
         ``record``: keep every branch's :class:`BranchRecord` in ``result.records``, unless
         they would exceed ``record_limit`` bytes (then none is kept).
+        ``inversion``: start from an inverted image (see :mod:`clp2p.inversion`) instead of
+        the seed's noise; its root is branch 0 unless ``source`` is given.
         ``cancel`` is checked before every step; when it returns True the render raises
         :class:`RenderCancelled` and the UNet's attention processors are restored."""
         start = time.perf_counter()
@@ -202,10 +218,17 @@ class Engine:
         )
         if source is not None and len(source.latents) != settings.steps:
             raise Clp2pError("the recorded source was rendered with other settings")
+        latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
+        if inversion is not None and (
+            inversion.steps != settings.steps or tuple(inversion.latents.shape[2:]) != latent_hw
+        ):
+            raise Clp2pError(
+                "the image was inverted with other steps or another size: invert it again "
+                "with these settings"
+            )
         heatmaps = heatmaps or HeatmapOptions()
         n = len(branches)
         steps = settings.steps
-        latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
         grids = attention_grids(self.pipe.unet.config, latent_hw)
         used = max(p.length for p in prompts)
         recorder = AttentionRecorder(
@@ -242,13 +265,18 @@ class Engine:
         with torch.inference_mode():
             # one prompt at a time: an embedding must not depend on the other prompts
             cond = torch.cat([self.encode([b.prompt]) for b in branches])
-            uncond = self.encode([""]) if guided else None
+            uncond = self._uncond(inversion) if guided else None
             scheduler = self._scheduler()
             scheduler.set_timesteps(steps, device=self.device)
-            channels = self.pipe.unet.config.in_channels
-            generator = torch.Generator("cpu").manual_seed(settings.seed)
-            noise = torch.randn((1, channels, *latent_hw), generator=generator, dtype=self.dtype)
-            latents = noise.to(self.device).expand(n, -1, -1, -1) * scheduler.init_noise_sigma
+            if inversion is None:
+                channels = self.pipe.unet.config.in_channels
+                generator = torch.Generator("cpu").manual_seed(settings.seed)
+                init = torch.randn((1, channels, *latent_hw), generator=generator, dtype=self.dtype)
+                init = init.to(self.device) * scheduler.init_noise_sigma
+            else:
+                init = torch.tensor(inversion.latents[:1]).to(self.device, self.dtype)
+            latents = init.expand(n, -1, -1, -1)
+            anchor = inversion is not None and inversion.method == "direct" and source is None
             groups = [list(range(n))] if self.batch_branches else [[b] for b in range(n)]
             with controlled_attention(self.pipe.unet, controller):
                 loop_start = time.perf_counter()
@@ -256,17 +284,20 @@ class Engine:
                     if cancel is not None and cancel():
                         raise RenderCancelled(f"cancelled before step {i + 1} of {steps}")
                     controller.begin_step(i)
+                    u = None if uncond is None else uncond[min(i, len(uncond) - 1)]
                     eps = []
                     for group in groups:
                         controller.begin_call(group)
                         eps.append(
-                            self._predict(
-                                latents[group], t, cond[group], uncond, scheduler, settings
-                            )
+                            self._predict(latents[group], t, cond[group], u, scheduler, settings)
                         )
                     eps = torch.cat(eps)
                     out = scheduler.step(eps, t, latents, eta=0.0)
-                    latents = controller.end_step(out.prev_sample)
+                    prev = out.prev_sample
+                    if anchor:  # direct inversion: the root stays on the inversion trajectory
+                        prev = prev.clone()
+                        prev[0] = torch.tensor(inversion.latents[i + 1]).to(prev)
+                    latents = controller.end_step(prev)
                     if on_step is not None:
                         elapsed = time.perf_counter() - loop_start
                         preview = None
@@ -290,6 +321,15 @@ class Engine:
             seconds=time.perf_counter() - start,
             records=controller.records,
         )
+
+    def _uncond(self, inversion: Inversion | None) -> torch.Tensor:
+        """Unconditional embeddings (steps or 1, 1, T, D): the empty prompt's; null-text's
+        optimised ones per step; the source prompt's for negative-prompt inversion."""
+        if inversion is not None and inversion.uncond is not None:
+            return torch.tensor(inversion.uncond).to(self.device, self.dtype)[:, None]
+        if inversion is not None and inversion.method == "negative-prompt":
+            return self.encode([inversion.prompt])[None]
+        return self.encode([""])[None]
 
     def _predict(self, latents, t, cond, uncond, scheduler, settings) -> torch.Tensor:
         """The guided noise prediction of ``latents`` (b, C, h, w) with embeddings ``cond``."""

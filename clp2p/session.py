@@ -21,8 +21,9 @@ import numpy as np
 from .align import normalise_word
 from .errors import Clp2pError
 from .params import Branch, EditParams, RenderSettings
+from .real_image import ImportedImage
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NODE_KINDS = ("root", "swap", "refine", "reweight", "cycle")
 STATUSES = ("new", "rendered")
 
@@ -75,7 +76,8 @@ class Node:
 @dataclass(frozen=True)
 class Session:
     """A tree of :class:`Node` (insertion order: parents before children) and the root's
-    sampling settings and model."""
+    sampling settings and model. ``imported``: the root is an inverted picture (its image is
+    the inversion's reconstruction) instead of a generation from the seed."""
 
     settings: RenderSettings
     model: str
@@ -83,6 +85,7 @@ class Session:
     created: str = field(default_factory=now)
     device: str = ""
     dtype: str = ""
+    imported: ImportedImage | None = None
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -127,6 +130,17 @@ class Session:
         if not prompt.strip():
             raise Clp2pError("the root needs a prompt")
         return cls(settings=settings, model=model, nodes=(Node("n1", None, "root", prompt),))
+
+    @classmethod
+    def from_image(
+        cls, imported: ImportedImage, settings: RenderSettings, model: str, name: str = ""
+    ) -> Session:
+        """A session whose root is an imported picture, inverted under its prompt."""
+        prompt = imported.inversion.prompt
+        if imported.inversion.steps != settings.steps:
+            raise Clp2pError("the inversion's steps differ from the session's: invert again")
+        root = Node("n1", None, "root", prompt, name=name)
+        return cls(settings=settings, model=model, nodes=(root,), imported=imported)
 
     def _next_id(self) -> str:
         return f"n{max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1}"
@@ -181,12 +195,14 @@ class Session:
 
 
 def chain_key(session: Session, chain: list[Node]) -> str:
-    """Identifies what a branch's image depends on: model, settings, and every prompt and
-    parameter on its chain from the root."""
+    """Identifies what a branch's image depends on: model, settings, the imported picture's
+    inversion, and every prompt and parameter on its chain from the root."""
     s = session.settings
     doc = {
         "model": session.model,
         "settings": [s.seed, s.steps, s.guidance, s.width, s.height],
         "chain": [[n.prompt, n.params.to_json() if n.params else None] for n in chain],
     }
+    if session.imported is not None:
+        doc["inversion"] = session.imported.inversion.data_hash
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()

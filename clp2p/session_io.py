@@ -1,5 +1,6 @@
-"""Session files: versioned JSON validated against ``resources/schemas/session-v1.schema.json``,
-migrations for older versions, atomic writes, and images beside the file or embedded."""
+"""Session files: versioned JSON validated against ``resources/schemas/session-v2.schema.json``,
+migrations for older versions, atomic writes, and images (and an imported picture's inversion
+arrays) beside the file or embedded."""
 
 from __future__ import annotations
 
@@ -16,11 +17,20 @@ from .errors import Clp2pError
 from .loading import resources_dir
 from .output import write_json
 from .params import EditParams, RenderSettings
+from .real_image import ImportedImage, Inversion
 from .session import SCHEMA_VERSION, Node, Session, image_hash, now
 
 FORMAT = "clp2p-session"
+NPZ_URL = "data:application/x-npz;base64,"
+
+
+def _v1_to_v2(doc: dict) -> dict:
+    """Version 2 added the optional ``inversion`` (imported pictures); nothing else changed."""
+    return {**doc, "schema_version": 2}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
 
 
 @cache
@@ -39,7 +49,9 @@ def _json_path(parts) -> str:
     return out
 
 
-def to_json(session: Session, images: dict[str, str] | None = None) -> dict:
+def to_json(
+    session: Session, images: dict[str, str] | None = None, inversion_ref: str = ""
+) -> dict:
     data = {
         "format": FORMAT,
         "schema_version": SCHEMA_VERSION,
@@ -53,6 +65,21 @@ def to_json(session: Session, images: dict[str, str] | None = None) -> dict:
     }
     if images:
         data["images"] = dict(images)
+    imp = session.imported
+    if imp is not None:
+        data["inversion"] = {
+            "method": imp.inversion.method,
+            "input": imp.input,
+            "fit": imp.fit,
+            "file": imp.file,
+            "data": inversion_ref,
+            "data_hash": imp.inversion.data_hash,
+            "psnr": imp.psnr,
+            "seconds": imp.seconds,
+            "unet_forward": imp.unet_forward,
+            "unet_backward": imp.unet_backward,
+            "inner_steps": imp.inner_steps,
+        }
     return data
 
 
@@ -93,9 +120,10 @@ def migrate(data: dict) -> dict:
     return data
 
 
-def from_json(data: object) -> Session:
+def from_json(data: object, base: Path | None = None) -> Session:
     """Validate a parsed document and build the session. Every problem is a
-    :class:`Clp2pError` naming the JSON path of the first bad field."""
+    :class:`Clp2pError` naming the JSON path of the first bad field. ``base``: the folder
+    that relative paths (an imported picture's inversion arrays) start from."""
     if not isinstance(data, dict):
         raise Clp2pError("$: a session file holds a JSON object")
     data = migrate(data)
@@ -157,6 +185,9 @@ def from_json(data: object) -> Session:
         settings = RenderSettings(s["seed"], s["steps"], s["guidance"], s["width"], s["height"])
     except Clp2pError as exc:
         raise Clp2pError(f"$.settings: {exc}") from None
+    imported = None
+    if "inversion" in data:
+        imported = _imported(data["inversion"], nodes[0].prompt, settings, base)
     return Session(
         settings=settings,
         model=data["model"],
@@ -164,6 +195,50 @@ def from_json(data: object) -> Session:
         created=data.get("created", ""),
         device=data.get("device", ""),
         dtype=data.get("dtype", ""),
+        imported=imported,
+    )
+
+
+def _imported(raw: dict, prompt: str, settings: RenderSettings, base: Path | None):
+    """The imported picture of ``$.inversion``, its arrays read and checked against their
+    hash."""
+    ref = raw["data"]
+    try:
+        if ref.startswith(NPZ_URL):
+            blob = base64.b64decode(ref[len(NPZ_URL) :], validate=True)
+        elif base is None:
+            raise OSError("no folder to read it from")
+        else:
+            blob = (base / ref).read_bytes()
+    except (OSError, ValueError) as exc:
+        raise Clp2pError(
+            f"$.inversion.data: cannot read the inversion arrays '{_short(ref, 80)}' ({exc}); "
+            "keep the session's .images folder beside it, or save with embedded images"
+        ) from None
+    try:
+        inversion = Inversion.from_bytes(raw["method"], prompt, blob)
+    except (Clp2pError, OSError, ValueError, KeyError) as exc:
+        raise Clp2pError(f"$.inversion.data: the inversion arrays are damaged ({exc})") from None
+    if inversion.data_hash != raw["data_hash"]:
+        raise Clp2pError(
+            "$.inversion.data_hash: the inversion arrays do not match their hash (the file "
+            "was changed or belongs to another session)"
+        )
+    if inversion.steps != settings.steps:
+        raise Clp2pError(
+            f"$.settings.steps: {settings.steps}, but the picture was inverted with "
+            f"{inversion.steps} steps"
+        )
+    return ImportedImage(
+        inversion=inversion,
+        input=raw["input"],
+        fit=raw.get("fit", "crop"),
+        file=raw.get("file", ""),
+        psnr=raw.get("psnr"),
+        seconds=raw.get("seconds", 0.0),
+        unet_forward=raw.get("unet_forward", 0),
+        unet_backward=raw.get("unet_backward", 0),
+        inner_steps=raw.get("inner_steps", 0),
     )
 
 
@@ -184,14 +259,14 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def parse(text: str) -> Session:
+def parse(text: str, base: Path | None = None) -> Session:
     try:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise Clp2pError(
             f"$: not valid JSON ({_short(str(exc), 100)}): the file is damaged"
         ) from None
-    return from_json(data)
+    return from_json(data, base)
 
 
 def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
@@ -203,7 +278,7 @@ def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
         raise Clp2pError(f"session file '{path}' does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise Clp2pError(f"cannot read session file '{path}': {exc}") from None
-    session = parse(text)
+    session = parse(text, path.parent)
     data = json.loads(text)
     images: dict[str, np.ndarray] = {}
     for key, ref in (data.get("images") or {}).items():
@@ -242,6 +317,8 @@ def save(
     path.parent.mkdir(parents=True, exist_ok=True)
     refs: dict[str, str] = {}
     used = {n.image for n in session.nodes if n.image}
+    if session.imported is not None:
+        used.add(session.imported.input)
     folder = path.parent / f"{path.stem}.images"
     for key, image in (images or {}).items():
         if key not in used:
@@ -258,4 +335,18 @@ def save(
                 Image.fromarray(image).save(tmp)
                 tmp.replace(target)
             refs[key] = f"{folder.name}/{key}.png"
-    write_json(path, to_json(session, refs))
+    inversion_ref = ""
+    if session.imported is not None:
+        inversion = session.imported.inversion
+        blob = inversion.to_bytes()
+        if embed:
+            inversion_ref = NPZ_URL + base64.b64encode(blob).decode()
+        else:
+            folder.mkdir(exist_ok=True)
+            target = folder / f"{inversion.data_hash}.npz"
+            if not target.exists():
+                tmp = folder / f".{inversion.data_hash}.tmp.npz"
+                tmp.write_bytes(blob)
+                tmp.replace(target)
+            inversion_ref = f"{folder.name}/{target.name}"
+    write_json(path, to_json(session, refs, inversion_ref))

@@ -143,6 +143,7 @@ class SessionRenderer:
             source=source,
             record=use_cache,
             record_limit=self.cache.budget,
+            inversion=session.imported.inversion if session.imported else None,
             on_step=on_step,
             cancel=cancel,
             preview_every=preview_every,

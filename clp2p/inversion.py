@@ -1,0 +1,248 @@
+"""Real-image inversion: turn a picture and a prompt that describes it into the starting point
+of a render, so the picture can be edited like a generated one.
+
+Three methods, all starting from a DDIM inversion of the image's latent under its prompt:
+
+- ``null-text`` (Mokady et al.): per step, optimise the unconditional embedding so that the
+  guided DDIM step lands on the inversion trajectory; the edits use those embeddings.
+- ``negative-prompt`` (Miyake et al.): no optimisation; the source prompt's own embedding
+  takes the unconditional embedding's place in every step of every branch.
+- ``direct`` (Ju et al.): the source branch is put back onto the inversion trajectory after
+  every step (the per-step offsets), the edits follow it with plain guidance.
+
+The result, :class:`Inversion`, is plain numpy: sessions store it and renders reuse it, so an
+image is inverted once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import Clp2pError, RenderCancelled
+from .real_image import METHODS, Inversion, psnr
+
+
+@dataclass(frozen=True)
+class InversionResult:
+    inversion: Inversion
+    image: np.ndarray  # (H, W, 3) uint8: the input as fitted to the model
+    unet_forward: int  # UNet forward passes
+    unet_backward: int  # ... and backward passes (null-text's optimisation)
+    seconds: float
+
+
+class _Counter:
+    def __init__(self, unet) -> None:
+        self.unet, self.forward, self.backward = unet, 0, 0
+
+    def __call__(self, z, t, emb):
+        self.forward += 1
+        return self.unet(z, t, encoder_hidden_states=emb).sample
+
+
+def invert(
+    engine,
+    image: np.ndarray,
+    prompt: str,
+    settings,
+    method: str = "null-text",
+    *,
+    inner_steps: int = 10,
+    on_step: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+) -> InversionResult:
+    """Invert ``image`` (H, W, 3 uint8, already at the render size) under ``prompt`` with
+    ``settings`` (steps, guidance). ``on_step(done, total)`` reports progress; ``cancel`` is
+    checked between UNet passes and raises :class:`RenderCancelled`."""
+    from .params import RenderSettings
+
+    if method not in METHODS:
+        raise Clp2pError(f"--method '{method}': choose one of {', '.join(METHODS)}")
+    if not prompt.strip():
+        raise Clp2pError("--prompt: describe the image; the edits change words of it")
+    settings = engine.resolve_settings(settings)
+    assert isinstance(settings, RenderSettings)
+    if image.shape[:2] != (settings.height, settings.width):
+        raise Clp2pError(
+            f"the image is {image.shape[1]}x{image.shape[0]}, the render "
+            f"{settings.width}x{settings.height}: fit it first (crop or fit)"
+        )
+    engine.tokens(prompt)  # the prompt must fit the tokenizer
+    start = time.perf_counter()
+    unet = _Counter(engine.pipe.unet)
+    steps = settings.steps
+    total = steps + (steps * (inner_steps + 2) if method == "null-text" else 0)
+    done = 0
+
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if on_step is not None:
+            on_step(min(done, total), total)
+        if cancel is not None and cancel():
+            raise RenderCancelled("inversion cancelled; nothing was changed")
+
+    # no_grad, not inference_mode: null-text's optimisation differentiates through these
+    with torch.no_grad():
+        z0 = engine.encode_image(image)
+        cond = engine.encode([prompt]).clone()
+        empty = engine.encode([""]).clone()
+        scheduler = engine._scheduler()
+        scheduler.set_timesteps(steps, device=engine.device)
+        trajectory = _ddim_invert(unet, scheduler, z0, cond, tick)
+    uncond = None
+    if method == "null-text":
+        uncond = _null_text(
+            unet, scheduler, trajectory, cond, empty, settings.guidance, inner_steps, tick
+        )
+    latents = torch.stack(trajectory).float().cpu().numpy()[:, 0]
+    result = Inversion(method, prompt, latents, uncond)
+    return InversionResult(result, image, unet.forward, unet.backward, time.perf_counter() - start)
+
+
+def _alpha(scheduler, t: int) -> torch.Tensor:
+    return scheduler.alphas_cumprod[t] if t >= 0 else scheduler.final_alpha_cumprod
+
+
+def _ddim_invert(unet, scheduler, z0, cond, tick) -> list[torch.Tensor]:
+    """DDIM inversion under ``cond`` alone; returns latents in sampling order, from the most
+    noisy (where sampling starts) to ``z0``. Like diffusers' ``DDIMInverseScheduler``, the
+    model is evaluated at the noisier timestep on the current latent and its output is read
+    at the current noise level."""
+    timesteps = [int(t) for t in scheduler.timesteps]  # descending
+    stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
+    kind = scheduler.config.prediction_type
+    z = z0
+    out = [z0]
+    for t in reversed(timesteps):
+        a_cur = _alpha(scheduler, t - stride).to(z.dtype)
+        a_next = _alpha(scheduler, t).to(z.dtype)
+        model_out = unet(z, t, cond)
+        x0, eps = _split(model_out, z, a_cur, kind)
+        z = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        out.append(z)
+        tick()
+    return out[::-1]
+
+
+def _split(model_out, z, alpha, kind: str):
+    """(predicted clean latent, predicted noise) of a model output at noise level ``alpha``."""
+    if kind == "epsilon":
+        return (z - (1 - alpha).sqrt() * model_out) / alpha.sqrt(), model_out
+    if kind == "v_prediction":
+        return (
+            alpha.sqrt() * z - (1 - alpha).sqrt() * model_out,
+            alpha.sqrt() * model_out + (1 - alpha).sqrt() * z,
+        )
+    if kind == "sample":
+        return model_out, (z - alpha.sqrt() * model_out) / (1 - alpha).sqrt()
+    raise Clp2pError(f"the model's prediction type '{kind}' cannot be inverted")
+
+
+def _null_text(unet, scheduler, trajectory, cond, empty, guidance, inner, tick) -> np.ndarray:
+    """Mokady et al.'s null-text optimisation: per step, Adam on the unconditional embedding
+    (lr 1e-2 decaying 1% per step, at most ``inner`` iterations, early stop at loss
+    1e-5 + 2e-5 x step) toward the next latent of the inversion trajectory."""
+    model = unet.unet
+    flags = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    u = empty.detach().clone().float()
+    z = trajectory[0].clone()
+    out = []
+    try:
+        for i, t in enumerate(scheduler.timesteps):
+            target = trajectory[i + 1]
+            with torch.no_grad():
+                out_c = unet(z, t, cond)
+            u = u.detach().clone().requires_grad_(True)
+            opt = torch.optim.Adam([u], lr=1e-2 * (1.0 - i / 100.0))
+            for j in range(inner):
+                with torch.enable_grad():
+                    out_u = unet(z, t, u.to(cond.dtype))
+                    guided = out_u + guidance * (out_c - out_u)
+                    prev = scheduler.step(guided, t, z, eta=0.0).prev_sample
+                    loss = torch.nn.functional.mse_loss(prev.float(), target.float())
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                unet.backward += 1
+                opt.step()
+                tick()
+                if loss.item() < 1e-5 + i * 2e-5:
+                    tick(inner - j - 1)
+                    break
+            u = u.detach()
+            out.append(u[0].cpu().numpy())
+            with torch.no_grad():
+                out_u = unet(z, t, u.to(cond.dtype))
+                guided = out_u + guidance * (out_c - out_u)
+                z = scheduler.step(guided, t, z, eta=0.0).prev_sample
+            tick(2)
+    finally:
+        for p, flag in zip(model.parameters(), flags, strict=True):
+            p.requires_grad_(flag)
+    return np.stack(out).astype(np.float32)
+
+
+def import_image(
+    engine,
+    image: np.ndarray,
+    prompt: str,
+    settings,
+    method: str = "null-text",
+    *,
+    fit: str = "crop",
+    file: str = "",
+    inner_steps: int = 10,
+    on_step: Callable[[int, int], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
+):
+    """A new session whose root is ``image`` (any size, fitted to the render size with
+    ``fit``) inverted under ``prompt``; its root is rendered (the reconstruction, with its
+    PSNR against the fitted input). Returns ``(session, images)`` (hash -> RGB uint8, the
+    fitted input included)."""
+    from .real_image import ImportedImage, fit_image
+    from .session import Session, image_hash
+
+    settings = engine.resolve_settings(settings)
+    fitted = fit_image(image, settings.width, settings.height, fit)
+    result = invert(
+        engine,
+        fitted,
+        prompt,
+        settings,
+        method,
+        inner_steps=inner_steps,
+        on_step=on_step,
+        cancel=cancel,
+    )
+    from .params import Branch
+
+    render = engine.render([Branch(prompt)], settings, inversion=result.inversion)
+    reconstruction = render.images[0]
+    quality = psnr(reconstruction, fitted)
+    imported = ImportedImage(
+        inversion=result.inversion,
+        input=image_hash(fitted),
+        fit=fit,
+        file=file,
+        psnr=None if quality == float("inf") else round(quality, 3),
+        seconds=round(result.seconds, 3),
+        unet_forward=result.unet_forward,
+        unet_backward=result.unet_backward,
+        inner_steps=inner_steps if method == "null-text" else 0,
+    )
+    session = Session.from_image(imported, settings, engine.name)
+    key = image_hash(reconstruction)
+    session = session.update(
+        "n1",
+        status="rendered",
+        image=key,
+        seconds=round(result.seconds + render.seconds, 3),
+        metrics={} if imported.psnr is None else {"psnr": imported.psnr},
+    )
+    return session, {key: reconstruction, imported.input: fitted}

@@ -1,0 +1,145 @@
+"""Imported pictures, without torch: reading and fitting an image file, and
+:class:`Inversion`, the stored result of inverting one (see :mod:`clp2p.inversion`)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import Clp2pError
+
+METHODS = ("null-text", "negative-prompt", "direct")
+FITS = ("crop", "fit")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+@dataclass(frozen=True)
+class Inversion:
+    """What renders need from an inversion of ``prompt``'s image.
+
+    ``latents``: (steps + 1, C, h, w) float32, the DDIM inversion trajectory in sampling order
+    (``latents[0]`` is where sampling starts, ``latents[-1]`` the image's own latent).
+    ``uncond``: null-text's optimised unconditional embeddings, (steps, T, D) float32."""
+
+    method: str
+    prompt: str
+    latents: np.ndarray = field(compare=False, repr=False)
+    uncond: np.ndarray | None = field(default=None, compare=False, repr=False)
+    data_hash: str = field(init=False)  # equal inversions have equal hashes
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise Clp2pError(f"--method '{self.method}': choose one of {', '.join(METHODS)}")
+        if self.uncond is not None and len(self.uncond) != len(self.latents) - 1:
+            raise Clp2pError("the inversion's embeddings do not match its steps")
+        object.__setattr__(self, "data_hash", self.digest())
+
+    @property
+    def steps(self) -> int:
+        return len(self.latents) - 1
+
+    def digest(self) -> str:
+        """Content hash of the method, prompt and arrays."""
+        h = hashlib.sha256(f"{self.method}\n{self.prompt}\n".encode())
+        for a in (self.latents, self.uncond):
+            if a is not None:
+                h.update(f"{a.shape}:".encode())
+                h.update(np.ascontiguousarray(a, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
+    def to_bytes(self) -> bytes:
+        arrays = {"latents": self.latents.astype(np.float32)}
+        if self.uncond is not None:
+            arrays["uncond"] = self.uncond.astype(np.float32)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, method: str, prompt: str, raw: bytes) -> Inversion:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as data:
+            latents = data["latents"]
+            uncond = data["uncond"] if "uncond" in data.files else None
+        if latents.ndim != 4 or len(latents) < 2:
+            raise ValueError("the inversion trajectory has the wrong shape")
+        return cls(method, prompt, latents, uncond)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An RGB uint8 (H, W, 3) image from a PNG, JPEG or WebP file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise Clp2pError(f"image '{path}' does not exist: give the path of a PNG, JPEG or WebP")
+    try:
+        with Image.open(path) as im:
+            if im.format not in ("PNG", "JPEG", "WEBP"):
+                raise Clp2pError(
+                    f"image '{path}' is {im.format or 'of an unknown format'}: "
+                    "convert it to PNG, JPEG or WebP"
+                )
+            image = np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, Clp2pError):
+            raise
+        raise Clp2pError(
+            f"cannot read image '{path}' ({exc.__class__.__name__}): the file is damaged or "
+            "not an image; give a PNG, JPEG or WebP"
+        ) from None
+    if min(image.shape[:2]) < 8:
+        raise Clp2pError(f"image '{path}' is {image.shape[1]}x{image.shape[0]}: too small")
+    return image
+
+
+def fit_image(image: np.ndarray, width: int, height: int, fit: str = "crop") -> np.ndarray:
+    """Resize ``image`` to ``width`` x ``height``: ``crop`` fills the frame and cuts the
+    overflow (centred); ``fit`` shows the whole image and pads the rest with the median colour
+    of its border."""
+    from PIL import Image
+
+    if fit not in FITS:
+        raise Clp2pError(f"--fit '{fit}': choose crop (fill the frame) or fit (whole image)")
+    h, w = image.shape[:2]
+    scale = (max if fit == "crop" else min)(width / w, height / h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resized = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    if fit == "crop":
+        x0, y0 = (size[0] - width) // 2, (size[1] - height) // 2
+        return np.ascontiguousarray(resized[y0 : y0 + height, x0 : x0 + width])
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    out = np.empty((height, width, 3), np.uint8)
+    out[:] = np.median(border, axis=0).round().astype(np.uint8)
+    x0, y0 = (width - size[0]) // 2, (height - size[1]) // 2
+    out[y0 : y0 + size[1], x0 : x0 + size[0]] = resized
+    return out
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio (dB) of two uint8 images; inf when equal."""
+    from skimage.metrics import peak_signal_noise_ratio
+
+    if np.array_equal(a, b):
+        return float("inf")
+    return float(peak_signal_noise_ratio(a, b, data_range=255))
+
+
+@dataclass(frozen=True)
+class ImportedImage:
+    """A session root made from a picture: its inversion, the input as fitted to the model
+    (an image hash), how it was fitted and the source file's name, and what inverting cost
+    and gave (reconstruction PSNR against the input, in dB)."""
+
+    inversion: Inversion
+    input: str
+    fit: str = "crop"
+    file: str = ""
+    psnr: float | None = None
+    seconds: float = 0.0
+    unet_forward: int = 0
+    unet_backward: int = 0
+    inner_steps: int = 0
