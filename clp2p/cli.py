@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     sess.add_argument("--json", help="also write the results to this file")
     sess.add_argument("--model", help="default: the embedded shapes model")
     sess.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    binv = bsub.add_parser("inversion", help="inversion methods: cost, reconstruction, edits")
+    binv.add_argument("--json", help="also write the results to this file")
+    binv.add_argument("--model", help="default: the embedded shapes model")
+    binv.add_argument("--pairs", type=int, default=12, help="pictures (colour swaps) to invert")
+    binv.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    binv.add_argument("--examples", help="also draw a figure of examples to this PNG")
     return parser
 
 
@@ -337,6 +343,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench_session import run_session_bench
 
         run_session_bench(json_path=args.json, model=args.model, threads=args.threads)
+        return 0
+    if args.bench == "inversion":
+        from .bench_inversion import run_inversion_bench
+
+        if args.pairs < 1:
+            raise Clp2pError(f"--pairs {args.pairs}: give at least 1")
+        run_inversion_bench(
+            json_path=args.json,
+            model=args.model,
+            pairs=args.pairs,
+            threads=args.threads,
+            examples=args.examples,
+        )
         return 0
     from .bench import run_overhead
 
