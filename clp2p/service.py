@@ -11,7 +11,7 @@ import numpy as np
 from .align import tokenize
 from .engine import Engine, StepInfo
 from .errors import Clp2pError
-from .params import EditParams
+from .params import EditParams, RenderSettings
 from .plan import resolve_edit
 from .session import Session
 from .session_render import DEFAULT_BUDGET, NodeRender, SessionRenderer
@@ -45,6 +45,19 @@ class RenderJob:
     node_id: str
     images: dict[str, np.ndarray]
     preview_every: int = 5
+
+
+@dataclass(frozen=True)
+class ImportJob:
+    """Invert a picture (RGB uint8, any size) into a new session's root."""
+
+    image: np.ndarray
+    prompt: str
+    settings: RenderSettings
+    method: str = "null-text"
+    fit: str = "crop"
+    file: str = ""
+    inner_steps: int = 10
 
 
 class EngineService:
@@ -88,6 +101,42 @@ class EngineService:
             cancel=cancel,
             preview_every=job.preview_every,
         )
+
+    def import_image(
+        self,
+        job: ImportJob,
+        on_step: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> tuple[Session, dict[str, np.ndarray]]:
+        """A new session whose root is the inverted picture, and its images."""
+        import time
+        from dataclasses import replace
+
+        from .inversion import import_image
+
+        if self.engine is None:
+            raise Clp2pError("no model is loaded: pick one in Model settings")
+        start = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            if on_step is not None:
+                elapsed = time.perf_counter() - start
+                on_step(StepInfo(done, total, elapsed, elapsed / max(done, 1) * (total - done)))
+
+        session, images = import_image(
+            self.engine,
+            job.image,
+            job.prompt,
+            job.settings,
+            job.method,
+            fit=job.fit,
+            file=job.file,
+            inner_steps=job.inner_steps,
+            on_step=progress,
+            cancel=cancel,
+        )
+        info = self.info
+        return replace(session, device=info.device, dtype=info.dtype), images
 
     def check_edit(self, source: str, target: str, params: EditParams) -> str | None:
         """None when the edit can run, else the message saying what to change."""

@@ -37,13 +37,14 @@ class Document(QObject):
         session: Session,
         images: dict[str, np.ndarray] | None = None,
         path: str | None = None,
+        unsaved: bool = False,
     ) -> None:
         super().__init__()
         self.undo_stack = QUndoStack(self)
         self.images: dict[str, np.ndarray] = dict(images or {})
         self.path = path
         self._results: dict[str, dict] = {}
-        self._results_saved = True
+        self._results_saved = not unsaved  # e.g. an imported picture: nothing on disk yet
         self._base = session
         for node in session.nodes:
             if node.status == "rendered" and node.image:

@@ -23,13 +23,14 @@ from PySide6.QtWidgets import (
 from clp2p.attention_maps import AttentionMaps, merge_branches
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.params import EditParams
-from clp2p.service import ModelSpec, RenderJob
+from clp2p.service import ImportJob, ModelSpec, RenderJob
 from clp2p.session import Session
 
 from .canvas import Canvas
 from .document import Document
 from .files import Recovery, export_png
 from .heatmaps import HeatmapPanel
+from .import_dialog import ImportDialog
 from .model_dialog import ModelDialog
 from .params_panel import ParamsPanel
 from .settings import StudioSettings
@@ -118,6 +119,7 @@ class MainWindow(QMainWindow):
         self._action(f, "&New session", self.new_session, QKeySequence.StandardKey.New)
         self._action(f, "&Open...", self.open_dialog, QKeySequence.StandardKey.Open)
         self.recent_menu = f.addMenu("Open &recent")
+        self._action(f, "&Import image...", self.import_dialog, "Ctrl+I")
         self._action(f, "&Save", self.save, QKeySequence.StandardKey.Save)
         self._action(f, "Save &as...", self.save_as, QKeySequence.StandardKey.SaveAs)
         self._action(f, "Export history JSON (images embedded)...", self.export_history)
@@ -181,11 +183,13 @@ class MainWindow(QMainWindow):
         s = self.doc.session
         node = s.node(node_id)
         parent_image = self.doc.image(node.parent) if node.parent else None
+        left = f"source: {node.parent}" if node.parent else ""
+        if node.parent is None and s.imported is not None:
+            # an imported root: the picture beside its reconstruction
+            parent_image = self.doc.images.get(s.imported.input)
+            left = f"picture {s.imported.file}".strip()
         self.canvas.set_images(
-            parent_image,
-            self.doc.image(node_id),
-            f"source: {node.parent}" if node.parent else "",
-            f"{node.id} ({node.kind})",
+            parent_image, self.doc.image(node_id), left, f"{node.id} ({node.kind})"
         )
         ids = [n for n in (node.parent, node_id) if n is not None and n in self.attention]
         if not ids:
@@ -287,8 +291,61 @@ class MainWindow(QMainWindow):
         future.add_done_callback(lambda f: self._rendered(doc, f))
         return future
 
+    def import_dialog(self) -> None:
+        if not self._discard_ok():
+            return
+        info, settings = self.model_info, self.doc.session.settings
+        native = info.native_size if info is not None else 64
+        dialog = ImportDialog((settings.width or native, settings.height or native), self)
+        if dialog.exec():
+            self.import_image(**dialog.values())
+
+    def import_image(
+        self,
+        image,
+        prompt: str,
+        method: str = "null-text",
+        fit: str = "crop",
+        file: str = "",
+        inner_steps: int = 10,
+    ) -> asyncio.Future:
+        """Invert a picture on the engine thread; it becomes a new (unsaved) session."""
+        settings = self.doc.session.settings
+        job = ImportJob(image, prompt, settings, method, fit, file, inner_steps)
+        future = self.jobs.submit(Job("import", job, f"import {file or 'image'} ({method})"))
+        future.add_done_callback(self._imported)
+        return future
+
+    def _imported(self, future: asyncio.Future) -> None:
+        self.progress.hide()
+        self.eta.setText("")
+        if future.cancelled():
+            return
+        error = future.exception()
+        if isinstance(error, RenderCancelled):
+            self.statusBar().showMessage("import cancelled: nothing changed", 5000)
+            return
+        if error is not None:
+            self.notify(f"import failed: {error}")
+            return
+        session, images = future.result()
+        self.set_document(Document(session, images, unsaved=True))
+        imp = session.imported
+        quality = "exact" if imp.psnr is None else f"{imp.psnr:.2f} dB"
+        self.statusBar().showMessage(
+            f"imported {imp.file or 'the picture'}: {imp.inversion.method} inversion in "
+            f"{imp.seconds:.1f} s, reconstruction PSNR {quality}",
+            10000,
+        )
+
     def _on_started(self, job: Job) -> None:
+        if job.kind == "import":
+            self.progress.setRange(0, 0)
+            self.progress.setFormat("%p%")
+            self.progress.show()
+            self.statusBar().showMessage(f"{job.label} ...")
         if job.kind == "render":
+            self.progress.setFormat("%v / %m steps")
             self.progress.setRange(0, job.payload.session.settings.steps)
             self.progress.setValue(0)
             self.progress.show()
@@ -298,6 +355,8 @@ class MainWindow(QMainWindow):
         self.progress.setMaximum(info.total)
         self.progress.setValue(info.step)
         self.eta.setText(f"ETA {info.eta:.1f} s")
+        if job.kind != "render":
+            return
         if info.preview is not None and job.payload.node_id == self.current():
             self.canvas.set_preview(info.preview[-1])
 

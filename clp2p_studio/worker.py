@@ -25,8 +25,9 @@ log = logging.getLogger("clp2p_studio")
 
 @dataclass(eq=False)
 class Job:
-    """One engine call: ``kind`` is ``load`` (payload: ModelSpec) or ``render`` (payload:
-    RenderJob). ``cancel`` is set by the GUI thread and read by the engine thread."""
+    """One engine call: ``kind`` is ``load`` (payload: ModelSpec), ``render`` (payload:
+    RenderJob) or ``import`` (payload: ImportJob). ``cancel`` is set by the GUI thread and
+    read by the engine thread."""
 
     kind: str
     payload: object
@@ -67,7 +68,10 @@ class EngineThread(QThread):
                 if job.kind == "load":
                     result = self.backend.load(job.payload)
                 else:
-                    result = self.backend.render(
+                    call = (
+                        self.backend.import_image if job.kind == "import" else self.backend.render
+                    )
+                    result = call(
                         job.payload,
                         on_step=lambda info, job=job: self.progress.emit(job, info),
                         cancel=job.cancel.is_set,

@@ -87,5 +87,27 @@ class FakeBackend:
             latents=np.zeros((4, 8, 8), dtype=np.float32),
         )
 
+    def import_image(self, job, on_step=None, cancel=None):
+        """Steps like a render, then a session whose root is the picture itself."""
+        from clp2p.real_image import ImportedImage, Inversion, fit_image
+        from clp2p.session import Session
+
+        self.calls.append(f"import {job.file}")
+        for i in range(self.steps):
+            if cancel is not None and cancel():
+                raise RenderCancelled(f"cancelled at {i} of {self.steps}")
+            if self.gate is not None and i == 1:
+                self.gate.wait(5)
+            if on_step is not None:
+                on_step(StepInfo(i + 1, self.steps, 0.01 * (i + 1), 0.01))
+        picture = fit_image(job.image, 64, 64, job.fit)
+        latents = np.zeros((job.settings.steps + 1, 4, 8, 8), np.float32)
+        inversion = Inversion(job.method, job.prompt, latents)
+        imported = ImportedImage(inversion, image_hash(picture), job.fit, job.file)
+        session = Session.from_image(imported, job.settings, "fake")
+        key = image_hash(picture)
+        session = session.update("n1", status="rendered", image=key)
+        return session, {key: picture}
+
     def check_edit(self, source, target, params):
         return None

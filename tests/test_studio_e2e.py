@@ -90,3 +90,44 @@ def test_event_loop_never_stalls_over_50_ms_during_a_render(window, loop):
 async def _until_idle(window):
     while window.jobs.busy:
         await asyncio.sleep(0.05)
+
+
+def test_import_a_picture_edit_it_save_and_reload(window, loop, tmp_path, qtbot):
+    from PIL import Image
+
+    from clp2p_studio.import_dialog import ImportDialog
+
+    y, x = np.mgrid[:80, :100]
+    picture = np.full((80, 100, 3), 255, np.uint8)
+    picture[(x - 50) ** 2 + (y - 40) ** 2 < 500] = (220, 30, 30)
+    file = tmp_path / "photo.webp"
+    Image.fromarray(picture).save(file, lossless=True)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG broken")
+
+    dialog = ImportDialog((64, 64), window)
+    qtbot.addWidget(dialog)
+    assert not dialog.load(str(tmp_path / "broken.png"))
+    assert "damaged or not an image" in dialog.error.text()
+    assert not dialog.buttons.buttons()[0].isEnabled()
+    assert dialog.load(str(file))
+    dialog.prompt.setText(A)
+    dialog.method.setCurrentText("direct")
+    values = dialog.values()
+    assert values["file"] == "photo.webp" and values["image"].shape == (80, 100, 3)
+
+    session, _ = loop.run_until_complete(window.import_image(**values))
+    doc = window.doc
+    assert doc.session is not None and doc.session.imported.inversion.method == "direct"
+    assert doc.dirty and doc.session.root.status == "rendered"
+    assert doc.images[doc.session.imported.input].shape == (64, 64, 3)  # cropped to the frame
+    new_id = window.add_edit("swap", B, window.params.params(), run=False)
+    edited = loop.run_until_complete(window.render_node(new_id))
+    assert window.doc.session.node(new_id).image == edited.hash
+    path = tmp_path / "imported.json"
+    assert window._save_to(str(path))
+    window.set_document(Document(Session.new(A, RenderSettings(), "shapes")))
+    assert window.open_path(str(path))
+    reloaded = window.doc.session
+    assert reloaded.imported == session.imported
+    again = loop.run_until_complete(window.render_node(new_id))
+    assert again.hash == edited.hash

@@ -68,6 +68,27 @@ def test_cancel_mid_render_changes_nothing(window, loop):
     assert "cancelled" in window.statusBar().currentMessage()
 
 
+def test_import_shows_progress_and_cancel_keeps_the_open_session(window, loop):
+    import numpy as np
+
+    picture = np.full((40, 60, 3), 200, np.uint8)
+    window.backend.gate = threading.Event()
+    before = window.doc
+    future = window.import_image(picture, A, "null-text", "fit", "a.png")
+    loop.run_until_complete(_until(lambda: window.progress.value() >= 1))
+    assert not window.progress.isHidden()
+    window.jobs.cancel_all()
+    window.backend.gate.set()
+    with pytest.raises(RenderCancelled):
+        loop.run_until_complete(future)
+    assert window.doc is before and "import cancelled" in window.statusBar().currentMessage()
+    window.backend.gate = None
+    session, _ = loop.run_until_complete(window.import_image(picture, A, "direct", "fit", "a.png"))
+    assert window.doc is not before and window.doc.dirty
+    assert window.doc.session.imported.inversion.method == "direct"
+    assert window.canvas._labels["left"] == "picture a.png"
+
+
 def test_engine_error_is_a_message_not_a_crash(window, loop):
     window.backend.crash_with = MemoryError("out of memory")
     future = window.render_node("n1")
