@@ -128,13 +128,33 @@ def run_inversion_bench(
             f"(x{s['time_vs_null_text']:.3f} of null-text), colour swap {s['swap_success']:.0%} "
             f"with mask IoU {s['swap_iou']:.3f}"
         )
-    print(f"VAE round trip (the ceiling): {report['vae_round_trip_psnr_db']:.2f} dB")
+    print(f"VAE round trip (the ceiling): {report['vae_round_trip_psnr_db']:.2f} dB\n")
+    print(markdown_table(report))
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     if examples:
         _figure(shown[:6], examples)
     return report
+
+
+def markdown_table(report: dict) -> str:
+    """The docs' table of one run."""
+    lines = [
+        "| method | reconstruction PSNR | UNet passes (forward + backward) | time | time vs "
+        "null-text | colour swap hit | mask IoU with the picture |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, s in report["methods"].items():
+        lines.append(
+            f"| `{method}` | {s['psnr_db']:.2f} dB | {s['unet_forward']:.0f} + "
+            f"{s['unet_backward']:.0f} | {s['invert_s']:.2f} s | x{s['time_vs_null_text']:.3f} | "
+            f"{s['swap_success']:.0%} | {s['swap_iou']:.3f} |"
+        )
+    lines.append(
+        f"| VAE round trip (ceiling) | {report['vae_round_trip_psnr_db']:.2f} dB | | | | | |"
+    )
+    return "\n".join(lines)
 
 
 def _figure(shown, path: str) -> None:

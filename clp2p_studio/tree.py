@@ -61,6 +61,8 @@ def node_label(session: Session, node_id: str) -> str:
         title = f"\u21ba {title}"
     status = "" if n.status == "rendered" else "  (not rendered)"
     metric = f"  MAE {n.metrics['mae']:.1f}" if "mae" in n.metrics else ""
+    if n.parent is None and session.imported is not None:
+        title = f"\u25a3 {title}"  # a framed square: the root is an imported picture
     return f"{star}{n.id}  {title}{status}{metric}"
 
 
@@ -88,6 +90,13 @@ class SessionTreeModel(QStandardItemModel):
                 tip.append(f"self {p.self_window.spec()} (grids <= {p.self_res or 'all'})")
                 if p.v_blend:
                     tip.append(f"V {p.v_window.spec()} beta {p.v_blend:g} ({p.v_layers})")
+            if node.parent is None and session.imported is not None:
+                imp = session.imported
+                quality = "exact" if imp.psnr is None else f"{imp.psnr:.2f} dB"
+                tip.append(
+                    f"imported picture {imp.file} ({imp.fit}), {imp.inversion.method} "
+                    f"inversion, reconstruction PSNR {quality}"
+                )
             if node.note:
                 tip.append(node.note)
             item.setToolTip("\n".join(tip))

@@ -441,6 +441,9 @@ def cmd_eval(args) -> int:
     if args.model is None:
         args.model = "shapes"
     engine = engine_from(args)
+    # Many branches per render here: one batch is faster, and scores do not need the
+    # bit-exactness across renders that sessions rely on.
+    engine.batch_branches = True
     from clp2p.shapes.check import CheckConfig
 
     settings = RenderSettings(
