@@ -219,13 +219,13 @@ class Engine:
         if source is not None and len(source.latents) != settings.steps:
             raise Clp2pError("the recorded source was rendered with other settings")
         latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
-        if inversion is not None and (
-            inversion.steps != settings.steps or tuple(inversion.latents.shape[2:]) != latent_hw
-        ):
-            raise Clp2pError(
-                "the image was inverted with other steps or another size: invert it again "
-                "with these settings"
-            )
+        if inversion is not None:
+            inversion.check(settings)
+            if tuple(inversion.latents.shape[2:]) != latent_hw:
+                raise Clp2pError(
+                    "the picture was inverted at another size: keep the session's size (or "
+                    "import the picture again)"
+                )
         heatmaps = heatmaps or HeatmapOptions()
         n = len(branches)
         steps = settings.steps

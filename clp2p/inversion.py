@@ -72,6 +72,11 @@ def invert(
             f"the image is {image.shape[1]}x{image.shape[0]}, the render "
             f"{settings.width}x{settings.height}: fit it first (crop or fit)"
         )
+    if method == "null-text" and settings.guidance <= 1.0:
+        raise Clp2pError(
+            f"--guidance {settings.guidance:g}: null-text inversion optimises the unconditional "
+            "embedding that guidance uses; raise --guidance above 1 or use --method direct"
+        )
     engine.tokens(prompt)  # the prompt must fit the tokenizer
     start = time.perf_counter()
     unet = _Counter(engine.pipe.unet)
@@ -101,7 +106,8 @@ def invert(
             unet, scheduler, trajectory, cond, empty, settings.guidance, inner_steps, tick
         )
     latents = torch.stack(trajectory).float().cpu().numpy()[:, 0]
-    result = Inversion(method, prompt, latents, uncond)
+    guidance = settings.guidance if method == "null-text" else 0.0
+    result = Inversion(method, prompt, latents, uncond, guidance)
     return InversionResult(result, image, unet.forward, unet.backward, time.perf_counter() - start)
 
 
@@ -117,12 +123,12 @@ def _ddim_invert(unet, scheduler, z0, cond, tick) -> list[torch.Tensor]:
     timesteps = [int(t) for t in scheduler.timesteps]  # descending
     stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
     kind = scheduler.config.prediction_type
-    z = z0
-    out = [z0]
+    z = z0.float()  # the update in float32, as DDIMScheduler.step does it
+    out = [z]
     for t in reversed(timesteps):
-        a_cur = _alpha(scheduler, t - stride).to(z.dtype)
-        a_next = _alpha(scheduler, t).to(z.dtype)
-        model_out = unet(z, t, cond)
+        a_cur = _alpha(scheduler, t - stride).float()
+        a_next = _alpha(scheduler, t).float()
+        model_out = unet(z.to(z0.dtype), t, cond).float()
         x0, eps = _split(model_out, z, a_cur, kind)
         z = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
         out.append(z)
@@ -140,45 +146,51 @@ def _split(model_out, z, alpha, kind: str):
             alpha.sqrt() * model_out + (1 - alpha).sqrt() * z,
         )
     if kind == "sample":
-        return model_out, (z - alpha.sqrt() * model_out) / (1 - alpha).sqrt()
+        return model_out, (z - alpha.sqrt() * model_out) / (1 - alpha).clamp_min(1e-12).sqrt()
     raise Clp2pError(f"the model's prediction type '{kind}' cannot be inverted")
 
 
 def _null_text(unet, scheduler, trajectory, cond, empty, guidance, inner, tick) -> np.ndarray:
     """Mokady et al.'s null-text optimisation: per step, Adam on the unconditional embedding
-    (lr 1e-2 decaying 1% per step, at most ``inner`` iterations, early stop at loss
-    1e-5 + 2e-5 x step) toward the next latent of the inversion trajectory."""
+    toward the next latent of the inversion trajectory, at most ``inner`` iterations. Their
+    schedule for 50 steps (lr 1e-2 falling to half, early stop at loss 1e-5 + 2e-5 x step) is
+    stretched to any number of steps. The guided step and the loss run in float32; on half
+    precision models the loss is scaled so its gradient does not underflow."""
     model = unet.unet
+    dtype = cond.dtype
+    loss_scale = 1.0 if dtype == torch.float32 else 2.0**14
+    steps = len(trajectory) - 1
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     u = empty.detach().clone().float()
-    z = trajectory[0].clone()
+    z = trajectory[0].float()
     out = []
     try:
         for i, t in enumerate(scheduler.timesteps):
-            target = trajectory[i + 1]
+            progress = i * 50 / steps  # the step in the reference's 50-step schedule
+            target = trajectory[i + 1].float()
             with torch.no_grad():
-                out_c = unet(z, t, cond)
+                out_c = unet(z.to(dtype), t, cond).float()
             u = u.detach().clone().requires_grad_(True)
-            opt = torch.optim.Adam([u], lr=1e-2 * (1.0 - i / 100.0))
+            opt = torch.optim.Adam([u], lr=1e-2 * (1.0 - progress / 100.0))
             for j in range(inner):
                 with torch.enable_grad():
-                    out_u = unet(z, t, u.to(cond.dtype))
+                    out_u = unet(z.to(dtype), t, u.to(dtype)).float()
                     guided = out_u + guidance * (out_c - out_u)
                     prev = scheduler.step(guided, t, z, eta=0.0).prev_sample
-                    loss = torch.nn.functional.mse_loss(prev.float(), target.float())
+                    loss = torch.nn.functional.mse_loss(prev, target)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
+                    (loss * loss_scale).backward()
                 unet.backward += 1
                 opt.step()
                 tick()
-                if loss.item() < 1e-5 + i * 2e-5:
+                if loss.item() < 1e-5 + progress * 2e-5:
                     tick(inner - j - 1)
                     break
             u = u.detach()
             out.append(u[0].cpu().numpy())
             with torch.no_grad():
-                out_u = unet(z, t, u.to(cond.dtype))
+                out_u = unet(z.to(dtype), t, u.to(dtype)).float()
                 guided = out_u + guidance * (out_c - out_u)
                 z = scheduler.step(guided, t, z, eta=0.0).prev_sample
             tick(2)
@@ -205,11 +217,23 @@ def import_image(
     ``fit``) inverted under ``prompt``; its root is rendered (the reconstruction, with its
     PSNR against the fitted input). Returns ``(session, images)`` (hash -> RGB uint8, the
     fitted input included)."""
+    from .params import Branch
     from .real_image import ImportedImage, fit_image
     from .session import Session, image_hash
 
     settings = engine.resolve_settings(settings)
     fitted = fit_image(image, settings.width, settings.height, fit)
+    inverting = [0]  # the inversion's total, then the reconstruction's steps follow
+
+    def inverted(done: int, total: int) -> None:
+        inverting[0] = total
+        if on_step is not None:
+            on_step(done, total + settings.steps)
+
+    def rendered(info) -> None:
+        if on_step is not None:
+            on_step(inverting[0] + info.step, inverting[0] + info.total)
+
     result = invert(
         engine,
         fitted,
@@ -217,12 +241,12 @@ def import_image(
         settings,
         method,
         inner_steps=inner_steps,
-        on_step=on_step,
+        on_step=inverted,
         cancel=cancel,
     )
-    from .params import Branch
-
-    render = engine.render([Branch(prompt)], settings, inversion=result.inversion)
+    render = engine.render(
+        [Branch(prompt)], settings, inversion=result.inversion, on_step=rendered, cancel=cancel
+    )
     reconstruction = render.images[0]
     quality = psnr(reconstruction, fitted)
     imported = ImportedImage(

@@ -23,19 +23,26 @@ class Inversion:
 
     ``latents``: (steps + 1, C, h, w) float32, the DDIM inversion trajectory in sampling order
     (``latents[0]`` is where sampling starts, ``latents[-1]`` the image's own latent).
-    ``uncond``: null-text's optimised unconditional embeddings, (steps, T, D) float32."""
+    ``uncond``: null-text's optimised unconditional embeddings, (steps, T, D) float32, valid
+    only at the guidance scale ``guidance`` they were optimised for."""
 
     method: str
     prompt: str
     latents: np.ndarray = field(compare=False, repr=False)
     uncond: np.ndarray | None = field(default=None, compare=False, repr=False)
+    guidance: float = 0.0  # null-text: the guidance scale of the optimisation
     data_hash: str = field(init=False)  # equal inversions have equal hashes
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise Clp2pError(f"--method '{self.method}': choose one of {', '.join(METHODS)}")
-        if self.uncond is not None and len(self.uncond) != len(self.latents) - 1:
-            raise Clp2pError("the inversion's embeddings do not match its steps")
+        latents, uncond = np.asarray(self.latents), self.uncond
+        if latents.ndim != 4 or len(latents) < 2:
+            raise Clp2pError("the inversion trajectory is not (steps + 1, C, h, w)")
+        if (uncond is not None) != (self.method == "null-text"):
+            raise Clp2pError("null-text inversions, and only they, carry embeddings")
+        if uncond is not None and (uncond.ndim != 3 or len(uncond) != len(latents) - 1):
+            raise Clp2pError("the inversion's embeddings are not (steps, tokens, width)")
         object.__setattr__(self, "data_hash", self.digest())
 
     @property
@@ -44,7 +51,7 @@ class Inversion:
 
     def digest(self) -> str:
         """Content hash of the method, prompt and arrays."""
-        h = hashlib.sha256(f"{self.method}\n{self.prompt}\n".encode())
+        h = hashlib.sha256(f"{self.method}\n{self.prompt}\n{self.guidance!r}\n".encode())
         for a in (self.latents, self.uncond):
             if a is not None:
                 h.update(f"{a.shape}:".encode())
@@ -52,7 +59,10 @@ class Inversion:
         return h.hexdigest()
 
     def to_bytes(self) -> bytes:
-        arrays = {"latents": self.latents.astype(np.float32)}
+        arrays = {
+            "latents": self.latents.astype(np.float32),
+            "guidance": np.array(self.guidance, np.float64),
+        }
         if self.uncond is not None:
             arrays["uncond"] = self.uncond.astype(np.float32)
         buf = io.BytesIO()
@@ -64,9 +74,21 @@ class Inversion:
         with np.load(io.BytesIO(raw), allow_pickle=False) as data:
             latents = data["latents"]
             uncond = data["uncond"] if "uncond" in data.files else None
-        if latents.ndim != 4 or len(latents) < 2:
-            raise ValueError("the inversion trajectory has the wrong shape")
-        return cls(method, prompt, latents, uncond)
+            guidance = float(data["guidance"]) if "guidance" in data.files else 0.0
+        return cls(method, prompt, latents, uncond, guidance)
+
+    def check(self, settings) -> None:
+        """Refuse render ``settings`` this inversion was not made for."""
+        if self.steps != settings.steps:
+            raise Clp2pError(
+                f"the picture was inverted with {self.steps} steps, not {settings.steps}: keep "
+                "its steps (or import it again with the new ones)"
+            )
+        if self.method == "null-text" and settings.guidance != self.guidance:
+            raise Clp2pError(
+                f"null-text inversion optimised for guidance {self.guidance:g}, not "
+                f"{settings.guidance:g}: keep it (or import the picture again)"
+            )
 
 
 def read_image(path: str | Path) -> np.ndarray:

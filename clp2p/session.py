@@ -178,6 +178,21 @@ class Session:
         child = Node(self._next_id(), node_id, "cycle", prompt, params, reverses=target)
         return replace(self, nodes=self.nodes + (child,)), child.id
 
+    def with_settings(self, settings: RenderSettings) -> Session:
+        """The session with new root sampling settings. An imported picture's inversion holds
+        only for its steps and size (and, for null-text, its guidance): those stay."""
+        if self.imported is not None:
+            old = self.settings
+            settings = replace(  # no size given: the picture's
+                settings, width=settings.width or old.width, height=settings.height or old.height
+            )
+            if (settings.width, settings.height) != (old.width, old.height):
+                raise Clp2pError(
+                    "the picture was inverted at this size: keep it (or import it again)"
+                )
+            self.imported.inversion.check(settings)
+        return replace(self, settings=settings)
+
     def delete(self, node_id: str) -> Session:
         if self.node(node_id).parent is None:
             raise Clp2pError("the root cannot be deleted: start a new session instead")

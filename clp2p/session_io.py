@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -206,6 +207,8 @@ def _imported(raw: dict, prompt: str, settings: RenderSettings, base: Path | Non
     try:
         if ref.startswith(NPZ_URL):
             blob = base64.b64decode(ref[len(NPZ_URL) :], validate=True)
+        elif not re.fullmatch(r"[^/\\]+\.images/[0-9a-f]{64}\.npz", ref):
+            raise ValueError("it must be NAME.images/<hash>.npz beside the session file")
         elif base is None:
             raise OSError("no folder to read it from")
         else:
@@ -224,11 +227,10 @@ def _imported(raw: dict, prompt: str, settings: RenderSettings, base: Path | Non
             "$.inversion.data_hash: the inversion arrays do not match their hash (the file "
             "was changed or belongs to another session)"
         )
-    if inversion.steps != settings.steps:
-        raise Clp2pError(
-            f"$.settings.steps: {settings.steps}, but the picture was inverted with "
-            f"{inversion.steps} steps"
-        )
+    try:
+        inversion.check(settings)
+    except Clp2pError as exc:
+        raise Clp2pError(f"$.settings: {exc}") from None
     return ImportedImage(
         inversion=inversion,
         input=raw["input"],

@@ -253,9 +253,7 @@ class MainWindow(QMainWindow):
         self._edit(lambda s: s.update(node_id, **changes), f"Rename {node_id}")
 
     def set_root_settings(self, settings) -> None:
-        from dataclasses import replace
-
-        self._edit(lambda s: replace(s, settings=settings), "Root settings")
+        self._edit(lambda s: s.with_settings(settings), "Root settings")
 
     def _undo(self) -> None:
         self.doc.undo_stack.undo()

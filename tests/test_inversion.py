@@ -82,7 +82,11 @@ def test_null_text_optimisation_brings_the_source_back_closer(engine, picture):
     assert result.unet_backward > 0 and result.unet_forward > SETTINGS.steps
     empty = engine.encode([""]).numpy()
     plain = Inversion(
-        "null-text", PROMPT, inversion.latents, np.repeat(empty, SETTINGS.steps, axis=0)
+        "null-text",
+        PROMPT,
+        inversion.latents,
+        np.repeat(empty, SETTINGS.steps, axis=0),
+        SETTINGS.guidance,
     )
     z0 = inversion.latents[-1]
     optimised = np.abs(_final_latent(engine, inversion)[0] - z0).mean()
@@ -127,7 +131,7 @@ def _forbidden(*args, **kwargs):
 
 def test_inverted_root_must_match_the_render_settings(engine, picture):
     inversion = invert(engine, picture, PROMPT, SETTINGS, "negative-prompt").inversion
-    with pytest.raises(Clp2pError, match="invert it again"):
+    with pytest.raises(Clp2pError, match="import it again"):
         engine.render(
             [Branch(PROMPT)], RenderSettings(steps=4, width=32, height=32), inversion=inversion
         )
@@ -264,3 +268,54 @@ def test_recorded_source_of_an_inverted_root_is_used_from_the_cache(engine, pict
         [Branch(PROMPT), Branch(TARGET, 0, preset("cl-p2p"))], SETTINGS, inversion=inversion
     )
     np.testing.assert_array_equal(child.latents[0], both.latents[1])
+
+
+def test_imported_sessions_keep_the_settings_their_inversion_needs(engine, picture):
+    from dataclasses import replace
+
+    session, _ = import_image(engine, picture, PROMPT, SETTINGS, "null-text", inner_steps=1)
+    assert session.imported.inversion.guidance == SETTINGS.guidance
+    kept = session.with_settings(replace(SETTINGS, seed=5, width=None, height=None))
+    assert kept.settings.width == 32 and kept.settings.seed == 5
+    for change, message in (
+        ({"steps": 4}, "inverted with 6 steps"),
+        ({"guidance": 5.0}, "optimised for guidance 3"),
+        ({"width": 64, "height": 64}, "at this size"),
+    ):
+        with pytest.raises(Clp2pError, match=message):
+            session.with_settings(replace(SETTINGS, **change))
+    with pytest.raises(Clp2pError, match="raise --guidance above 1"):
+        invert(engine, picture, PROMPT, replace(SETTINGS, guidance=1.0), "null-text")
+
+
+def test_inversion_arrays_are_validated():
+    latents = np.zeros((5, 4, 8, 8), np.float32)
+    with pytest.raises(Clp2pError, match="only they, carry embeddings"):
+        Inversion("null-text", PROMPT, latents)
+    with pytest.raises(Clp2pError, match="only they, carry embeddings"):
+        Inversion("direct", PROMPT, latents, np.zeros((4, 7, 32), np.float32))
+    with pytest.raises(Clp2pError, match="not \\(steps, tokens, width\\)"):
+        Inversion("null-text", PROMPT, latents, np.zeros(4, np.float32))
+    with pytest.raises(Clp2pError, match="not \\(steps \\+ 1, C, h, w\\)"):
+        Inversion("direct", PROMPT, np.zeros((5, 4), np.float32))
+
+
+def test_inversion_data_must_live_beside_the_session(engine, picture, tmp_path):
+    session, images = import_image(engine, picture, PROMPT, SETTINGS, "direct")
+    path = tmp_path / "s.json"
+    session_io.save(session, path, images)
+    data = json.loads(path.read_text())
+    for ref in ("/etc/passwd", "../s.images/" + "0" * 64 + ".npz", "/dev/zero"):
+        data["inversion"]["data"] = ref
+        with pytest.raises(Clp2pError, match="beside the session file"):
+            session_io.parse(json.dumps(data), tmp_path)
+
+
+def test_import_reports_progress_through_the_reconstruction(engine, picture):
+    seen = []
+    import_image(
+        engine, picture, PROMPT, SETTINGS, "direct", on_step=lambda d, t: seen.append((d, t))
+    )
+    totals = {t for _, t in seen}
+    assert totals == {2 * SETTINGS.steps} and seen[-1] == (2 * SETTINGS.steps, 2 * SETTINGS.steps)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
