@@ -223,6 +223,12 @@ class ParamsPanel(QWidget):
         node = session.node(node_id)
         self.header.setText(f"<b>{node.id}</b> ({node.kind}): {node.prompt}")
         self.root_box.setVisible(node.parent is None)
+        # an imported picture's inversion holds for its steps and size (null-text: guidance)
+        imported = session.imported
+        for box in (self.steps, self.width_box, self.height_box):
+            box.setEnabled(imported is None)
+        self.guidance.setEnabled(imported is None or imported.inversion.method != "null-text")
+        self.seed.setEnabled(imported is None)  # the start is the inversion's, not a seed's
         if not self.target.text():
             self.target.setText(node.prompt)
         if node.params is not None:

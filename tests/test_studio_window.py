@@ -87,6 +87,8 @@ def test_import_shows_progress_and_cancel_keeps_the_open_session(window, loop):
     assert window.doc is not before and window.doc.dirty
     assert window.doc.session.imported.inversion.method == "direct"
     assert window.canvas._labels["left"] == "picture a.png"
+    window.tree.select("n1")
+    assert not window.params.steps.isEnabled() and window.params.guidance.isEnabled()
 
 
 def test_engine_error_is_a_message_not_a_crash(window, loop):
