@@ -4,6 +4,7 @@ session root they make, its JSON storage, the CLI and bad image files."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -319,3 +320,35 @@ def test_import_reports_progress_through_the_reconstruction(engine, picture):
     totals = {t for _, t in seen}
     assert totals == {2 * SETTINGS.steps} and seen[-1] == (2 * SETTINGS.steps, 2 * SETTINGS.steps)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+SHAPES = Path(__file__).resolve().parents[1] / "resources" / "models" / "shapes"
+
+
+@pytest.mark.skipif(not (SHAPES / "model_index.json").is_file(), reason="no shapes model")
+def test_shapes_pictures_invert_and_take_a_cl_p2p_colour_swap():
+    """Exact renders of shapes-world scenes (no model made them): the direct inversion
+    rebuilds them at the VAE's ceiling and a cl-p2p colour swap hits the target colour
+    while keeping the picture's silhouette."""
+    from clp2p.bench_inversion import _pictures
+    from clp2p.engine import Engine
+    from clp2p.shapes.check import CheckConfig
+    from clp2p.shapes.scoring import score_edit
+
+    engine = Engine.load(str(SHAPES), "cpu", "fp32")
+    settings = engine.resolve_settings(
+        RenderSettings(steps=CheckConfig.steps, guidance=CheckConfig.guidance)
+    )
+    edit = preset("cl-p2p").with_(kind="swap")
+    for pair, picture in _pictures(3, settings.width):
+        inversion = invert(engine, picture, pair.source_prompt, settings, "direct").inversion
+        result = engine.render(
+            [Branch(pair.source_prompt), Branch(pair.target_prompt, 0, edit)],
+            settings,
+            inversion=inversion,
+        )
+        rebuilt, edited = result.images
+        assert np.array_equal(rebuilt, engine.decode(engine.encode_image(picture))[0])
+        score = score_edit(pair, picture, edited)
+        assert score["success"], (pair.label(), score["read"])
+        assert score["iou"] >= 0.85, (pair.label(), score["iou"])

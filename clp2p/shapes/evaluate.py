@@ -10,8 +10,9 @@ Tasks:
   on a separate set of pairs first.
 - ``sweep``: colour swaps over the study's grid k x cross x self.
 
-Every method of one pair is one batched render: the branches share the source's noise, so
-the regenerated target is exactly ``engine.generate(target, same seed)``.
+Every method of one pair is one render with all branches in one batch: the branches share the
+source's noise, so the regenerated target is ``engine.generate(target, same seed)`` up to
+float rounding.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ NO_INJECTION = EditParams(
 """An edit that injects nothing: the target branch is a plain generation from the same noise."""
 
 V_WINDOWS: tuple[float, ...] = (0.2, 0.5, 0.8, 1.0)
-V_BLENDS: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0)
-V_LAYERS: tuple[str, ...] = ("self", "both")
+V_BLENDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
+V_LAYERS: tuple[str, ...] = ("self", "cross", "both")
 """The V injection search grid: window end x beta x layer kind."""
 
 SWEEP_K: tuple[float, ...] = (0.0, 0.3, 0.6)
