@@ -178,11 +178,6 @@ SHAPES_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "s
     not (SHAPES_MODEL / "model_index.json").is_file(), reason="shapes model not trained"
 )
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    reason="the shipped shapes model keeps mask IoU 0.72 on one of these seeds (goal 0.8): "
-    "the edit-quality goal of the shapes-model issue is still open",
-    strict=False,
-)
 def test_shapes_model_colour_swap_keeps_geometry_with_cl_p2p():
     from clp2p.engine import Engine
     from clp2p.params import preset
