@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .errors import Clp2pError
 from .params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from .real_image import DEFAULT_METHOD, METHODS
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -88,10 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     inv.add_argument("--prompt", required=True, help="what the picture shows (edits change it)")
     inv.add_argument(
         "--method",
-        default="null-text",
-        choices=("null-text", "negative-prompt", "direct"),
-        help="null-text (optimised, the reference), negative-prompt (no optimisation) or "
-        "direct (the source branch follows the inversion exactly)",
+        default=DEFAULT_METHOD,
+        choices=METHODS,
+        help="direct (default: the source branch follows the inversion exactly), null-text "
+        "(optimised, the reference; slowest) or negative-prompt (no optimisation)",
     )
     inv.add_argument(
         "--fit", default="crop", choices=("crop", "fit"), help="fill the frame or show it whole"

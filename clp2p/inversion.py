@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .errors import Clp2pError, RenderCancelled
-from .real_image import METHODS, Inversion, psnr
+from .real_image import DEFAULT_METHOD, METHODS, Inversion, psnr
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def invert(
     image: np.ndarray,
     prompt: str,
     settings,
-    method: str = "null-text",
+    method: str = DEFAULT_METHOD,
     *,
     inner_steps: int = 10,
     on_step: Callable[[int, int], None] | None = None,
@@ -205,7 +205,7 @@ def import_image(
     image: np.ndarray,
     prompt: str,
     settings,
-    method: str = "null-text",
+    method: str = DEFAULT_METHOD,
     *,
     fit: str = "crop",
     file: str = "",

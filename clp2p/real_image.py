@@ -13,6 +13,9 @@ import numpy as np
 from .errors import Clp2pError
 
 METHODS = ("null-text", "negative-prompt", "direct")
+# the default: exact source, one sampling pass, and the best edits on the shapes world
+# (docs/inversion.md)
+DEFAULT_METHOD = "direct"
 FITS = ("crop", "fit")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 

@@ -21,14 +21,14 @@ from PySide6.QtWidgets import (
 )
 
 from clp2p.errors import Clp2pError
-from clp2p.real_image import FITS, METHODS, fit_image, read_image
+from clp2p.real_image import DEFAULT_METHOD, FITS, METHODS, fit_image, read_image
 
 from .imaging import to_pixmap
 
 METHOD_HELP = {
-    "null-text": "optimises the empty prompt per step: the reference, slowest",
-    "negative-prompt": "the prompt itself as negative prompt: no optimisation, fastest",
-    "direct": "the source follows the inversion exactly: fast, exact source",
+    "null-text": "optimises the empty prompt per step: the reference, about 20x slower",
+    "negative-prompt": "the prompt itself as negative prompt: no optimisation, fast",
+    "direct": "the source follows the inversion exactly: fast, exact source, best edits",
 }
 
 
@@ -54,6 +54,7 @@ class ImportDialog(QDialog):
         self.prompt.textChanged.connect(self._validate)
         self.method = QComboBox()
         self.method.addItems(METHODS)
+        self.method.setCurrentText(DEFAULT_METHOD)
         self.method_help = QLabel()
         self.method_help.setWordWrap(True)
         self.method.currentTextChanged.connect(self._method_changed)

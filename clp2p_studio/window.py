@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
 from clp2p.attention_maps import AttentionMaps, merge_branches
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.params import EditParams
+from clp2p.real_image import DEFAULT_METHOD
 from clp2p.service import ImportJob, ModelSpec, RenderJob
 from clp2p.session import Session
 
@@ -302,7 +303,7 @@ class MainWindow(QMainWindow):
         self,
         image,
         prompt: str,
-        method: str = "null-text",
+        method: str = DEFAULT_METHOD,
         fit: str = "crop",
         file: str = "",
         inner_steps: int = 10,

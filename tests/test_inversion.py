@@ -73,7 +73,8 @@ def test_negative_prompt_inversion_is_the_unguided_sampler(engine, picture):
     inversion = invert(engine, picture, PROMPT, SETTINGS, "negative-prompt").inversion
     guided, _ = _final_latent(engine, inversion)
     plain, _ = _final_latent(engine, inversion, guidance=1.0)
-    np.testing.assert_allclose(guided, plain, atol=1e-5)
+    # equal up to float32 rounding of the two halves of the guidance batch over the steps
+    np.testing.assert_allclose(guided, plain, atol=1e-4)
 
 
 def test_null_text_optimisation_brings_the_source_back_closer(engine, picture):

@@ -111,7 +111,7 @@ def test_import_a_picture_edit_it_save_and_reload(window, loop, tmp_path, qtbot)
     assert not dialog.buttons.buttons()[0].isEnabled()
     assert dialog.load(str(file))
     dialog.prompt.setText(A)
-    dialog.method.setCurrentText("direct")
+    assert dialog.method.currentText() == "direct"  # the default method
     values = dialog.values()
     assert values["file"] == "photo.webp" and values["image"].shape == (80, 100, 3)
 
