@@ -4,7 +4,7 @@ and checks of an edit against the model's tokenizer. Messages in and out are fro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -13,17 +13,23 @@ from .engine import Engine, StepInfo
 from .errors import Clp2pError
 from .params import EditParams, RenderSettings
 from .plan import resolve_edit
+from .real_image import DEFAULT_METHOD
 from .session import Session
 from .session_render import DEFAULT_BUDGET, NodeRender, SessionRenderer
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """What to load: ``model`` as ``clp2p --model`` takes it, device and dtype names."""
+    """What to load: ``model`` as ``clp2p --model`` takes it, device and dtype names, and the
+    memory budget of the session render cache in MiB."""
 
     model: str = "shapes"
     device: str = "auto"
     dtype: str = "auto"
+    cache_mib: int = DEFAULT_BUDGET // 2**20
+
+    def same_model(self, other: ModelSpec) -> bool:
+        return (self.model, self.device, self.dtype) == (other.model, other.device, other.dtype)
 
 
 @dataclass(frozen=True)
@@ -54,7 +60,7 @@ class ImportJob:
     image: np.ndarray
     prompt: str
     settings: RenderSettings
-    method: str = "null-text"
+    method: str = DEFAULT_METHOD
     fit: str = "crop"
     file: str = ""
     inner_steps: int = 10
@@ -64,17 +70,23 @@ class EngineService:
     """Owns the engine; every method runs on the worker thread except :meth:`check_edit`,
     which only reads the tokenizer."""
 
-    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
-        self.budget = budget
+    def __init__(self) -> None:
         self.engine: Engine | None = None
         self.renderer: SessionRenderer | None = None
         self.info: ModelInfo | None = None
 
     def load(self, spec: ModelSpec) -> ModelInfo:
-        if self.info is not None and self.info.spec == spec:
+        """Load the model of ``spec``; when only the cache budget changed, the loaded model
+        stays and its cache shrinks or grows to the new budget."""
+        if spec.cache_mib < 0:
+            raise Clp2pError(f"render cache {spec.cache_mib} MiB: give 0 MiB or more")
+        budget = spec.cache_mib * 2**20
+        if self.info is not None and self.renderer is not None and self.info.spec.same_model(spec):
+            self.renderer.cache.resize(budget)
+            self.info = replace(self.info, spec=spec)
             return self.info
         engine = Engine.load(spec.model, spec.device, spec.dtype)
-        self.engine, self.renderer = engine, SessionRenderer(engine, self.budget)
+        self.engine, self.renderer = engine, SessionRenderer(engine, budget)
         self.info = ModelInfo(
             spec,
             str(engine.device),

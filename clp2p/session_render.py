@@ -60,6 +60,14 @@ class RecordCache:
         self._items.clear()
         self.nbytes = 0
 
+    def resize(self, budget: int) -> None:
+        """A new budget; the least recently used records go until the rest fits."""
+        self.budget = budget
+        while self._items and self.nbytes > budget:
+            _, old = self._items.popitem(last=False)
+            self.nbytes -= old.nbytes
+            self.evictions += 1
+
 
 @dataclass(frozen=True)
 class NodeRender:

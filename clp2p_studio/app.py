@@ -56,7 +56,6 @@ def main(argv: list[str] | None = None) -> int:
     import qasync
 
     from clp2p.service import EngineService
-    from clp2p.session_render import DEFAULT_BUDGET
 
     from .document import Document
     from .settings import StudioSettings
@@ -80,8 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     settings = StudioSettings()
-    budget = settings.cache_mib * 2**20 if settings.cache_mib else DEFAULT_BUDGET
-    window = MainWindow(EngineService(budget), settings, data_dir)
+    window = MainWindow(EngineService(), settings, data_dir)
     if not args.screenshot and window.recovery.crashed_with_autosave():
         answer = QMessageBox.question(
             window, "clp2p Studio", "The last session did not end cleanly. Restore its autosave?"

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLineEdit,
     QPushButton,
+    QSpinBox,
 )
 
 from clp2p.service import ModelSpec
@@ -43,10 +44,19 @@ class ModelDialog(QDialog):
         self.dtype = QComboBox()
         self.dtype.addItems(["auto", "fp32", "fp16", "bf16"])
         self.dtype.setCurrentText(spec.dtype)
+        self.cache = QSpinBox()
+        self.cache.setRange(64, 1024 * 1024)
+        self.cache.setSingleStep(256)
+        self.cache.setSuffix(" MiB")
+        self.cache.setValue(spec.cache_mib)
+        self.cache.setToolTip(
+            "memory for what edits of rendered nodes reuse; the least recently used goes first"
+        )
         form.addRow("Model", self.source)
         form.addRow("Location", row)
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
+        form.addRow("Render cache", self.cache)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -82,4 +92,9 @@ class ModelDialog(QDialog):
 
     def spec(self) -> ModelSpec:
         model = "shapes" if self.source.currentIndex() == 0 else self.location.text().strip()
-        return ModelSpec(model or "shapes", self.device.currentText(), self.dtype.currentText())
+        return ModelSpec(
+            model or "shapes",
+            self.device.currentText(),
+            self.dtype.currentText(),
+            self.cache.value(),
+        )

@@ -29,6 +29,7 @@ class StudioSettings:
             self._get("model/name", "shapes"),
             self._get("model/device", "auto"),
             self._get("model/dtype", "auto"),
+            self.cache_mib,
         )
 
     @model_spec.setter
@@ -36,6 +37,7 @@ class StudioSettings:
         self.store.setValue("model/name", spec.model)
         self.store.setValue("model/device", spec.device)
         self.store.setValue("model/dtype", spec.dtype)
+        self.cache_mib = spec.cache_mib
 
     @property
     def recent_files(self) -> list[str]:

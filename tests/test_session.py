@@ -10,7 +10,7 @@ import pytest
 from clp2p import session_io
 from clp2p.errors import Clp2pError
 from clp2p.params import RenderSettings, StepWindow, preset
-from clp2p.session import Session, image_hash
+from clp2p.session import Session, chain_key, image_hash
 from clp2p.session_render import SessionRenderer, apply
 
 SETTINGS = RenderSettings(seed=2, steps=4, guidance=7.5, width=32, height=32)
@@ -150,6 +150,13 @@ def test_cache_evicts_under_a_tiny_budget_and_recomputes(tiny_engine):
     recomputed = small.render(s, "n3")
     assert recomputed.computed == 3 and recomputed.hash == again.hash
     assert first.hash == renderer.render(s, "n2", use_cache=False).hash
+    # a smaller budget evicts the least recently used records at once
+    renderer.render(s, "n3")
+    assert len(renderer.cache) == 3  # n1, n2, n3
+    renderer.cache.resize(int(one * 1.5))
+    assert len(renderer.cache) == 1 and renderer.cache.nbytes <= renderer.cache.budget
+    chain = [s.node(i) for i in ids[:3]]
+    assert chain_key(s, chain) in renderer.cache  # the most recently used record stayed
 
 
 def test_cycle_reversal_measures_its_distance(tiny_engine):

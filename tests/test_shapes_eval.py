@@ -198,3 +198,27 @@ def test_shapes_model_colour_swap_keeps_geometry_with_cl_p2p():
 
 
 COLOUR_PAIRS = make_pairs(3, kinds=("colour",))
+
+
+def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch):
+    from clp2p.params import preset
+    from clp2p.shapes import picture_cycle
+
+    monkeypatch.setattr(picture_cycle, "V_WINDOWS", (1.0,))
+    monkeypatch.setattr(picture_cycle, "V_BLENDS", (0.5,))
+    monkeypatch.setattr(picture_cycle, "V_LAYERS", ("self",))
+    pairs = make_pairs(1)
+    result = picture_cycle.run_picture_cycle(tiny_engine, pairs, SETTINGS)
+    assert list(result["cells"]) == ["none", "p2p", "cl-p2p", "v1/b0.5/self"]
+    for cell in result["cells"].values():
+        assert cell["n"] == 1 and cell["picture_mad"] >= 0 and 0 <= cell["picture_iou"] <= 1
+    assert result["best"] in (None, "v1/b0.5/self")
+    assert "`v1/b0.5/self`" in picture_cycle.picture_cycle_table(result)
+    # The reversal edits the picture it is given: another picture, another reversal.
+    pair, settings = pairs[0], replace(SETTINGS, seed=pairs[0].seed)
+    edit = preset("cl-p2p").with_(kind="swap")
+    one = tiny_engine.generate(pair.target_prompt, settings).images[0]
+    other = tiny_engine.generate(pair.target_prompt, replace(settings, seed=pair.seed + 1))
+    back_one = picture_cycle.picture_cycle(tiny_engine, pair, edit, settings, one)
+    back_other = picture_cycle.picture_cycle(tiny_engine, pair, edit, settings, other.images[0])
+    assert np.abs(back_one.astype(int) - back_other).mean() > 1

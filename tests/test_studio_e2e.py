@@ -63,6 +63,20 @@ def test_swap_reverse_export_reload_compare(window, loop, tmp_path):
     assert np.array_equal(window.doc.image(rev), window.doc.images[s.node(rev).image])
 
 
+def test_a_new_cache_budget_keeps_the_loaded_model(window, loop):
+    from dataclasses import replace
+
+    loop.run_until_complete(window.render_node("n1"))
+    backend = window.jobs.thread.backend
+    engine, cache = backend.engine, backend.renderer.cache
+    assert len(cache) == 1
+    spec = replace(window.settings.model_spec, cache_mib=0)
+    info = loop.run_until_complete(window.load_model(spec))
+    assert info.spec.cache_mib == 0
+    assert backend.engine is engine and backend.renderer.cache is cache  # not reloaded
+    assert len(cache) == 0 and cache.budget == 0
+
+
 def test_event_loop_never_stalls_over_50_ms_during_a_render(window, loop):
     gaps: list[float] = []
 

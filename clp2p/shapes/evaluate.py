@@ -9,6 +9,8 @@ Tasks:
   each with its cycle A -> B -> A rendered as one chain; optionally a search for the V setting
   on a separate set of pairs first.
 - ``sweep``: colour swaps over the study's grid k x cross x self.
+- ``picture-cycle``: the reversal of the edited picture itself, imported by inversion
+  (:mod:`clp2p.shapes.picture_cycle`), under the methods and a grid of V settings.
 
 Every method of one pair is one render with all branches in one batch: the branches share the
 source's noise, so the regenerated target is ``engine.generate(target, same seed)`` up to
@@ -355,7 +357,7 @@ def timed(task: Callable[[], dict]) -> dict:
 
 # ---- command line ------------------------------------------------------------------------
 
-DEFAULT_PAIRS = {"edit": 60, "sweep": 12}
+DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 12}
 DEFAULT_SEARCH_PAIRS = 12
 SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the confirmation
 
@@ -367,9 +369,11 @@ def add_eval_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluations against a ground truth")
     esub = p.add_subparsers(dest="eval", required=True)
     s = esub.add_parser("shapes", help="generation and edits scored on the shapes world")
-    s.add_argument("--task", required=True, choices=("generate", "edit", "sweep"))
+    s.add_argument("--task", required=True, choices=("generate", "edit", "sweep", "picture-cycle"))
     s.add_argument("--samples", type=int, default=200, help="generate: images (seeds)")
-    s.add_argument("--pairs", type=int, help="edit / sweep: edit pairs (default 60 / 12)")
+    s.add_argument(
+        "--pairs", type=int, help="edit / sweep / picture-cycle: edit pairs (default 60 / 12 / 12)"
+    )
     s.add_argument(
         "--search-pairs",
         type=int,
@@ -406,6 +410,8 @@ def write_figures(result: dict, folder: Path) -> list[Path]:
         out = [folder / "eval-generate.png"]
         check.save_grid(result["samples"], out[0])
         return out
+    if task == "picture-cycle":
+        return []
     if task == "edit":
         out = [folder / "eval-edit.png", folder / "eval-examples.png"]
         figures.edit_bars(result["table"], out[0])
@@ -427,6 +433,10 @@ def _report(result: dict) -> str:
         if result["v_search"]:
             text = report.v_search_table(result["v_search"]) + "\n\n" + text
         return text
+    if result["task"] == "picture-cycle":
+        from clp2p.shapes.picture_cycle import picture_cycle_table
+
+        return picture_cycle_table(result)
     return report.sweep_tables(result)
 
 
@@ -462,6 +472,11 @@ def cmd_eval(args) -> int:
             search = make_pairs(args.search_pairs, seed=1, first_seed=SEARCH_FIRST_SEED)
         v = VSetting(args.v_inject, args.v_blend, args.v_layers)
         result = timed(lambda: run_edit(engine, pairs, settings, v, search))
+    elif task == "picture-cycle":
+        from clp2p.shapes.picture_cycle import run_picture_cycle
+
+        pairs = make_pairs(args.pairs or DEFAULT_PAIRS[task])
+        result = timed(lambda: run_picture_cycle(engine, pairs, settings))
     else:
         pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
         result = timed(lambda: run_sweep(engine, pairs, settings))
