@@ -216,3 +216,28 @@ def test_chain_branch_uses_what_its_source_used(tiny_engine):
     pair = tiny_engine.edit(SRC, [(mid, p)], SETTINGS)
     assert np.array_equal(chain.images[1], pair.images[1])
     assert not np.array_equal(chain.images[2], chain.images[1])
+
+
+def test_blend_grid_follows_the_model_and_never_goes_below_p2p_masks():
+    from types import SimpleNamespace
+
+    from clp2p.control import attention_grids, blend_grid
+
+    sd15 = SimpleNamespace(
+        down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+    )
+    shapes = SimpleNamespace(
+        down_block_types=["CrossAttnDownBlock2D"] * 2 + ["DownBlock2D"],
+        up_block_types=["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 2,
+        mid_block_type="UNetMidBlock2DCrossAttn",
+    )
+    for config, latent, grid in [
+        (sd15, (64, 64), (16, 16)),  # SD 1.x at 512 px: prompt-to-prompt's 16x16 maps
+        (sd15, (96, 96), (24, 24)),  # 768 px: a quarter of the latent
+        (sd15, (32, 32), (16, 16)),  # 256 px: not the 8x8 quarter
+        (shapes, (16, 16), (16, 16)),  # the 64 px shapes model: not 4x4
+        (sd15, (8, 8), (8, 8)),
+    ]:
+        assert blend_grid(attention_grids(config, latent), latent) == grid
