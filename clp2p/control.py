@@ -63,21 +63,13 @@ def attention_grids(unet_config, latent_hw: tuple[int, int]) -> dict[int, tuple[
     return grids
 
 
-P2P_MASK_SIDE = 16
-"""Side of prompt-to-prompt's local-blend maps (16x16 for SD 1.x at 512 px): its 3x3 dilation
-of the mask is sized for it, so the blend grid is never coarser when the model has one."""
-
-
 def blend_grid(grids: dict[int, tuple[int, int]], latent_hw: tuple[int, int]) -> tuple[int, int]:
     """The grid local blend and heatmaps use by default: the largest attention grid whose side
-    is at most a quarter of the latent's (16x16 for SD 1.x at 512 px, 24x24 at 768 px), or at
-    most :data:`P2P_MASK_SIDE` on smaller latents, whose quarter would make the dilated mask
-    cover most of the image; the smallest grid when none fits."""
-    limit = max(max(latent_hw) // 4, P2P_MASK_SIDE)
+    is at most a quarter of the latent's (16x16 for SD 1.x at 512 px), else the smallest."""
+    limit = max(latent_hw) // 4
     fitting = [g for g in grids.values() if max(g) <= limit]
-    if fitting:
-        return max(fitting, key=lambda g: g[0] * g[1])
-    return min(grids.values(), key=lambda g: g[0] * g[1])
+    pool = fitting or list(grids.values())
+    return max(pool, key=lambda g: g[0] * g[1]) if fitting else min(pool, key=lambda g: g[0] * g[1])
 
 
 class AttentionRecorder:

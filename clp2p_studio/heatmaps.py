@@ -261,9 +261,9 @@ class HeatmapPanel(QWidget):
         self._grid.clear()
         for h, w in attention.grids:
             self._grid.addItem(f"{h}\u00d7{w}", (h, w))
-        # the sharpest recorded maps unless the user picked a grid these maps have
-        sharpest = attention.grids[-1] if attention.grids else None
-        wanted = keep if keep in attention.cross else sharpest
+        # the user's grid when these maps have it, else the blend grid: the UNet level of
+        # prompt-to-prompt's maps (finer levels attend less by word on small models)
+        wanted = keep if keep in attention.cross else attention.default_grid
         self._grid.setCurrentIndex(max(0, self._grid_index(wanted)))
         self._grid.blockSignals(False)
 

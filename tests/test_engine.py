@@ -218,7 +218,7 @@ def test_chain_branch_uses_what_its_source_used(tiny_engine):
     assert not np.array_equal(chain.images[2], chain.images[1])
 
 
-def test_blend_grid_follows_the_model_and_never_goes_below_p2p_masks():
+def test_blend_grid_is_the_same_unet_level_at_every_size():
     from types import SimpleNamespace
 
     from clp2p.control import attention_grids, blend_grid
@@ -235,9 +235,9 @@ def test_blend_grid_follows_the_model_and_never_goes_below_p2p_masks():
     )
     for config, latent, grid in [
         (sd15, (64, 64), (16, 16)),  # SD 1.x at 512 px: prompt-to-prompt's 16x16 maps
-        (sd15, (96, 96), (24, 24)),  # 768 px: a quarter of the latent
-        (sd15, (32, 32), (16, 16)),  # 256 px: not the 8x8 quarter
-        (shapes, (16, 16), (16, 16)),  # the 64 px shapes model: not 4x4
-        (sd15, (8, 8), (8, 8)),
+        (sd15, (96, 96), (24, 24)),  # 768 px: a quarter of the latent, the same layers
+        (sd15, (32, 32), (8, 8)),  # 256 px
+        (shapes, (16, 16), (4, 4)),  # the 64 px shapes model
+        (sd15, (4, 4), (1, 1)),  # nothing fits: the smallest grid
     ]:
         assert blend_grid(attention_grids(config, latent), latent) == grid

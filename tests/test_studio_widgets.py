@@ -57,7 +57,7 @@ def _attention(self_components: bool = True, cross: bool = True) -> AttentionMap
     return AttentionMaps(
         prompts,
         grids if cross else {},
-        (4, 4),  # the blend grid; the panel opens on the sharpest grid instead
+        (8, 8),
         (8, 8),
         comps if self_components else comps[:0],
         np.ones((2, 4)) if self_components else np.ones((0, 4)),
@@ -322,7 +322,7 @@ def _click_overlay(panel, qtbot, word: str, branch: int):
 def test_heatmap_words_are_chips_once_each(panel):
     assert panel.words(0) == ["a", "cat", "on", "mat"]  # "a" twice, "," has no map
     assert panel.words(1) == ["a", "dog", "on", "mat"]
-    assert panel.grid() == (8, 8) and panel.steps() == (0, 4)  # the sharpest grid first
+    assert panel.grid() == (8, 8) and panel.steps() == (0, 4)
 
 
 def test_heatmap_word_click_emits_overlay_and_clicking_again_clears(panel, qtbot):
