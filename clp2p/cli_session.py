@@ -10,7 +10,7 @@ from PIL import Image
 from . import session_io
 from .errors import Clp2pError
 from .params import RenderSettings
-from .session import Session
+from .session import Session, describe_metrics
 
 
 def add_session_parser(sub) -> None:
@@ -141,7 +141,7 @@ def _render(args: argparse.Namespace) -> int:
             tmp = out / f".{node_id}.tmp.png"
             Image.fromarray(result.image).save(tmp)
             tmp.replace(out / f"{node_id}.png")
-        metrics = " ".join(f"{k}={v}" for k, v in result.metrics.items())
+        metrics = describe_metrics(result.metrics)
         print(f"{node_id}: {state} {result.hash[:12]} {result.seconds:.2f} s {metrics}".rstrip())
     session_io.save(session, args.file, images)
     if differ:
@@ -161,7 +161,7 @@ def _show(args: argparse.Namespace) -> int:
         extra = f" (reverses {n.reverses})" if n.reverses else ""
         name = f" [{n.name}]" if n.name else ""
         params = f" {n.params.preset}" if n.params else ""
-        metrics = " ".join(f"{k}={v}" for k, v in n.metrics.items())
+        metrics = describe_metrics(n.metrics)
         print(
             f"{'  ' * depth}{mark}{n.id} {n.kind}{extra}{name}{params}: '{n.prompt}' "
             f"{n.status}{' ' + metrics if metrics else ''}"

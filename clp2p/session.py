@@ -221,3 +221,13 @@ def chain_key(session: Session, chain: list[Node]) -> str:
     if session.imported is not None:
         doc["inversion"] = session.imported.inversion.data_hash
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def describe_metrics(metrics: dict) -> str:
+    """``mae=0.0 psnr=inf ssim=1.0``: a node's metrics for people; a PSNR stored as None (the
+    images are identical) reads as infinite."""
+    parts = []
+    for key, value in metrics.items():
+        shown = "inf" if key == "psnr" and value is None else value
+        parts.append(f"{key}={shown}")
+    return " ".join(parts)

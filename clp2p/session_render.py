@@ -89,7 +89,8 @@ class NodeRender:
 
 def reversal_metrics(image: np.ndarray, ancestor: np.ndarray, shapes: bool) -> dict:
     """Distance of a cycle reversal to the ancestor it reverses: mean absolute difference
-    (0-255), PSNR (dB), SSIM, and on the shapes model the foreground mask IoU."""
+    (0-255), PSNR (dB; None when the images are identical), SSIM, and on the shapes model the
+    foreground mask IoU."""
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     a, b = image.astype(np.float64), ancestor.astype(np.float64)

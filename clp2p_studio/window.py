@@ -25,7 +25,7 @@ from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.params import EditParams
 from clp2p.real_image import DEFAULT_METHOD
 from clp2p.service import ImportJob, ModelSpec, RenderJob
-from clp2p.session import Session
+from clp2p.session import Session, describe_metrics
 
 from .canvas import Canvas
 from .document import Document
@@ -378,7 +378,7 @@ class MainWindow(QMainWindow):
         for branch, node_id in enumerate(result.images):  # the computed chain, in batch order
             self.attention[node_id] = (result.attention, branch)
         doc.store_result(result)
-        m = " ".join(f"{k} {v}" for k, v in result.metrics.items())
+        m = describe_metrics(result.metrics)
         self.statusBar().showMessage(
             f"rendered {result.node_id} in {result.seconds:.1f} s {m}", 8000
         )

@@ -197,3 +197,11 @@ def test_records_that_would_not_fit_are_not_kept(tiny_engine):
     none = SessionRenderer(tiny_engine, budget=per_record // 2)
     none.render(s, "n2")
     assert len(none.cache) == 0
+
+
+def test_identical_reversals_read_as_infinite_psnr():
+    from clp2p.session import describe_metrics
+
+    exact = {"mae": 0.0, "psnr": None, "ssim": 1.0}
+    assert describe_metrics(exact) == "mae=0.0 psnr=inf ssim=1.0"
+    assert describe_metrics({"mae": 2.5, "psnr": 31.2}) == "mae=2.5 psnr=31.2"
