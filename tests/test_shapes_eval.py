@@ -213,6 +213,9 @@ def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch
     for cell in result["cells"].values():
         assert cell["n"] == 1 and cell["picture_mad"] >= 0 and 0 <= cell["picture_iou"] <= 1
     assert result["best"] in (None, "v1/b0.5/self")
+    versus = result["versus"]["v1/b0.5/self"]
+    assert versus["lower"] + versus["higher"] <= 1
+    assert versus["ci95"][0] <= versus["mean"] <= versus["ci95"][1]
     assert "`v1/b0.5/self`" in picture_cycle.picture_cycle_table(result)
     # The reversal edits the picture it is given: another picture, another reversal.
     pair, settings = pairs[0], replace(SETTINGS, seed=pairs[0].seed)
@@ -222,3 +225,12 @@ def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch
     back_one = picture_cycle.picture_cycle(tiny_engine, pair, edit, settings, one)
     back_other = picture_cycle.picture_cycle(tiny_engine, pair, edit, settings, other.images[0])
     assert np.abs(back_one.astype(int) - back_other).mean() > 1
+
+
+def test_v_settings_are_read_or_refused_clearly():
+    from clp2p.errors import Clp2pError
+
+    assert evaluate._v_setting("0.2/0.3/both") == evaluate.VSetting(0.2, 0.3, "both")
+    for bad in ("0.2/0.3", "0.2/x/self", "0.2/0.3/all", "0/0.3/self", "0.2/1.5/cross"):
+        with pytest.raises(Clp2pError, match="--v-settings"):
+            evaluate._v_setting(bad)

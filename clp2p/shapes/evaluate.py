@@ -357,9 +357,10 @@ def timed(task: Callable[[], dict]) -> dict:
 
 # ---- command line ------------------------------------------------------------------------
 
-DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 12}
+DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36}
 DEFAULT_SEARCH_PAIRS = 12
 SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the confirmation
+PICTURE_CONFIRM_SEED = 7000  # held-out pairs of the picture cycle (its search: seeds 1000+)
 
 
 def add_eval_parser(sub) -> None:
@@ -372,22 +373,47 @@ def add_eval_parser(sub) -> None:
     s.add_argument("--task", required=True, choices=("generate", "edit", "sweep", "picture-cycle"))
     s.add_argument("--samples", type=int, default=200, help="generate: images (seeds)")
     s.add_argument(
-        "--pairs", type=int, help="edit / sweep / picture-cycle: edit pairs (default 60 / 12 / 12)"
+        "--pairs", type=int, help="edit / sweep / picture-cycle: edit pairs (default 60 / 12 / 36)"
     )
     s.add_argument(
         "--search-pairs",
         type=int,
         default=0,
-        help="edit: first search the V setting on this many other pairs (e.g. 12)",
+        help="edit: first search the V setting on this many other pairs (e.g. 12); "
+        "picture-cycle: run the V grid on this many pairs instead of the held-out check",
     )
     s.add_argument("--v-inject", type=float, default=VSetting.window, help="V window end")
     s.add_argument("--v-blend", type=float, default=VSetting.blend, help="V beta")
     s.add_argument("--v-layers", choices=V_LAYERS, default=VSetting.layers)
+    s.add_argument(
+        "--v-settings",
+        nargs="+",
+        metavar="WINDOW/BETA/LAYERS",
+        help="picture-cycle: the V settings to check on the held-out pairs (e.g. 0.2/0.3/both)",
+    )
     s.add_argument("--json", help="write the results to this file")
     s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
     s.add_argument("--steps", type=int, help="DDIM steps (default: the model check's)")
     s.add_argument("--guidance", type=float, help="CFG scale (default: the model check's)")
     _add_model_args(s)
+
+
+def _v_setting(text: str) -> VSetting:
+    """``0.2/0.3/both`` -> VSetting(0.2, 0.3, "both"); a clear error otherwise."""
+    from clp2p.errors import Clp2pError
+
+    parts = text.split("/")
+    try:
+        window, blend, layers = float(parts[0]), float(parts[1]), parts[2]
+    except (IndexError, ValueError):
+        raise Clp2pError(
+            f"--v-settings {text!r}: write WINDOW/BETA/LAYERS, e.g. 0.2/0.3/both"
+        ) from None
+    if len(parts) != 3 or layers not in V_LAYERS or not (0 < window <= 1 and 0 < blend <= 1):
+        raise Clp2pError(
+            f"--v-settings {text!r}: window and beta in (0, 1], layers one of {', '.join(V_LAYERS)}"
+        )
+    return VSetting(window, blend, layers)
 
 
 def write_json(path: Path, result: dict) -> None:
@@ -475,8 +501,17 @@ def cmd_eval(args) -> int:
     elif task == "picture-cycle":
         from clp2p.shapes.picture_cycle import run_picture_cycle
 
-        pairs = make_pairs(args.pairs or DEFAULT_PAIRS[task])
-        result = timed(lambda: run_picture_cycle(engine, pairs, settings))
+        if args.search_pairs:  # the whole V grid on the search pairs
+            pairs = make_pairs(args.search_pairs)
+            result = timed(lambda: run_picture_cycle(engine, pairs, settings))
+        else:  # the given V setting on held-out pairs, other captions and noise
+            pairs = make_pairs(
+                args.pairs or DEFAULT_PAIRS[task], seed=2, first_seed=PICTURE_CONFIRM_SEED
+            )
+            candidates = [VSetting(args.v_inject, args.v_blend, args.v_layers)]
+            if args.v_settings:
+                candidates = [_v_setting(text) for text in args.v_settings]
+            result = timed(lambda: run_picture_cycle(engine, pairs, settings, candidates))
     else:
         pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
         result = timed(lambda: run_sweep(engine, pairs, settings))

@@ -29,15 +29,20 @@ V_LAYERS: tuple[str, ...] = ("self", "cross", "both")
 METRICS: tuple[str, ...] = ("success", "iou", "kept", "picture_mad", "picture_iou")
 
 
-def picture_cycle_edits() -> dict[str, EditParams]:
-    """The methods of the edit table and the V settings of this task's grid, by name."""
+def picture_cycle_edits(candidates: list[VSetting] | None = None) -> dict[str, EditParams]:
+    """The methods of the edit table and V settings, by name: ``candidates``, or this task's
+    whole grid when None."""
     edits = {
         "none": NO_INJECTION,
         "p2p": preset("p2p").with_(kind="swap"),
         "cl-p2p": preset("cl-p2p").with_(kind="swap"),
     }
-    for layers, window, blend in product(V_LAYERS, V_WINDOWS, V_BLENDS):
-        v = VSetting(window, blend, layers)
+    if candidates is None:
+        candidates = [
+            VSetting(window, blend, layers)
+            for layers, window, blend in product(V_LAYERS, V_WINDOWS, V_BLENDS)
+        ]
+    for v in candidates:
         edits[v.name()] = v.params().with_(kind="swap")
     return edits
 
@@ -57,13 +62,19 @@ def picture_cycle(
     return engine.render(branches, settings, heatmaps=quiet, inversion=inversion).images[1]
 
 
-def run_picture_cycle(engine, pairs: list[EditPair], settings: RenderSettings) -> dict:
+def run_picture_cycle(
+    engine,
+    pairs: list[EditPair],
+    settings: RenderSettings,
+    candidates: list[VSetting] | None = None,
+) -> dict:
     """Every method of :func:`picture_cycle_edits` on every pair: the edit's scores and its
-    picture cycle error; ``best``: the V setting with the lowest picture cycle error among
-    those whose edit success is not below plain ``cl-p2p``'s (None when none is lower)."""
+    picture cycle error. ``best``: the V setting with the lowest picture cycle error among
+    those whose edit success and kept attributes are not below plain ``cl-p2p``'s (None when
+    none is lower); ``versus``: per V setting, its paired difference to ``cl-p2p``."""
     from clp2p.engine import HeatmapOptions
 
-    edits = picture_cycle_edits()
+    edits = picture_cycle_edits(candidates)
     names = list(edits)
     quiet = HeatmapOptions(max_pixels=0)
     rows: dict[str, list[dict]] = {name: [] for name in names}
@@ -88,23 +99,33 @@ def run_picture_cycle(engine, pairs: list[EditPair], settings: RenderSettings) -
         n
         for n in v_names
         if cells[n]["success"] >= base["success"] - 1e-9
+        and cells[n]["kept"] >= base["kept"] - 1e-9
         and cells[n]["picture_mad"] < base["picture_mad"]
     ]
-    best = min(eligible, key=lambda n: cells[n]["picture_mad"], default=None)
-    paired = None
-    if best is not None:
-        diffs = [
-            b["picture_mad"] - a["picture_mad"]
-            for a, b in zip(rows["cl-p2p"], rows[best], strict=True)
-        ]
-        paired = {"mean": float(np.mean(diffs)), "lower": int(sum(d < 0 for d in diffs))}
     return {
         "task": "picture-cycle",
         "pairs": [p.to_json() for p in pairs],
         "cells": cells,
         "rows": rows,
-        "best": best,
-        "best_vs_cl_p2p": paired,
+        "best": min(eligible, key=lambda n: cells[n]["picture_mad"], default=None),
+        "versus": {n: paired_difference(rows["cl-p2p"], rows[n]) for n in v_names},
+    }
+
+
+def paired_difference(base: list[dict], other: list[dict], draws: int = 10000) -> dict:
+    """Picture cycle MAD of ``other`` minus ``base`` pair by pair: mean, a 95% bootstrap
+    interval of the mean (fixed seed), and on how many pairs ``other`` is lower / higher."""
+    diffs = np.array(
+        [b["picture_mad"] - a["picture_mad"] for a, b in zip(base, other, strict=True)]
+    )
+    rng = np.random.default_rng(0)
+    means = diffs[rng.integers(0, len(diffs), (draws, len(diffs)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {
+        "mean": float(diffs.mean()),
+        "ci95": [float(low), float(high)],
+        "lower": int((diffs < 0).sum()),
+        "higher": int((diffs > 0).sum()),
     }
 
 
@@ -118,12 +139,22 @@ def picture_cycle_table(result: dict, top: int = 10) -> str:
     cells = result["cells"]
     v_names = sorted((n for n in cells if n.startswith("v")), key=lambda n: cells[n]["picture_mad"])
     shown = ["none", "p2p", "cl-p2p", *v_names[:top]]
+    titles = [columns[k][0] for k in METRICS]
     lines = [
-        _row(["method", "n", *(columns[k][0] for k in METRICS)]),
-        _row(["---"] * (2 + len(METRICS))),
+        _row(["method", "n", *titles, "vs `cl-p2p` (95% interval)", "lower / higher"]),
+        _row(["---"] * (4 + len(METRICS))),
     ]
     for name in shown:
         cell = cells[name]
         values = [_fmt(cell[k], columns[k][1]) for k in METRICS]
-        lines.append(_row([f"`{name}`", str(cell["n"]), *values]))
+        versus = result["versus"].get(name)
+        if versus is None:
+            extra = ["", ""]
+        else:
+            low, high = versus["ci95"]
+            extra = [
+                f"{versus['mean']:+.2f} ({low:+.2f} .. {high:+.2f})",
+                f"{versus['lower']} / {versus['higher']}",
+            ]
+        lines.append(_row([f"`{name}`", str(cell["n"]), *values, *extra]))
     return "\n".join(lines)
