@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_session_parser(sub)
 
-    from .shapes.evaluate import add_eval_parser
+    from .shapes.eval_cli import add_eval_parser
 
     add_eval_parser(sub)
 
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_session(args)
         if args.command == "eval":
-            from .shapes.evaluate import cmd_eval
+            from .shapes.eval_cli import cmd_eval
 
             return cmd_eval(args)
         return cmd_bench(args)

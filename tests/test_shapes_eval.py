@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clp2p.params import RenderSettings
-from clp2p.shapes import evaluate, report, world
+from clp2p.shapes import eval_cli, evaluate, report, world
 from clp2p.shapes.scoring import (
     KINDS,
     EditPair,
@@ -122,9 +122,9 @@ def test_tiny_edit_run_returns_the_table(tiny_engine, tmp_path: Path):
     assert np.abs(images.targets["none"].astype(int) - alone.images[0]).max() <= 1
     assert result["table"]["none"]["all"]["cycle_mad"] < 0.5
     assert "`cl-p2p+v`" in report.edit_table(result["table"])
-    evaluate.write_json(tmp_path / "edit.json", result)
+    eval_cli.write_json(tmp_path / "edit.json", result)
     assert (tmp_path / "edit.json").stat().st_size > 0
-    paths = evaluate.write_figures(result, tmp_path)
+    paths = eval_cli.write_figures(result, tmp_path)
     assert all(p.stat().st_size > 0 for p in paths)
 
 
@@ -146,7 +146,7 @@ def test_tiny_v_search_and_sweep(tiny_engine, tmp_path: Path, monkeypatch):
     sweep = evaluate.run_sweep(tiny_engine, pairs, SETTINGS)
     assert set(sweep["cells"]) == {"0/0.2/0.2", "0/0.2/0.8", "0.3/0.2/0.2", "0.3/0.2/0.8"}
     assert "k = 0.3" in report.sweep_tables(sweep)
-    assert all(p.stat().st_size > 0 for p in evaluate.write_figures(sweep, tmp_path))
+    assert all(p.stat().st_size > 0 for p in eval_cli.write_figures(sweep, tmp_path))
 
 
 def test_tiny_generate_run_scores_against_the_goals(tiny_engine):
@@ -230,7 +230,7 @@ def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch
 def test_v_settings_are_read_or_refused_clearly():
     from clp2p.errors import Clp2pError
 
-    assert evaluate._v_setting("0.2/0.3/both") == evaluate.VSetting(0.2, 0.3, "both")
+    assert eval_cli._v_setting("0.2/0.3/both") == evaluate.VSetting(0.2, 0.3, "both")
     for bad in ("0.2/0.3", "0.2/x/self", "0.2/0.3/all", "0/0.3/self", "0.2/1.5/cross"):
         with pytest.raises(Clp2pError, match="--v-settings"):
-            evaluate._v_setting(bad)
+            eval_cli._v_setting(bad)

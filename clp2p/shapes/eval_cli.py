@@ -1,0 +1,187 @@
+"""``clp2p eval shapes``: the command line of :mod:`clp2p.shapes.evaluate` and of the picture
+cycle (:mod:`clp2p.shapes.picture_cycle`): arguments, JSON, figures and markdown tables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clp2p.params import RenderSettings
+from clp2p.shapes.evaluate import (
+    V_LAYERS,
+    VSetting,
+    run_edit,
+    run_generate,
+    run_sweep,
+    timed,
+)
+from clp2p.shapes.scoring import make_pairs
+
+DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36}
+DEFAULT_SEARCH_PAIRS = 12
+SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the confirmation
+PICTURE_CONFIRM_SEED = 7000  # held-out pairs of the picture cycle (its search: seeds 1000+)
+
+
+def add_eval_parser(sub) -> None:
+    """``clp2p eval shapes --task generate|edit|sweep``."""
+    from clp2p.cli import _add_model_args
+
+    p = sub.add_parser("eval", help="evaluations against a ground truth")
+    esub = p.add_subparsers(dest="eval", required=True)
+    s = esub.add_parser("shapes", help="generation and edits scored on the shapes world")
+    s.add_argument("--task", required=True, choices=("generate", "edit", "sweep", "picture-cycle"))
+    s.add_argument("--samples", type=int, default=200, help="generate: images (seeds)")
+    s.add_argument(
+        "--pairs", type=int, help="edit / sweep / picture-cycle: edit pairs (default 60 / 12 / 36)"
+    )
+    s.add_argument(
+        "--search-pairs",
+        type=int,
+        default=0,
+        help="edit: first search the V setting on this many other pairs (e.g. 12); "
+        "picture-cycle: run the V grid on this many pairs instead of the held-out check",
+    )
+    s.add_argument("--v-inject", type=float, default=VSetting.window, help="V window end")
+    s.add_argument("--v-blend", type=float, default=VSetting.blend, help="V beta")
+    s.add_argument("--v-layers", choices=V_LAYERS, default=VSetting.layers)
+    s.add_argument(
+        "--v-settings",
+        nargs="+",
+        metavar="WINDOW/BETA/LAYERS",
+        help="picture-cycle: the V settings to check on the held-out pairs (e.g. 0.2/0.3/both)",
+    )
+    s.add_argument("--json", help="write the results to this file")
+    s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
+    s.add_argument("--steps", type=int, help="DDIM steps (default: the model check's)")
+    s.add_argument("--guidance", type=float, help="CFG scale (default: the model check's)")
+    _add_model_args(s)
+
+
+def _v_setting(text: str) -> VSetting:
+    """``0.2/0.3/both`` -> VSetting(0.2, 0.3, "both"); a clear error otherwise."""
+    from clp2p.errors import Clp2pError
+
+    parts = text.split("/")
+    try:
+        window, blend, layers = float(parts[0]), float(parts[1]), parts[2]
+    except (IndexError, ValueError):
+        raise Clp2pError(
+            f"--v-settings {text!r}: write WINDOW/BETA/LAYERS, e.g. 0.2/0.3/both"
+        ) from None
+    if len(parts) != 3 or layers not in V_LAYERS or not (0 < window <= 1 and 0 < blend <= 1):
+        raise Clp2pError(
+            f"--v-settings {text!r}: window and beta in (0, 1], layers one of {', '.join(V_LAYERS)}"
+        )
+    return VSetting(window, blend, layers)
+
+
+def write_json(path: Path, result: dict) -> None:
+    import json
+
+    clean = {k: v for k, v in result.items() if k not in ("examples", "images", "samples")}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(clean, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_figures(result: dict, folder: Path) -> list[Path]:
+    from clp2p.shapes import figures
+
+    task = result["task"]
+    if task == "generate":
+        from clp2p.shapes import check
+
+        out = [folder / "eval-generate.png"]
+        check.save_grid(result["samples"], out[0])
+        return out
+    if task == "picture-cycle":
+        return []
+    if task == "edit":
+        out = [folder / "eval-edit.png", folder / "eval-examples.png"]
+        figures.edit_bars(result["table"], out[0])
+        figures.edit_examples(result["examples"], list(result["methods"]), out[1])
+        return out
+    out = [folder / "eval-sweep.png", folder / "eval-sweep-grid.png"]
+    figures.sweep_heatmaps(result, out[0])
+    figures.sweep_grid(result, result["examples"], out[1])
+    return out
+
+
+def _report(result: dict) -> str:
+    from clp2p.shapes import report
+
+    if result["task"] == "generate":
+        return report.generate_table(result)
+    if result["task"] == "edit":
+        text = report.edit_table(result["table"])
+        if result["v_search"]:
+            text = report.v_search_table(result["v_search"]) + "\n\n" + text
+        return text
+    if result["task"] == "picture-cycle":
+        from clp2p.shapes.picture_cycle import picture_cycle_table
+
+        return picture_cycle_table(result)
+    return report.sweep_tables(result)
+
+
+def cmd_eval(args) -> int:
+    """Run one task, print its markdown table, write JSON and figures when asked."""
+    import os
+
+    import torch
+
+    from clp2p.cli import engine_from
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    if args.model is None:
+        args.model = "shapes"
+    engine = engine_from(args)
+    # Many branches per render here: one batch is faster, and scores do not need the
+    # bit-exactness across renders that sessions rely on.
+    engine.batch_branches = True
+    from clp2p.shapes.check import CheckConfig
+
+    settings = RenderSettings(
+        seed=0,
+        steps=args.steps or CheckConfig.steps,
+        guidance=CheckConfig.guidance if args.guidance is None else args.guidance,
+    )
+    task = args.task
+    if task == "generate":
+        result = timed(lambda: run_generate(engine, args.samples, settings))
+    elif task == "edit":
+        pairs = make_pairs(args.pairs or DEFAULT_PAIRS["edit"])
+        search = None
+        if args.search_pairs:
+            search = make_pairs(args.search_pairs, seed=1, first_seed=SEARCH_FIRST_SEED)
+        v = VSetting(args.v_inject, args.v_blend, args.v_layers)
+        result = timed(lambda: run_edit(engine, pairs, settings, v, search))
+    elif task == "picture-cycle":
+        from clp2p.shapes.picture_cycle import run_picture_cycle
+
+        if args.search_pairs:  # the whole V grid on the search pairs
+            pairs = make_pairs(args.search_pairs)
+            result = timed(lambda: run_picture_cycle(engine, pairs, settings))
+        else:  # the given V setting on held-out pairs, other captions and noise
+            pairs = make_pairs(
+                args.pairs or DEFAULT_PAIRS[task], seed=2, first_seed=PICTURE_CONFIRM_SEED
+            )
+            candidates = [VSetting(args.v_inject, args.v_blend, args.v_layers)]
+            if args.v_settings:
+                candidates = [_v_setting(text) for text in args.v_settings]
+            result = timed(lambda: run_picture_cycle(engine, pairs, settings, candidates))
+    else:
+        pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
+        result = timed(lambda: run_sweep(engine, pairs, settings))
+    result["model"] = engine.name
+    result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
+    print(_report(result))
+    print(f"\n{task}: {result['seconds']:.0f} s")
+    if args.json:
+        write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    if args.figures:
+        for path in write_figures(result, Path(args.figures)):
+            print(f"wrote {path}")
+    return 0
