@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QInputDialog,
@@ -32,6 +32,7 @@ from .document import Document
 from .files import Recovery, export_png
 from .heatmaps import HeatmapPanel
 from .import_dialog import ImportDialog
+from .menus import build_menus
 from .model_dialog import ModelDialog
 from .params_panel import ParamsPanel
 from .settings import StudioSettings
@@ -57,7 +58,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("clp2p Studio")
         self.resize(1400, 860)
         self._build()
-        self._menus()
+        build_menus(self)
         self.jobs.progress.connect(self._on_progress)
         self.jobs.started.connect(self._on_started)
         self.set_document(Document(Session.new(DEFAULT_PROMPT, _default_settings(), "shapes")))
@@ -104,47 +105,6 @@ class MainWindow(QMainWindow):
         self.params.addRequested.connect(self.add_edit)
         self.params.rootSettingsRequested.connect(self.set_root_settings)
         self.heatmaps.overlayChanged.connect(self._on_overlay)
-
-    def _action(self, menu, text: str, slot, shortcut=None) -> QAction:
-        action = QAction(text, self)
-        if shortcut is not None:
-            action.setShortcut(QKeySequence(shortcut))
-        action.triggered.connect(lambda _checked=False: slot())
-        menu.addAction(action)
-        self.addAction(action)
-        return action
-
-    def _menus(self) -> None:
-        bar = self.menuBar()
-        f = bar.addMenu("&File")
-        self._action(f, "&New session", self.new_session, QKeySequence.StandardKey.New)
-        self._action(f, "&Open...", self.open_dialog, QKeySequence.StandardKey.Open)
-        self.recent_menu = f.addMenu("Open &recent")
-        self._action(f, "&Import image...", self.import_dialog, "Ctrl+I")
-        self._action(f, "&Save", self.save, QKeySequence.StandardKey.Save)
-        self._action(f, "Save &as...", self.save_as, QKeySequence.StandardKey.SaveAs)
-        self._action(f, "Export history JSON (images embedded)...", self.export_history)
-        self._action(f, "Export image as PNG...", self.export_image, "Ctrl+E")
-        f.addSeparator()
-        self._action(f, "&Model and device...", self.model_dialog)
-        self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
-        e = bar.addMenu("&Edit")
-        self.undo_action = self._action(e, "&Undo", self._undo, QKeySequence.StandardKey.Undo)
-        self.redo_action = self._action(e, "&Redo", self._redo, QKeySequence.StandardKey.Redo)
-        e.addSeparator()
-        self._action(e, "Rename / note...", lambda: self.rename_node(self.current()), "F2")
-        self._action(e, "Toggle favourite", lambda: self.toggle_favourite(self.current()), "Ctrl+D")
-        self._action(e, "Delete subtree", lambda: self.delete_node(self.current()), "Del")
-        r = bar.addMenu("&Render")
-        self._action(r, "&Render selected", lambda: self.render_node(self.current()), "Ctrl+Return")
-        self._action(r, "&Cancel", self.jobs.cancel_all, "Esc")
-        self._action(r, "Re&verse this edit", lambda: self.reverse_node(self.current()), "Ctrl+R")
-        v = bar.addMenu("&View")
-        self._action(v, "&Compare mode (side / slider / blink)", self.canvas.toggle_compare, "C")
-        self._action(v, "Zoom &in", self.canvas.zoom_in, QKeySequence.StandardKey.ZoomIn)
-        self._action(v, "Zoom &out", self.canvas.zoom_out, QKeySequence.StandardKey.ZoomOut)
-        self._action(v, "&Fit", self.canvas.fit, "Ctrl+0")
-        self._refresh_recent()
 
     # ---- document -------------------------------------------------------------------------
     def set_document(self, doc: Document) -> None:

@@ -135,6 +135,18 @@ def test_undo_redo_of_tree_operations(window, loop):
     assert window.doc.session.node("n2").name == "blue"
 
 
+def test_menu_actions_apply_to_the_selected_node(window):
+    _add_blue(window, run=False)
+    window.tree.select("n2")
+    actions = {a.text(): a for a in window.actions()}
+    assert actions["Toggle favourite"].shortcut().toString() == "Ctrl+D"
+    actions["Toggle favourite"].trigger()
+    assert window.doc.session.node("n2").favourite
+    assert not window.doc.session.node("n1").favourite
+    actions["Delete subtree"].trigger()
+    assert [n.id for n in window.doc.session.nodes] == ["n1"]
+
+
 def test_save_open_export_and_recent(window, loop, tmp_path):
     _add_blue(window)
     loop.run_until_complete(_until(lambda: not window.jobs.busy))
