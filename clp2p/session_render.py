@@ -49,10 +49,7 @@ class RecordCache:
             self.nbytes -= self._items.pop(key).nbytes
         if size > self.budget:
             return  # larger than the whole budget: not kept
-        while self._items and self.nbytes + size > self.budget:
-            _, old = self._items.popitem(last=False)
-            self.nbytes -= old.nbytes
-            self.evictions += 1
+        self._evict_until(self.budget - size)
         self._items[key] = record
         self.nbytes += size
 
@@ -63,7 +60,11 @@ class RecordCache:
     def resize(self, budget: int) -> None:
         """A new budget; the least recently used records go until the rest fits."""
         self.budget = budget
-        while self._items and self.nbytes > budget:
+        self._evict_until(budget)
+
+    def _evict_until(self, limit: int) -> None:
+        """Drop the least recently used records until at most ``limit`` bytes are held."""
+        while self._items and self.nbytes > limit:
             _, old = self._items.popitem(last=False)
             self.nbytes -= old.nbytes
             self.evictions += 1

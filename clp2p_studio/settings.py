@@ -60,7 +60,7 @@ class StudioSettings:
 
     @property
     def cache_mib(self) -> int:
-        return max(64, self._get("engine/cache_mib", 2048, int))
+        return max(64, self._get("engine/cache_mib", ModelSpec.cache_mib, int))
 
     @cache_mib.setter
     def cache_mib(self, value: int) -> None:

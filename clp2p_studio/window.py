@@ -59,6 +59,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 860)
         self._build()
         build_menus(self)
+        self._refresh_recent()
         self.jobs.progress.connect(self._on_progress)
         self.jobs.started.connect(self._on_started)
         self.set_document(Document(Session.new(DEFAULT_PROMPT, _default_settings(), "shapes")))
@@ -216,10 +217,10 @@ class MainWindow(QMainWindow):
     def set_root_settings(self, settings) -> None:
         self._edit(lambda s: s.with_settings(settings), "Root settings")
 
-    def _undo(self) -> None:
+    def undo(self) -> None:
         self.doc.undo_stack.undo()
 
-    def _redo(self) -> None:
+    def redo(self) -> None:
         self.doc.undo_stack.redo()
 
     # ---- engine jobs ----------------------------------------------------------------------

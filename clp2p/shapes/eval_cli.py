@@ -17,7 +17,6 @@ from clp2p.shapes.evaluate import (
 from clp2p.shapes.scoring import make_pairs
 
 DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36}
-DEFAULT_SEARCH_PAIRS = 12
 SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the confirmation
 PICTURE_CONFIRM_SEED = 7000  # held-out pairs of the picture cycle (its search: seeds 1000+)
 

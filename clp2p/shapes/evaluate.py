@@ -89,14 +89,18 @@ class VSetting:
         return f"v{self.window:g}/b{self.blend:g}/{self.layers}"
 
 
-def methods(v: VSetting) -> dict[str, EditParams]:
-    """The edit task's methods, in table order."""
+def base_methods() -> dict[str, EditParams]:
+    """No injection, the P2P defaults and the CL P2P values, as word swaps."""
     return {
         "none": NO_INJECTION,
         "p2p": preset("p2p").with_(kind="swap"),
         "cl-p2p": preset("cl-p2p").with_(kind="swap"),
-        "cl-p2p+v": v.params().with_(kind="swap"),
     }
+
+
+def methods(v: VSetting) -> dict[str, EditParams]:
+    """The edit task's methods, in table order."""
+    return base_methods() | {"cl-p2p+v": v.params().with_(kind="swap")}
 
 
 def _log(message: str) -> None:

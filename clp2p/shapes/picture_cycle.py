@@ -18,9 +18,9 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.params import EditParams, RenderSettings, preset
+from clp2p.params import EditParams, RenderSettings
 from clp2p.plan import Branch
-from clp2p.shapes.evaluate import NO_INJECTION, VSetting, _eta, _log
+from clp2p.shapes.evaluate import VSetting, _eta, _log, base_methods
 from clp2p.shapes.scoring import EditPair, score_cycle, score_edit, summarise
 
 V_WINDOWS: tuple[float, ...] = (0.2, 0.5, 1.0)
@@ -32,11 +32,7 @@ METRICS: tuple[str, ...] = ("success", "iou", "kept", "picture_mad", "picture_io
 def picture_cycle_edits(candidates: list[VSetting] | None = None) -> dict[str, EditParams]:
     """The methods of the edit table and V settings, by name: ``candidates``, or this task's
     whole grid when None."""
-    edits = {
-        "none": NO_INJECTION,
-        "p2p": preset("p2p").with_(kind="swap"),
-        "cl-p2p": preset("cl-p2p").with_(kind="swap"),
-    }
+    edits = base_methods()
     if candidates is None:
         candidates = [
             VSetting(window, blend, layers)
