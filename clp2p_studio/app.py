@@ -12,7 +12,7 @@ from PySide6.QtCore import QStandardPaths
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from clp2p.loading import resources_dir
+from clp2p.resources import resources_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +55,7 @@ def apply_theme(app: QApplication) -> None:
 def main(argv: list[str] | None = None) -> int:
     import qasync
 
-    from clp2p.service import EngineService
+    from clp2p.workflows.service import EngineService
 
     from .document import Document
     from .settings import StudioSettings

@@ -7,9 +7,9 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
-from clp2p import session_io
-from clp2p.session import Session, chain_key, image_hash
-from clp2p.session_render import NodeRender
+from clp2p.model.session import Session, chain_key, image_hash
+from clp2p.workflows import session_io
+from clp2p.workflows.session_render import NodeRender
 
 
 class _Snapshot(QUndoCommand):

@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from clp2p import session_io
-from clp2p.session import Session
+from clp2p.model.session import Session
+from clp2p.workflows import session_io
 
 
 def node_parameters(session: Session, node_id: str) -> dict:

@@ -23,8 +23,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clp2p.align import normalise_word
-from clp2p.attention_maps import AttentionMaps, colourise, normalise, overlay
+from clp2p.attention.maps import AttentionMaps, colourise, normalise, overlay
+from clp2p.model.align import normalise_word
 
 from .flow_layout import FlowLayout
 from .imaging import to_qimage

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from clp2p.errors import Clp2pError
-from clp2p.real_image import DEFAULT_METHOD, FITS, METHODS, fit_image, read_image
+from clp2p.model.imported import DEFAULT_METHOD, FITS, METHODS, fit_image, read_image
 
 from .imaging import to_pixmap
 

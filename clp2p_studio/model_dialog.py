@@ -15,7 +15,7 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
-from clp2p.service import ModelSpec
+from clp2p.workflows.service import ModelSpec
 
 SOURCES = [
     "Embedded shapes model",

@@ -28,10 +28,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clp2p.align import normalise_word
 from clp2p.errors import Clp2pError
-from clp2p.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
-from clp2p.session import Session, infer_kind
+from clp2p.model.align import normalise_word
+from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.model.session import Session, infer_kind
 
 from .range_slider import RangeSlider
 

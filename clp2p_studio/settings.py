@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings
 
-from clp2p.service import ModelSpec
+from clp2p.workflows.service import ModelSpec
 
 MAX_RECENT = 10
 

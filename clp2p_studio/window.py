@@ -20,12 +20,12 @@ from PySide6.QtWidgets import (
     QSplitter,
 )
 
-from clp2p.attention_maps import AttentionMaps, merge_branches
+from clp2p.attention.maps import AttentionMaps, merge_branches
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.params import EditParams
-from clp2p.real_image import DEFAULT_METHOD
-from clp2p.service import ImportJob, ModelSpec, RenderJob
-from clp2p.session import Session, describe_metrics
+from clp2p.model.imported import DEFAULT_METHOD
+from clp2p.model.params import EditParams
+from clp2p.model.session import Session, describe_metrics
+from clp2p.workflows.service import ImportJob, ModelSpec, RenderJob
 
 from .canvas import Canvas
 from .document import Document
@@ -480,6 +480,6 @@ class MainWindow(QMainWindow):
 
 
 def _default_settings():
-    from clp2p.params import RenderSettings
+    from clp2p.model.params import RenderSettings
 
     return RenderSettings(seed=0, steps=50, guidance=7.5)

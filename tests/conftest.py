@@ -10,8 +10,8 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 @pytest.fixture(scope="session")
 def tiny_engine():
-    from clp2p.engine import Engine
-    from clp2p.loading import choose_device
+    from clp2p.engine.engine import Engine
+    from clp2p.engine.loading import choose_device
     from tiny import tiny_pipeline
 
     return Engine(tiny_pipeline(), choose_device("cpu", "fp32"), name="tiny")

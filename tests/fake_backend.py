@@ -9,13 +9,13 @@ import time
 
 import numpy as np
 
-from clp2p.align import PromptTokens
-from clp2p.attention_maps import AttentionMaps
-from clp2p.engine import StepInfo
+from clp2p.attention.maps import AttentionMaps
+from clp2p.engine.engine import StepInfo
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.service import ModelInfo, ModelSpec, RenderJob
-from clp2p.session import image_hash
-from clp2p.session_render import NodeRender
+from clp2p.model.align import PromptTokens
+from clp2p.model.session import image_hash
+from clp2p.workflows.service import ModelInfo, ModelSpec, RenderJob
+from clp2p.workflows.session_render import NodeRender
 
 
 def fake_image(prompt: str, size: int = 64) -> np.ndarray:
@@ -89,8 +89,8 @@ class FakeBackend:
 
     def import_image(self, job, on_step=None, cancel=None):
         """Steps like a render, then a session whose root is the picture itself."""
-        from clp2p.real_image import ImportedImage, Inversion, fit_image
-        from clp2p.session import Session
+        from clp2p.model.imported import ImportedImage, Inversion, fit_image
+        from clp2p.model.session import Session
 
         self.calls.append(f"import {job.file}")
         for i in range(self.steps):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clp2p.cli import main
+from clp2p.cli.main import main
 
 SRC = "a red circle on a white background"
 TGT = "a blue circle on a white background"
@@ -188,7 +188,7 @@ def test_bad_session_file_is_one_line_and_untouched(tmp_path, capsys):
 
 
 def test_edit_also_writes_a_one_edit_session(tiny_model_dir, tmp_path):
-    from clp2p import session_io
+    from clp2p.workflows import session_io
 
     out = tmp_path / "out"
     argv = ["edit", "--source", SRC, "--target", TGT, "--out", str(out)] + _common(tiny_model_dir)

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from clp2p.control import AttentionController, AttentionRecorder
+from clp2p.attention.control import AttentionController, AttentionRecorder
+from clp2p.attention.plan import Branch
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
-from clp2p.plan import Branch
+from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
 
 SRC = "a red circle on a white background"
 SETTINGS = RenderSettings(seed=3, steps=4, guidance=7.5, width=32, height=32)
@@ -125,7 +125,7 @@ def test_sdpa_self_injection_equals_probability_replacement():
 
 
 def _plan(branch, source, params, tokens=4, steps=1):
-    from clp2p.control import EditPlan
+    from clp2p.attention.control import EditPlan
 
     return EditPlan(
         branch=branch,
@@ -221,7 +221,7 @@ def test_chain_branch_uses_what_its_source_used(tiny_engine):
 def test_blend_grid_is_the_same_unet_level_at_every_size():
     from types import SimpleNamespace
 
-    from clp2p.control import attention_grids, blend_grid
+    from clp2p.attention.control import attention_grids, blend_grid
 
     sd15 = SimpleNamespace(
         down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],

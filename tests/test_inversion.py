@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from clp2p import session_io
-from clp2p.control import RECORDED
+from clp2p.attention.control import RECORDED
+from clp2p.engine.inversion import import_image, invert
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.inversion import import_image, invert
-from clp2p.params import Branch, RenderSettings, preset
-from clp2p.real_image import Inversion, fit_image, read_image
-from clp2p.session_render import SessionRenderer, apply
+from clp2p.model.imported import Inversion, fit_image, read_image
+from clp2p.model.params import Branch, RenderSettings, preset
+from clp2p.workflows import session_io
+from clp2p.workflows.session_render import SessionRenderer, apply
 
 SETTINGS = RenderSettings(seed=0, steps=6, guidance=3.0, width=32, height=32)
 PROMPT = "a red circle on a white background"
@@ -26,8 +26,8 @@ TARGET = "a blue circle on a white background"
 
 @pytest.fixture(scope="module", params=["epsilon", "v_prediction"])
 def engine(request):
-    from clp2p.engine import Engine
-    from clp2p.loading import choose_device
+    from clp2p.engine.engine import Engine
+    from clp2p.engine.loading import choose_device
     from tiny import tiny_pipeline
 
     return Engine(tiny_pipeline(request.param), choose_device("cpu", "fp32"), name="tiny")
@@ -118,7 +118,7 @@ def test_imported_session_edits_reload_and_render_without_inverting_again(
     for embed in (False, True):
         path = tmp_path / f"s{int(embed)}.json"
         session_io.save(session, path, images, embed=embed)
-        monkeypatch.setattr("clp2p.inversion.invert", _forbidden)
+        monkeypatch.setattr("clp2p.engine.inversion.invert", _forbidden)
         loaded, loaded_images = session_io.load(path)
         assert loaded.imported == session.imported
         assert session.imported.input in loaded_images
@@ -218,7 +218,7 @@ def test_fit_and_crop(picture):
 
 
 def test_cli_invert_writes_a_session_that_replays(tmp_path, tiny_model_dir, picture):
-    from clp2p.cli import main
+    from clp2p.cli.main import main
 
     image = tmp_path / "in.jpg"
     Image.fromarray(picture).save(image, quality=95)
@@ -245,7 +245,7 @@ def test_cli_invert_writes_a_session_that_replays(tmp_path, tiny_model_dir, pict
 def test_v_prediction_inversion_uses_v_arithmetic():
     """Guard: the split of a v-prediction output gives the clean latent and noise that
     produced it."""
-    from clp2p.inversion import _split
+    from clp2p.engine.inversion import _split
 
     torch.manual_seed(0)
     x0, eps = torch.randn(1, 4, 8, 8), torch.randn(1, 4, 8, 8)
@@ -331,8 +331,8 @@ def test_shapes_pictures_invert_and_take_a_cl_p2p_colour_swap():
     """Exact renders of shapes-world scenes (no model made them): the direct inversion
     rebuilds them at the VAE's ceiling and a cl-p2p colour swap hits the target colour
     while keeping the picture's silhouette (mask IoU 0.85 on average)."""
-    from clp2p.bench_inversion import _pictures
-    from clp2p.engine import Engine
+    from clp2p.bench.inversion import _pictures
+    from clp2p.engine.engine import Engine
     from clp2p.shapes.check import CheckConfig
     from clp2p.shapes.scoring import score_edit
 

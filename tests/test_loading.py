@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from clp2p.engine import Engine
+from clp2p.engine.engine import Engine
+from clp2p.engine.loading import _V2_KEY, _single_file_config, choose_device
+from clp2p.resources import resources_dir
 from clp2p.errors import Clp2pError
-from clp2p.loading import _V2_KEY, _single_file_config, choose_device, resources_dir
-from clp2p.params import RenderSettings
+from clp2p.model.params import RenderSettings
 
 SETTINGS = RenderSettings(seed=0, steps=2, guidance=5.0, width=32, height=32)
 
@@ -42,7 +43,7 @@ def test_v_prediction_model_renders_edits(tmp_path):
 
 
 def engine_params():
-    from clp2p.params import preset
+    from clp2p.model.params import preset
 
     return preset("cl-p2p")
 

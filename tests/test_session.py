@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from clp2p import session_io
 from clp2p.errors import Clp2pError
-from clp2p.params import RenderSettings, StepWindow, preset
-from clp2p.session import Session, chain_key, image_hash
-from clp2p.session_render import SessionRenderer, apply
+from clp2p.model.params import RenderSettings, StepWindow, preset
+from clp2p.model.session import Session, chain_key, image_hash
+from clp2p.workflows import session_io
+from clp2p.workflows.session_render import SessionRenderer, apply
 
 SETTINGS = RenderSettings(seed=2, steps=4, guidance=7.5, width=32, height=32)
 A = "a red circle on a white background"
@@ -200,7 +200,7 @@ def test_records_that_would_not_fit_are_not_kept(tiny_engine):
 
 
 def test_identical_reversals_read_as_infinite_psnr():
-    from clp2p.session import describe_metrics
+    from clp2p.model.session import describe_metrics
 
     exact = {"mae": 0.0, "psnr": None, "ssim": 1.0}
     assert describe_metrics(exact) == "mae=0.0 psnr=inf ssim=1.0"

@@ -8,10 +8,10 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clp2p import session_io
 from clp2p.errors import Clp2pError
-from clp2p.params import RenderSettings, preset
-from clp2p.session import Session
+from clp2p.model.params import RenderSettings, preset
+from clp2p.model.session import Session
+from clp2p.workflows import session_io
 
 
 def _valid() -> dict:

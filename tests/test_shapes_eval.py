@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clp2p.params import RenderSettings
+from clp2p.model.params import RenderSettings
 from clp2p.shapes import eval_cli, evaluate, report, world
 from clp2p.shapes.scoring import (
     KINDS,
@@ -159,7 +159,7 @@ def test_tiny_generate_run_scores_against_the_goals(tiny_engine):
 def test_cli_eval_edit_writes_json(tiny_model_dir, tmp_path: Path, capsys):
     import json
 
-    from clp2p.cli import main
+    from clp2p.cli.main import main
 
     out = tmp_path / "edit.json"
     argv = ["eval", "shapes", "--task", "edit", "--pairs", "1", "--steps", "2"]
@@ -179,8 +179,8 @@ SHAPES_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "s
 )
 @pytest.mark.timeout(60)
 def test_shapes_model_colour_swap_keeps_geometry_with_cl_p2p():
-    from clp2p.engine import Engine
-    from clp2p.params import preset
+    from clp2p.engine.engine import Engine
+    from clp2p.model.params import preset
     from clp2p.shapes.check import CheckConfig
 
     engine = Engine.load(str(SHAPES_MODEL), "cpu", "fp32")
@@ -201,7 +201,7 @@ COLOUR_PAIRS = make_pairs(3, kinds=("colour",))
 
 
 def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch):
-    from clp2p.params import preset
+    from clp2p.model.params import preset
     from clp2p.shapes import picture_cycle
 
     monkeypatch.setattr(picture_cycle, "V_WINDOWS", (1.0,))

@@ -9,9 +9,9 @@ import threading
 import pytest
 
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.params import RenderSettings, preset
-from clp2p.service import ModelSpec, RenderJob
-from clp2p.session import Session
+from clp2p.model.params import RenderSettings, preset
+from clp2p.model.session import Session
+from clp2p.workflows.service import ModelSpec, RenderJob
 from clp2p_studio.document import Document
 from clp2p_studio.worker import Job, JobQueue
 from fake_backend import FakeBackend

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
-from clp2p.loading import shapes_model_dir
-from clp2p.params import RenderSettings
-from clp2p.service import EngineService
-from clp2p.session import Session
+from clp2p.model.params import RenderSettings
+from clp2p.model.session import Session
+from clp2p.resources import shapes_model_dir
+from clp2p.workflows.service import EngineService
 from clp2p_studio.document import Document
 from clp2p_studio.settings import StudioSettings
 from clp2p_studio.window import MainWindow

@@ -11,8 +11,8 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
 from PySide6.QtWidgets import QApplication, QToolButton
 
-from clp2p.align import PromptTokens
-from clp2p.attention_maps import AttentionMaps
+from clp2p.attention.maps import AttentionMaps
+from clp2p.model.align import PromptTokens
 from clp2p_studio.canvas import Canvas
 from clp2p_studio.heatmaps import HeatmapPanel
 from clp2p_studio.imaging import to_qimage

@@ -12,8 +12,8 @@ from PIL import Image
 from PySide6.QtCore import QSettings
 
 from clp2p.errors import RenderCancelled
-from clp2p.params import RenderSettings
-from clp2p.session import Session
+from clp2p.model.params import RenderSettings
+from clp2p.model.session import Session
 from clp2p_studio.document import Document
 from clp2p_studio.settings import StudioSettings
 from clp2p_studio.window import MainWindow

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from clp2p.loading import resources_dir
+from clp2p.resources import resources_dir
 
 
 def tiny_pipeline(prediction_type: str = "epsilon", seed: int = 0):

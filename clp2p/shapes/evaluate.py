@@ -34,8 +34,8 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
-from clp2p.plan import Branch
+from clp2p.attention.plan import Branch
+from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
 from clp2p.shapes import world
 from clp2p.shapes.scoring import (
     KINDS,
@@ -143,7 +143,7 @@ def render_pair(
     source prompt with the same parameters; with ``cycle`` a second call renders
     ``[B, A'_1 .. A'_m]``, the cold reversals from a plain generation ``B`` of the target
     prompt. At most ``chunk`` edits share one call."""
-    from clp2p.engine import HeatmapOptions
+    from clp2p.engine.engine import HeatmapOptions
 
     settings = replace(settings, seed=pair.seed)
     quiet = HeatmapOptions(max_pixels=0)

@@ -18,8 +18,8 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.params import EditParams, RenderSettings
-from clp2p.plan import Branch
+from clp2p.attention.plan import Branch
+from clp2p.model.params import EditParams, RenderSettings
 from clp2p.shapes.evaluate import VSetting, _eta, _log, base_methods
 from clp2p.shapes.scoring import EditPair, score_cycle, score_edit, summarise
 
@@ -49,8 +49,8 @@ def picture_cycle(
     """The reversal of the edited picture ``target`` (H, W, 3 uint8) back to the source
     prompt: ``target`` is inverted (direct) under the target prompt, then edited with
     ``edit``."""
-    from clp2p.engine import HeatmapOptions
-    from clp2p.inversion import invert
+    from clp2p.engine.engine import HeatmapOptions
+    from clp2p.engine.inversion import invert
 
     inversion = invert(engine, target, pair.target_prompt, settings, "direct").inversion
     branches = [Branch(pair.target_prompt), Branch(pair.source_prompt, 0, edit)]
@@ -68,7 +68,7 @@ def run_picture_cycle(
     picture cycle error. ``best``: the V setting with the lowest picture cycle error among
     those whose edit success and kept attributes are not below plain ``cl-p2p``'s (None when
     none is lower); ``versus``: per V setting, its paired difference to ``cl-p2p``."""
-    from clp2p.engine import HeatmapOptions
+    from clp2p.engine.engine import HeatmapOptions
 
     edits = picture_cycle_edits(candidates)
     names = list(edits)

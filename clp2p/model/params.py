@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from .errors import Clp2pError
+from clp2p.errors import Clp2pError
 
 EDIT_KINDS = ("auto", "swap", "refine", "reweight")
 V_LAYER_KINDS = ("self", "cross", "both")

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 import torch
 
-from .control import AttentionController
+from clp2p.attention.control import AttentionController
 
 
 class ControlledAttnProcessor:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import session_io
-from .errors import Clp2pError
-from .params import RenderSettings
-from .session import Session, describe_metrics
+from clp2p.errors import Clp2pError
+from clp2p.model.params import RenderSettings
+from clp2p.model.session import Session, describe_metrics
+from clp2p.workflows import session_io
 
 
 def add_session_parser(sub) -> None:
-    from .cli import _add_model_args, _add_sampling_args, add_injection_args
+    from clp2p.cli.main import _add_model_args, _add_sampling_args, add_injection_args
 
     p = sub.add_parser("session", help="sessions: trees of edits")
     ssub = p.add_subparsers(dest="session_command", required=True)
@@ -73,7 +73,7 @@ def _new(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise Clp2pError(f"'{path}' exists: pick another file or pass --force")
     settings = RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
-    from .cli import model_name
+    from clp2p.cli.main import model_name
 
     session = Session.new(args.prompt, settings, model_name(args))
     session_io.save(session, path)
@@ -82,7 +82,7 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from .cli import edit_params
+    from clp2p.cli.main import edit_params
 
     session, images = _load(args.file)
     if args.kind == "cycle":
@@ -104,8 +104,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from .engine import Engine
-    from .session_render import SessionRenderer, apply
+    from clp2p.engine.engine import Engine
+    from clp2p.workflows.session_render import SessionRenderer, apply
 
     session, images = _load(args.file)
     ids = args.node or [n.id for n in session.nodes]

@@ -7,28 +7,17 @@ or a Hugging Face repo id already in the local cache (downloading only when allo
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .errors import Clp2pError
+from clp2p.errors import Clp2pError
+from clp2p.resources import SHAPES, resources_dir, shapes_model_dir
 
-SHAPES = "shapes"
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # A key of the UNet's cross-attention whose width tells SD 2.x (1024) from SD 1.x (768).
 _V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
-
-
-def resources_dir() -> Path:
-    """The ``resources/`` folder: ``$CLP2P_RESOURCES`` or the one beside the package."""
-    env = os.environ.get("CLP2P_RESOURCES")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "resources"
-
-
-def shapes_model_dir() -> Path:
-    return resources_dir() / "models" / "shapes"
 
 
 @dataclass(frozen=True)

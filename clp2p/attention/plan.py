@@ -7,10 +7,16 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .align import PromptTokens, normalise_word, refine_mapper, swap_mapper, word_positions
-from .control import EditPlan
-from .errors import Clp2pError
-from .params import Branch, EditParams, _step_index
+from clp2p.attention.control import EditPlan
+from clp2p.errors import Clp2pError
+from clp2p.model.align import (
+    PromptTokens,
+    normalise_word,
+    refine_mapper,
+    swap_mapper,
+    word_positions,
+)
+from clp2p.model.params import Branch, EditParams, _step_index
 
 
 def _changed_words(src: PromptTokens, tgt: PromptTokens) -> tuple[list[str], list[str]]:

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Clp2pError
-from .loading import resources_dir
-from .output import write_json
-from .params import EditParams, RenderSettings
-from .real_image import ImportedImage, Inversion
-from .session import SCHEMA_VERSION, Node, Session, image_hash, now
+from clp2p.errors import Clp2pError
+from clp2p.model.imported import ImportedImage, Inversion
+from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.session import SCHEMA_VERSION, Node, Session, image_hash, now
+from clp2p.resources import resources_dir
+from clp2p.workflows.output import write_json
 
 FORMAT = "clp2p-session"
 NPZ_URL = "data:application/x-npz;base64,"

@@ -18,10 +18,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from .align import normalise_word
-from .errors import Clp2pError
-from .params import Branch, EditParams, RenderSettings
-from .real_image import ImportedImage
+from clp2p.errors import Clp2pError
+from clp2p.model.align import normalise_word
+from clp2p.model.imported import ImportedImage
+from clp2p.model.params import Branch, EditParams, RenderSettings
 
 SCHEMA_VERSION = 2
 NODE_KINDS = ("root", "swap", "refine", "reweight", "cycle")

@@ -8,9 +8,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import Clp2pError
-from .params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
-from .real_image import DEFAULT_METHOD, METHODS
+from clp2p.errors import Clp2pError
+from clp2p.model.imported import DEFAULT_METHOD, METHODS
+from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -106,11 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(inv)
     _add_sampling_args(inv)
 
-    from .cli_session import add_session_parser
+    from clp2p.cli.session import add_session_parser
 
     add_session_parser(sub)
 
-    from .shapes.eval_cli import add_eval_parser
+    from clp2p.cli.eval import add_eval_parser
 
     add_eval_parser(sub)
 
@@ -190,7 +190,7 @@ def settings_from(args: argparse.Namespace) -> RenderSettings:
 
 
 def model_name(args: argparse.Namespace) -> str:
-    from .loading import SHAPES, shapes_model_dir
+    from clp2p.resources import SHAPES, shapes_model_dir
 
     if args.model:
         return args.model
@@ -200,7 +200,7 @@ def model_name(args: argparse.Namespace) -> str:
 
 
 def engine_from(args: argparse.Namespace):
-    from .engine import Engine
+    from clp2p.engine.engine import Engine
 
     return Engine.load(
         model_name(args),
@@ -245,7 +245,7 @@ def _apply_record(args: argparse.Namespace) -> list[tuple[str, EditParams]]:
 
 
 def cmd_edit(args: argparse.Namespace, argv: list[str]) -> int:
-    from .output import edit_record, write_edit
+    from clp2p.workflows.output import edit_record, write_edit
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -278,8 +278,8 @@ def cmd_edit(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _write_session(folder: Path, result, model: str) -> None:
     """The edit as a one-level session (root + one node per target) with its images."""
-    from . import session_io
-    from .session import Session, image_hash
+    from clp2p.model.session import Session, image_hash
+    from clp2p.workflows import session_io
 
     session = Session.new(result.branches[0].prompt, result.settings, model)
     for b in result.branches[1:]:
@@ -293,9 +293,9 @@ def _write_session(folder: Path, result, model: str) -> None:
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
-    from . import session_io
-    from .inversion import import_image
-    from .real_image import read_image
+    from clp2p.engine.inversion import import_image
+    from clp2p.model.imported import read_image
+    from clp2p.workflows import session_io
 
     out = Path(args.out)
     if out.suffix.lower() != ".json":
@@ -341,12 +341,12 @@ def cmd_invert(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "session":
-        from .bench_session import run_session_bench
+        from clp2p.bench.session import run_session_bench
 
         run_session_bench(json_path=args.json, model=args.model, threads=args.threads)
         return 0
     if args.bench == "inversion":
-        from .bench_inversion import run_inversion_bench
+        from clp2p.bench.inversion import run_inversion_bench
 
         if args.pairs < 1:
             raise Clp2pError(f"--pairs {args.pairs}: give at least 1")
@@ -358,14 +358,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             examples=args.examples,
         )
         return 0
-    from .bench import run_overhead
+    from clp2p.bench.overhead import run_overhead
 
     run_overhead(json_path=args.json, quick=args.quick)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .loading import quiet_libraries
+    from clp2p.engine.loading import quiet_libraries
 
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -378,11 +378,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "invert":
             return cmd_invert(args)
         if args.command == "session":
-            from .cli_session import cmd_session
+            from clp2p.cli.session import cmd_session
 
             return cmd_session(args)
         if args.command == "eval":
-            from .shapes.eval_cli import cmd_eval
+            from clp2p.cli.eval import cmd_eval
 
             return cmd_eval(args)
         return cmd_bench(args)

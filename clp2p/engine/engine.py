@@ -13,9 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .align import PromptTokens, tokenize
-from .attention_maps import AttentionMaps
-from .control import (
+from clp2p.attention.control import (
     RECORDED,
     AttentionController,
     AttentionRecorder,
@@ -23,12 +21,14 @@ from .control import (
     attention_grids,
     blend_grid,
 )
-from .errors import Clp2pError, RenderCancelled
-from .loading import DeviceChoice, choose_device, load_pipeline
-from .params import EditParams, RenderSettings
-from .plan import Branch, build_plan, check_branches, resolve_edit
-from .processor import controlled_attention
-from .real_image import Inversion
+from clp2p.attention.maps import AttentionMaps
+from clp2p.attention.plan import Branch, build_plan, check_branches, resolve_edit
+from clp2p.attention.processor import controlled_attention
+from clp2p.engine.loading import DeviceChoice, choose_device, load_pipeline
+from clp2p.errors import Clp2pError, RenderCancelled
+from clp2p.model.align import PromptTokens, tokenize
+from clp2p.model.imported import Inversion
+from clp2p.model.params import EditParams, RenderSettings
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import Clp2pError
+from clp2p.errors import Clp2pError
 
 METHODS = ("null-text", "negative-prompt", "direct")
 # the default: exact source, one sampling pass, and the best edits on the shapes world

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import PromptTokens
+from clp2p.model.align import PromptTokens
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .errors import Clp2pError, RenderCancelled
-from .real_image import DEFAULT_METHOD, METHODS, Inversion, psnr
+from clp2p.errors import Clp2pError, RenderCancelled
+from clp2p.model.imported import DEFAULT_METHOD, METHODS, Inversion, psnr
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def invert(
     """Invert ``image`` (H, W, 3 uint8, already at the render size) under ``prompt`` with
     ``settings`` (steps, guidance). ``on_step(done, total)`` reports progress; ``cancel`` is
     checked between UNet passes and raises :class:`RenderCancelled`."""
-    from .params import RenderSettings
+    from clp2p.model.params import RenderSettings
 
     if method not in METHODS:
         raise Clp2pError(f"--method '{method}': choose one of {', '.join(METHODS)}")
@@ -217,9 +217,9 @@ def import_image(
     ``fit``) inverted under ``prompt``; its root is rendered (the reconstruction, with its
     PSNR against the fitted input). Returns ``(session, images)`` (hash -> RGB uint8, the
     fitted input included)."""
-    from .params import Branch
-    from .real_image import ImportedImage, fit_image
-    from .session import Session, image_hash
+    from clp2p.model.imported import ImportedImage, fit_image
+    from clp2p.model.params import Branch
+    from clp2p.model.session import Session, image_hash
 
     settings = engine.resolve_settings(settings)
     fitted = fit_image(image, settings.width, settings.height, fit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clp2p.params import RenderSettings
+from clp2p.model.params import RenderSettings
 from clp2p.shapes.evaluate import (
     V_LAYERS,
     VSetting,
@@ -23,7 +23,7 @@ PICTURE_CONFIRM_SEED = 7000  # held-out pairs of the picture cycle (its search: 
 
 def add_eval_parser(sub) -> None:
     """``clp2p eval shapes --task generate|edit|sweep``."""
-    from clp2p.cli import _add_model_args
+    from clp2p.cli.main import _add_model_args
 
     p = sub.add_parser("eval", help="evaluations against a ground truth")
     esub = p.add_subparsers(dest="eval", required=True)
@@ -130,7 +130,7 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from clp2p.cli import engine_from
+    from clp2p.cli.main import engine_from
 
     torch.set_num_threads(os.cpu_count() or 1)
     if args.model is None:

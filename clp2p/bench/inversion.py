@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .params import Branch, RenderSettings, preset
-from .real_image import METHODS, psnr
+from clp2p.model.imported import METHODS, psnr
+from clp2p.model.params import Branch, RenderSettings, preset
 
 GOAL_IOU = 0.85
 
@@ -23,8 +23,8 @@ GOAL_IOU = 0.85
 def _pictures(count: int, size: int):
     """(pair, picture) for ``count`` colour swaps: the picture is the exact render of a scene
     with the pair's source caption."""
-    from .shapes import world
-    from .shapes.scoring import make_pairs
+    from clp2p.shapes import world
+    from clp2p.shapes.scoring import make_pairs
 
     out = []
     for pair in make_pairs(count, kinds=("colour",), seed=7):
@@ -42,11 +42,11 @@ def run_inversion_bench(
     threads: int | None = None,
     examples: str | None = None,
 ) -> dict:
-    from .engine import Engine
-    from .inversion import invert
-    from .loading import quiet_libraries
-    from .shapes.check import CheckConfig
-    from .shapes.scoring import score_edit
+    from clp2p.engine.engine import Engine
+    from clp2p.engine.inversion import invert
+    from clp2p.engine.loading import quiet_libraries
+    from clp2p.shapes.check import CheckConfig
+    from clp2p.shapes.scoring import score_edit
 
     quiet_libraries()
     torch.set_num_threads(threads or os.cpu_count() or 1)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .params import CrossWindow, EditParams, StepWindow
+from clp2p.model.params import CrossWindow, EditParams, StepWindow
 
 SOURCE = "a photo of a cat sitting on a wooden bench in a park"
 TARGET = "a photo of a dog sitting on a wooden bench in a park"
@@ -67,7 +67,7 @@ def build_sd15_random(config_dir: Path | None = None):
     )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from .loading import resources_dir
+    from clp2p.resources import resources_dir
 
     root = config_dir or resources_dir() / "configs" / "sd15"
     torch.manual_seed(0)
@@ -89,9 +89,9 @@ def build_sd15_random(config_dir: Path | None = None):
 
 
 def run_overhead(json_path: str | None = None, quick: bool = False) -> dict:
-    from .engine import Engine
-    from .loading import choose_device, quiet_libraries
-    from .params import RenderSettings
+    from clp2p.engine.engine import Engine
+    from clp2p.engine.loading import choose_device, quiet_libraries
+    from clp2p.model.params import RenderSettings
 
     quiet_libraries()
     torch.set_num_threads(os.cpu_count() or 1)

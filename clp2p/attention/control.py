@@ -19,9 +19,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .align import PromptTokens
-from .attention_maps import AttentionMaps
-from .params import EditParams
+from clp2p.attention.maps import AttentionMaps
+from clp2p.model.align import PromptTokens
+from clp2p.model.params import EditParams
 
 
 @dataclass

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import Clp2pError
+from clp2p.errors import Clp2pError
 
 _PUNCT = re.compile(r"^[^\w]+|[^\w]+$")
 

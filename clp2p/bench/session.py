@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .params import RenderSettings, preset
-from .session import Session
+from clp2p.model.params import RenderSettings, preset
+from clp2p.model.session import Session
 
 GOAL = 0.6
 CHAIN = [
@@ -30,9 +30,9 @@ def run_session_bench(
     repeats: int = 3,
     threads: int | None = None,
 ):
-    from .engine import Engine
-    from .loading import quiet_libraries
-    from .session_render import SessionRenderer, apply
+    from clp2p.engine.engine import Engine
+    from clp2p.engine.loading import quiet_libraries
+    from clp2p.workflows.session_render import SessionRenderer, apply
 
     quiet_libraries()
     torch.set_num_threads(threads or os.cpu_count() or 1)

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .align import normalise_word
-from .attention_maps import overlay
-from .engine import RenderResult
+from clp2p.attention.maps import overlay
+from clp2p.engine.engine import RenderResult
+from clp2p.model.align import normalise_word
 
 EDIT_FORMAT = "clp2p-edit"
 EDIT_VERSION = 1

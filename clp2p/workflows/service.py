@@ -8,14 +8,14 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .align import tokenize
-from .engine import Engine, StepInfo
-from .errors import Clp2pError
-from .params import EditParams, RenderSettings
-from .plan import resolve_edit
-from .real_image import DEFAULT_METHOD
-from .session import Session
-from .session_render import DEFAULT_BUDGET, NodeRender, SessionRenderer
+from clp2p.attention.plan import resolve_edit
+from clp2p.engine.engine import Engine, StepInfo
+from clp2p.errors import Clp2pError
+from clp2p.model.align import tokenize
+from clp2p.model.imported import DEFAULT_METHOD
+from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.session import Session
+from clp2p.workflows.session_render import DEFAULT_BUDGET, NodeRender, SessionRenderer
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class EngineService:
         import time
         from dataclasses import replace
 
-        from .inversion import import_image
+        from clp2p.engine.inversion import import_image
 
         if self.engine is None:
             raise Clp2pError("no model is loaded: pick one in Model settings")

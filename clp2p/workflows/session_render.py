@@ -10,11 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attention_maps import AttentionMaps
-from .control import RECORDED, BranchRecord
-from .engine import Engine, StepInfo
-from .params import Branch
-from .session import Session, chain_key, image_hash
+from clp2p.attention.control import RECORDED, BranchRecord
+from clp2p.attention.maps import AttentionMaps
+from clp2p.engine.engine import Engine, StepInfo
+from clp2p.model.params import Branch
+from clp2p.model.session import Session, chain_key, image_hash
 
 DEFAULT_BUDGET = 2 * 1024**3
 
@@ -104,7 +104,7 @@ def reversal_metrics(image: np.ndarray, ancestor: np.ndarray, shapes: bool) -> d
     )
     metrics = {"mae": round(mae, 4), "psnr": psnr and round(psnr, 3), "ssim": round(ssim, 5)}
     if shapes:
-        from .shapes.metrics import foreground_mask, mask_iou
+        from clp2p.shapes.metrics import foreground_mask, mask_iou
 
         metrics["mask_iou"] = round(mask_iou(foreground_mask(image), foreground_mask(ancestor)), 5)
     return metrics
