@@ -80,14 +80,15 @@ def main(argv: list[str] | None = None) -> int:
     asyncio.set_event_loop(loop)
     settings = StudioSettings()
     window = MainWindow(EngineService(), settings, data_dir)
-    if not args.screenshot and window.recovery.crashed_with_autosave():
+    recovery = window.files.recovery
+    if not args.screenshot and recovery.crashed_with_autosave():
         answer = QMessageBox.question(
             window, "clp2p Studio", "The last session did not end cleanly. Restore its autosave?"
         )
         if answer == QMessageBox.StandardButton.Yes:
-            session, images = window.recovery.load()
+            session, images = recovery.load()
             window.set_document(Document(session, images))
-    if args.session and not window.open_path(args.session) and args.screenshot:
+    if args.session and not window.files.open_path(args.session) and args.screenshot:
         print(f"clp2p-studio: error: {window.messages[-1]}", file=sys.stderr)
         return 2
     from dataclasses import replace
@@ -96,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.model or args.session:
         spec = replace(spec, model=args.model or window.doc.session.model)
     window.show()
-    loaded = window.load_model(spec)
+    loaded = window.engine_jobs.load_model(spec)
     if args.screenshot:
         return loop.run_until_complete(_screenshot(window, loaded, args))
-    window.start_autosave()
+    window.files.start_autosave()
     with loop:
         loop.run_forever()
     return 0
@@ -111,20 +112,18 @@ async def _screenshot(window, loaded, args) -> int:
     except Exception as exc:  # the screenshot still shows the window
         print(f"clp2p-studio: model not loaded: {exc}", file=sys.stderr)
     if args.render:
-        future = window.render_node(window.current())
+        future = window.engine_jobs.render_node(window.current())
         try:
             await future
         except Exception as exc:
             print(f"clp2p-studio: render failed: {exc}", file=sys.stderr)
         await asyncio.sleep(0.1)
-        window.heatmaps.select_first_word() if hasattr(
-            window.heatmaps, "select_first_word"
-        ) else None
+        window.heatmaps.select_first_word()
     await asyncio.sleep(0.2)
     QApplication.processEvents()
     ok = window.grab().save(args.screenshot)
     window.jobs.shutdown()
-    window.recovery.clean_exit()
+    window.files.recovery.clean_exit()
     print(f"wrote {args.screenshot}" if ok else f"could not write {args.screenshot}")
     return 0 if ok else 1
 

@@ -6,17 +6,16 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import (
-    QColor,
     QImage,
     QMouseEvent,
     QPainter,
     QPaintEvent,
-    QPen,
     QResizeEvent,
     QWheelEvent,
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from .canvas_painting import DIVIDER, paint_header, paint_split, paint_view, paint_zoom
 from .imaging import to_qimage
 
 SIDES = ("left", "right")
@@ -24,13 +23,6 @@ COMPARE_MODES = ("side", "slider", "blink")
 # Zoom steps: whole numbers above 2 so every image pixel covers the same number of screen pixels.
 ZOOM_LEVELS = (1 / 16, 1 / 8, 1 / 6, 1 / 4, 1 / 3, 1 / 2, 2 / 3, 1, 1.5, 2, 3, 4, 5, 6, 8)
 ZOOM_LEVELS += (10, 12, 16, 20, 24, 32, 48, 64)
-
-BACKGROUND = QColor("#1c1c1e")
-HEADER = QColor("#2a2a2d")
-DIVIDER = QColor("#111113")
-TEXT = QColor("#dcdcdc")
-MUTED = QColor("#8a8a8e")
-OUTLINE = QColor("#3c3c40")
 
 
 class Canvas(QWidget):
@@ -98,6 +90,10 @@ class Canvas(QWidget):
             raise ValueError(f"side must be one of {SIDES}, not {side!r}")
         self._overlays[side] = _qimage(rgb)
         self.update()
+
+    def label(self, side: str) -> str:
+        """The caption of ``side``'s image (e.g. "source: n1")."""
+        return self._labels[side]
 
     def set_preview(self, rgb: np.ndarray | None) -> None:
         """Show a running render's preview in the right pane; None shows the result again."""
@@ -311,8 +307,8 @@ class Canvas(QWidget):
         if self._mode == "side":
             for side, pane, view in zip(SIDES, panes, views, strict=True):
                 image, caption = self._shown(side)
-                self._paint_view(painter, view, image)
-                self._paint_header(painter, pane, caption, image)
+                paint_view(painter, view, self._target(view), image)
+                paint_header(painter, pane, self.HEADER_HEIGHT, caption, image)
         elif self._mode == "slider":
             view, split_x = views[0], self._split_x()
             left, left_caption = self._shown("left")
@@ -320,81 +316,17 @@ class Canvas(QWidget):
             left_part, right_part = QRectF(view), QRectF(view)
             left_part.setRight(split_x)
             right_part.setLeft(split_x)
-            self._paint_view(painter, view, left, left_part)
-            self._paint_view(painter, view, right, right_part)
-            self._paint_split(painter, view, split_x)
-            self._paint_header(
-                painter, panes[0], f"\u25c0 {left_caption}", left, f"{right_caption} \u25b6"
-            )
+            paint_view(painter, view, self._target(view), left, left_part)
+            paint_view(painter, view, self._target(view), right, right_part)
+            paint_split(painter, view, split_x)
+            captions = f"\u25c0 {left_caption}", f"{right_caption} \u25b6"
+            paint_header(painter, panes[0], self.HEADER_HEIGHT, captions[0], left, captions[1])
         else:
             image, caption = self._shown(self.blink_side())
-            self._paint_view(painter, views[0], image)
-            self._paint_header(painter, panes[0], f"{caption}  (blink)", image)
-        self._paint_zoom(painter)
-
-    def _paint_view(
-        self, painter: QPainter, view: QRectF, image: QImage | None, clip: QRectF | None = None
-    ) -> None:
-        painter.save()
-        painter.setClipRect(clip if clip is not None else view)
-        painter.fillRect(view, BACKGROUND)
-        target = self._target(view)
-        if image is None:
-            painter.setPen(MUTED)
-            painter.drawText(view, Qt.AlignmentFlag.AlignCenter, "no image")
-        else:
-            painter.drawImage(target, image, QRectF(image.rect()))
-            painter.setPen(QPen(OUTLINE, 1))
-            painter.setBrush(Qt.BrushStyle.NoBrush)
-            painter.drawRect(target.adjusted(-1, -1, 0, 0))
-        painter.restore()
-
-    def _paint_header(
-        self,
-        painter: QPainter,
-        pane: QRectF,
-        caption: str,
-        image: QImage | None,
-        right_caption: str | None = None,
-    ) -> None:
-        header = QRectF(pane.left(), pane.top(), pane.width(), self.HEADER_HEIGHT)
-        painter.fillRect(header, HEADER)
-        text = header.adjusted(10, 0, -10, 0)
-        align = Qt.AlignmentFlag.AlignVCenter
-        painter.setPen(TEXT)
-        painter.drawText(text, align | Qt.AlignmentFlag.AlignLeft, caption)
-        if right_caption is not None:
-            painter.drawText(text, align | Qt.AlignmentFlag.AlignRight, right_caption)
-        elif image is not None:
-            painter.setPen(MUTED)
-            size = f"{image.width()} \u00d7 {image.height()}"
-            painter.drawText(text, align | Qt.AlignmentFlag.AlignRight, size)
-
-    def _paint_split(self, painter: QPainter, view: QRectF, x: float) -> None:
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(QPen(QColor(235, 235, 235, 220), 2))
-        painter.drawLine(QPointF(x, view.top()), QPointF(x, view.bottom()))
-        painter.setBrush(QColor("#ebebeb"))
-        painter.setPen(QPen(DIVIDER, 1))
-        painter.drawEllipse(QPointF(x, view.center().y()), 7, 7)
-        painter.restore()
-
-    def _paint_zoom(self, painter: QPainter) -> None:
-        if self._reference_size() is None:
-            return
-        text = f"{self._zoom * 100:.0f}%"
-        width = self.fontMetrics().horizontalAdvance(text) + 12
-        height = self.fontMetrics().height() + 4
-        box = QRectF(self.width() - width - 8, self.height() - height - 8, width, height)
-        painter.save()
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
-        painter.setPen(Qt.PenStyle.NoPen)
-        painter.setBrush(QColor(0, 0, 0, 150))
-        painter.drawRoundedRect(box, 4, 4)
-        painter.setPen(TEXT)
-        painter.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
-        painter.restore()
+            paint_view(painter, views[0], self._target(views[0]), image)
+            paint_header(painter, panes[0], self.HEADER_HEIGHT, f"{caption}  (blink)", image)
+        if self._reference_size() is not None:
+            paint_zoom(painter, QRectF(self.rect()), self._zoom)
 
 
 def _qimage(rgb: np.ndarray | None) -> QImage | None:

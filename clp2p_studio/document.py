@@ -7,9 +7,12 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
 
+from clp2p.attention.maps import AttentionMaps
 from clp2p.model.session import Session, chain_key, image_hash
 from clp2p.workflows import session_io
 from clp2p.workflows.session_render import NodeRender
+
+from .results import NodeResult, RenderResults
 
 
 class _Snapshot(QUndoCommand):
@@ -25,9 +28,11 @@ class _Snapshot(QUndoCommand):
 
 
 class Document(QObject):
-    """A session, its images (hash -> RGB uint8) and its file. Render results are keyed by
-    what a node's image depends on (:func:`chain_key`), so undoing a tree edit never loses
-    them and a node that comes back shows its image again."""
+    """A session, its images (hash -> RGB uint8), its render results and its file. Results
+    are keyed by what a node's image depends on (:func:`chain_key`), so undoing a tree edit
+    never loses them, a node that comes back shows its image and maps again, and a new node
+    that reuses a deleted node's id shows nothing of it. The render fields of
+    :attr:`session`'s nodes (status, image, seconds, metrics) are a view of :attr:`results`."""
 
     changed = Signal()
     pathChanged = Signal(str)
@@ -43,17 +48,13 @@ class Document(QObject):
         self.undo_stack = QUndoStack(self)
         self.images: dict[str, np.ndarray] = dict(images or {})
         self.path = path
-        self._results: dict[str, dict] = {}
+        self.results = RenderResults()
         self._results_saved = not unsaved  # e.g. an imported picture: nothing on disk yet
         self._base = session
         for node in session.nodes:
             if node.status == "rendered" and node.image:
-                self._results[chain_key(session, session.path(node.id))] = {
-                    "status": "rendered",
-                    "image": node.image,
-                    "seconds": node.seconds,
-                    "metrics": dict(node.metrics),
-                }
+                result = NodeResult(node.image, node.seconds, dict(node.metrics))
+                self.results.store(self._key(session, node.id), result)
         self._view = self._overlay()
         self.undo_stack.cleanChanged.connect(self._clean_changed)
 
@@ -73,12 +74,21 @@ class Document(QObject):
         key = self.session.node(node_id).image
         return self.images.get(key) if key else None
 
+    def attention(self, node_id: str) -> tuple[AttentionMaps, int] | None:
+        """The attention maps of the node's current render and its branch in them; None when
+        the node has no render, or its maps were not kept (a loaded file, an old render)."""
+        return self.results.attention(self._key(self.session, node_id))
+
+    @staticmethod
+    def _key(session: Session, node_id: str) -> str:
+        return chain_key(session, session.path(node_id))
+
     def _overlay(self) -> Session:
         s = self._base
         for node in s.nodes:
-            result = self._results.get(chain_key(s, s.path(node.id)))
+            result = self.results.result(self._key(s, node.id))
             if result is not None:
-                s = s.update(node.id, **result)
+                s = s.update(node.id, **result.node_fields())
             elif node.status == "rendered":
                 s = s.update(node.id, status="new", image=None, seconds=None, metrics={})
         return s
@@ -94,25 +104,23 @@ class Document(QObject):
         self.undo_stack.push(_Snapshot(self, self._base, session, text))
 
     def store_result(self, render: NodeRender) -> None:
-        """A finished render: its image and metrics, for its node and every node it
-        computed on the way. Not an undo step."""
+        """A finished render: image, metrics and attention maps, for its node and every node
+        it computed on the way. Not an undo step."""
         s = self._view
-        for node_id, image in render.images.items():
-            if node_id not in [n.id for n in s.nodes]:
+        ids = {n.id for n in s.nodes}
+        # render.images is in batch order: the i-th computed node is branch i of the maps
+        for branch, (node_id, image) in enumerate(render.images.items()):
+            if node_id not in ids:
                 continue
-            key = image_hash(image)
-            self.images[key] = image
-            ck = chain_key(s, s.path(node_id))
-            previous = self._results.get(ck, {})
-            result = {"status": "rendered", "image": key}
+            digest = image_hash(image)
+            self.images[digest] = image
+            key = self._key(s, node_id)
             if node_id == render.node_id:
-                result |= {"seconds": round(render.seconds, 3), "metrics": dict(render.metrics)}
-            else:
-                result |= {
-                    "seconds": previous.get("seconds"),
-                    "metrics": previous.get("metrics", {}),
-                }
-            self._results[ck] = result
+                result = NodeResult(digest, round(render.seconds, 3), dict(render.metrics))
+            else:  # computed on the way: the time and metrics of its own render stay
+                previous = self.results.result(key) or NodeResult(digest)
+                result = NodeResult(digest, previous.seconds, previous.metrics)
+            self.results.store(key, result, (render.attention, branch))
         self._results_saved = False
         self._view = self._overlay()
         self.changed.emit()

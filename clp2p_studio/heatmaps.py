@@ -3,17 +3,13 @@ components, with the chosen word's map offered as an overlay for the canvas."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QIcon, QPixmap
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QLayout,
     QPushButton,
     QScrollArea,
     QSlider,
@@ -23,13 +19,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from clp2p.attention.maps import AttentionMaps, colourise, normalise, overlay
+from clp2p.attention.heatmap import blend, heat_image
+from clp2p.attention.maps import AttentionMaps
 from clp2p.model.align import normalise_word
 
 from .flow_layout import FlowLayout
-from .imaging import to_qimage
-
-_EDGE_PUNCTUATION = re.compile(r"^[^\w]+|[^\w]+$")
+from .heatmap_gallery import HeatmapGallery, clear_layout, section_title
 
 _STYLE = """
 QPushButton[chip="true"] {
@@ -57,9 +52,6 @@ class HeatmapPanel(QWidget):
 
     overlayChanged = Signal(str, object)
 
-    THUMB = 64
-    MAX_COMPONENTS = 6
-
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._attention: AttentionMaps | None = None
@@ -69,7 +61,7 @@ class HeatmapPanel(QWidget):
         self._chips: dict[int, dict[str, QPushButton]] = {}
         self._selected: dict[int, str] = {}  # branch -> word shown as an overlay
         self._focus: int | None = None  # branch whose thumbnails are shown
-        self._thumbs: list[QToolButton] = []
+        self._heat: dict[int, tuple[tuple, np.ndarray]] = {}  # branch -> (view, heat image)
 
         self._opacity = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=100, value=60)
         self._opacity.setAccessibleName("heatmap opacity")
@@ -85,10 +77,8 @@ class HeatmapPanel(QWidget):
         self._grid.setToolTip("resolution of the UNet layers whose attention is shown")
 
         self._sections = QVBoxLayout()  # one per branch: title and word chips
-        self._maps_title, self._maps = _section_title(), QWidget()
-        self._components_title, self._components = _section_title(), QWidget()
-        FlowLayout(self._maps)
-        FlowLayout(self._components)
+        self._gallery = HeatmapGallery()  # thumbnails of the branch clicked last
+        self._gallery.wordClicked.connect(lambda w: self._chips[self._focus][w].toggle())
         self._message = QLabel()
         self._message.setWordWrap(True)
         self._message.setEnabled(False)
@@ -122,11 +112,6 @@ class HeatmapPanel(QWidget):
         column.addWidget(self._message)
         column.addWidget(self._controls)
         column.addLayout(self._sections)
-        self._gallery = QWidget()  # thumbnails of the branch clicked last
-        gallery = QVBoxLayout(self._gallery)
-        gallery.setContentsMargins(0, 0, 0, 0)
-        for widget in (self._maps_title, self._maps, self._components_title, self._components):
-            gallery.addWidget(widget)
         column.addWidget(self._gallery)
         column.addStretch(1)
         scroll = QScrollArea()
@@ -156,6 +141,7 @@ class HeatmapPanel(QWidget):
         self._attention, self._images = attention, dict(images)
         self._labels = {b: labels.get(b, f"branch {b}") for b in branches}
         self._selected, self._focus = {}, (branches[-1] if branches else None)
+        self._heat = {}
         self._set_grids(attention, grid)
         total = self._step_count()
         first, last = steps if steps[1] == total else (0, total)
@@ -183,7 +169,7 @@ class HeatmapPanel(QWidget):
         for branch in self._selected:
             self.overlayChanged.emit(self._labels[branch], None)
         self._attention, self._images, self._labels = None, {}, {}
-        self._selected, self._focus = {}, None
+        self._selected, self._focus, self._heat = {}, None, {}
         self._grid.blockSignals(True)
         self._grid.clear()
         self._grid.blockSignals(False)
@@ -229,7 +215,7 @@ class HeatmapPanel(QWidget):
 
     def thumbnails(self) -> list[QToolButton]:
         """The thumbnails shown: word maps, then self-attention components."""
-        return list(self._thumbs)
+        return self._gallery.thumbnails()
 
     def opacity(self) -> float:
         return self._opacity.value() / 100
@@ -242,7 +228,15 @@ class HeatmapPanel(QWidget):
         return self._first.value(), self._last.value()
 
     def set_steps(self, first: int, end: int) -> None:
+        self.set_first_step(first)
+        self.set_end_step(end)
+
+    def set_first_step(self, first: int) -> None:
+        """Move the first step, as its spin box does: past the end, the end moves along."""
         self._first.setValue(first)
+
+    def set_end_step(self, end: int) -> None:
+        """Move the end step, as its spin box does: before the start, the start moves along."""
         self._last.setValue(end)
 
     def grid(self) -> tuple[int, int] | None:
@@ -290,11 +284,11 @@ class HeatmapPanel(QWidget):
             spin.blockSignals(False)
 
     def _build_chips(self) -> None:
-        _clear_layout(self._sections)
+        clear_layout(self._sections)
         self._chips, self._words = {}, {}
         for branch, label in self._labels.items():
             prompt = self._attention.prompts[branch]
-            title = _section_title(f"{label}: {prompt.prompt}")
+            title = section_title(f"{label}: {prompt.prompt}")
             title.setWordWrap(True)  # a long prompt must not widen the panel
             self._sections.addWidget(title)
             holder = QWidget()
@@ -302,7 +296,7 @@ class HeatmapPanel(QWidget):
             self._words[branch], self._chips[branch] = [], {}
             seen: set[str] = set()
             for word in prompt.words:
-                shown = _EDGE_PUNCTUATION.sub("", word)
+                shown = _shown_word(word)
                 if not shown or normalise_word(shown) in seen:
                     continue  # punctuation alone has no map; a repeated word needs one chip
                 seen.add(normalise_word(shown))
@@ -361,82 +355,35 @@ class HeatmapPanel(QWidget):
         if word is None or image is None or self.grid() is None:
             self.overlayChanged.emit(self._labels[branch], None)
             return
-        rgb = overlay(image, self._word_map(branch, word), self.opacity())
-        self.overlayChanged.emit(self._labels[branch], rgb)
+        view = (word, self.grid(), self.steps())
+        cached = self._heat.get(branch)
+        if cached is None or cached[0] != view:  # an opacity change alone only blends again
+            cached = (view, heat_image(self._word_map(branch, word), image.shape[:2]))
+            self._heat[branch] = cached
+        self.overlayChanged.emit(self._labels[branch], blend(image, cached[1], self.opacity()))
 
     def _fill_thumbnails(self) -> None:
-        for flow in (self._maps.layout(), self._components.layout()):
-            _clear_layout(flow)
-        self._thumbs = []
         branch = self._focus
         shown = self._attention is not None and branch is not None and self.grid() is not None
         self._gallery.setVisible(shown)
         if not shown:
+            self._gallery.clear()
             return
-        label = self._labels[branch]
-        self._maps_title.setText(f"Word maps \u00b7 {label}")
-        for word in self._words[branch]:
-            rgb = colourise(normalise(self._word_map(branch, word)))
-            thumb = self._thumbnail(rgb, word, f"cross-attention of '{word}'")
-            thumb.setCheckable(True)
-            thumb.setChecked(self._selected.get(branch) == word)
-            thumb.clicked.connect(lambda _, w=word: self._chips[branch][w].toggle())
-            self._maps.layout().addWidget(thumb)
-        components = self._components_of(branch)
-        self._components_title.setText(
-            f"Self-attention components \u00b7 {label}"
-            if len(components)
-            else f"Self-attention \u00b7 {label}: not recorded"
+        self._gallery.show_branch(
+            self._labels[branch],
+            [(word, self._word_map(branch, word)) for word in self._words[branch]],
+            self._selected.get(branch),
+            self._attention,
+            branch,
         )
-        singular = self._attention.self_singular
-        for k, component in enumerate(components):
-            low, high = float(component.min()), float(component.max())
-            scaled = (component - low) / (high - low) if high > low else np.zeros_like(component)
-            tip = f"self-attention component {k + 1}"
-            if singular.ndim == 2 and branch < singular.shape[0] and k < singular.shape[1]:
-                tip += f" (singular value {float(singular[branch, k]):.3g})"
-            self._components.layout().addWidget(
-                self._thumbnail(colourise(scaled), f"#{k + 1}", tip)
-            )
-        self._components.setVisible(len(components) > 0)
-
-    def _components_of(self, branch: int) -> np.ndarray:
-        """Up to MAX_COMPONENTS self-attention components of ``branch``: (k, h, w)."""
-        data = np.asarray(self._attention.self_components)
-        if data.ndim != 4 or branch >= data.shape[0]:
-            return np.zeros((0, 1, 1), dtype=np.float32)
-        return data[branch, : self.MAX_COMPONENTS]
-
-    def _thumbnail(self, rgb: np.ndarray, caption: str, tip: str) -> QToolButton:
-        image = to_qimage(rgb).scaled(
-            self.THUMB,
-            self.THUMB,
-            Qt.AspectRatioMode.KeepAspectRatio,
-            Qt.TransformationMode.FastTransformation,  # nearest: one block per attention cell
-        )
-        button = QToolButton()
-        button.setProperty("thumb", True)
-        button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextUnderIcon)
-        button.setIcon(QIcon(QPixmap.fromImage(image)))
-        button.setIconSize(QSize(self.THUMB, self.THUMB))
-        button.setText(caption)
-        button.setToolTip(tip)
-        button.setAutoRaise(True)
-        self._thumbs.append(button)
-        return button
 
 
-def _section_title(text: str = "") -> QLabel:
-    title = QLabel(text)
-    title.setProperty("heading", True)
-    return title
-
-
-def _clear_layout(layout: QLayout) -> None:
-    while layout.count():
-        item = layout.takeAt(0)
-        if item.widget() is not None:
-            item.widget().hide()  # at once: deletion waits for the event loop
-            item.widget().deleteLater()
-        elif item.layout() is not None:
-            _clear_layout(item.layout())
+def _shown_word(word: str) -> str:
+    """``word`` as typed without the punctuation at its edges: the span of it that
+    :func:`normalise_word` keeps (lowercased only where lowercasing changes its length)."""
+    norm = normalise_word(word)
+    lowered = word.lower()
+    if not norm or len(lowered) != len(word):
+        return norm
+    start = lowered.find(norm)  # after the leading punctuation: norm starts with a word character
+    return word[start : start + len(norm)]

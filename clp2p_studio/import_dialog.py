@@ -21,7 +21,15 @@ from PySide6.QtWidgets import (
 )
 
 from clp2p.errors import Clp2pError
-from clp2p.model.imported import DEFAULT_METHOD, FITS, METHODS, fit_image, read_image
+from clp2p.model.imported import (
+    DEFAULT_INNER_STEPS,
+    DEFAULT_METHOD,
+    FITS,
+    METHODS,
+    fit_image,
+    optimises_embeddings,
+    read_image,
+)
 
 from .imaging import to_pixmap
 
@@ -63,7 +71,7 @@ class ImportDialog(QDialog):
         self.fit.currentTextChanged.connect(self._update_preview)
         self.inner = QSpinBox()
         self.inner.setRange(1, 100)
-        self.inner.setValue(10)
+        self.inner.setValue(DEFAULT_INNER_STEPS)
         self.preview = QLabel("no picture")
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumSize(160, 160)
@@ -111,7 +119,7 @@ class ImportDialog(QDialog):
 
     def _method_changed(self, method: str) -> None:
         self.method_help.setText(METHOD_HELP[method])
-        self.inner.setEnabled(method == "null-text")
+        self.inner.setEnabled(optimises_embeddings(method))
 
     def _update_preview(self) -> None:
         if self.image is None:

@@ -1,53 +1,108 @@
-"""The studio's menus: File, Edit, Render and View, with their shortcuts."""
+"""The studio's menus as data: every action's name, text, shortcut, menu and handler in one
+table, and one function that builds them for a window (which keeps what it gets back)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from operator import attrgetter
+
 from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMainWindow, QMenu
+
+Key = QKeySequence.StandardKey
+
+MENUS = (("file", "&File"), ("edit", "&Edit"), ("render", "&Render"), ("view", "&View"))
 
 
-def _action(window, menu, text: str, slot, shortcut=None) -> QAction:
-    action = QAction(text, window)
-    if shortcut is not None:
-        action.setShortcut(QKeySequence(shortcut))
-    action.triggered.connect(lambda _checked=False: slot())
-    menu.addAction(action)
-    window.addAction(action)
-    return action
+@dataclass(frozen=True)
+class ActionSpec:
+    """One menu action. ``handler`` names the window's method or a collaborator's
+    (``"files.save"``); with ``on_selected`` it is called with the selected node's id.
+    ``separator`` draws a line above the action in its menu."""
+
+    name: str
+    menu: str
+    text: str
+    handler: str
+    shortcut: Key | str | None = None
+    on_selected: bool = False
+    separator: bool = False
 
 
-def _on_selected(window, method):
-    """A slot that applies ``method`` to the selected node."""
-    return lambda: method(window.current())
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("new", "file", "&New session", "files.new_session", Key.New),
+    ActionSpec("open", "file", "&Open...", "files.open_dialog", Key.Open),
+    ActionSpec("import", "file", "&Import image...", "engine_jobs.import_dialog", "Ctrl+I"),
+    ActionSpec("save", "file", "&Save", "files.save", Key.Save),
+    ActionSpec("save_as", "file", "Save &as...", "files.save_as", Key.SaveAs),
+    ActionSpec(
+        "export_history", "file", "Export history JSON (images embedded)...", "files.export_history"
+    ),
+    ActionSpec("export_image", "file", "Export image as PNG...", "files.export_image", "Ctrl+E"),
+    ActionSpec("model", "file", "&Model and device...", "engine_jobs.model_dialog", separator=True),
+    ActionSpec("quit", "file", "&Quit", "close", Key.Quit),
+    ActionSpec("undo", "edit", "&Undo", "edits.undo", Key.Undo),
+    ActionSpec("redo", "edit", "&Redo", "edits.redo", Key.Redo),
+    ActionSpec(
+        "rename",
+        "edit",
+        "Rename / note...",
+        "edits.rename_node",
+        "F2",
+        on_selected=True,
+        separator=True,
+    ),
+    ActionSpec(
+        "favourite",
+        "edit",
+        "Toggle favourite",
+        "edits.toggle_favourite",
+        "Ctrl+D",
+        on_selected=True,
+    ),
+    ActionSpec("delete", "edit", "Delete subtree", "edits.delete_node", "Del", on_selected=True),
+    ActionSpec(
+        "render",
+        "render",
+        "&Render selected",
+        "engine_jobs.render_node",
+        "Ctrl+Return",
+        on_selected=True,
+    ),
+    ActionSpec("cancel", "render", "&Cancel", "jobs.cancel_all", "Esc"),
+    ActionSpec(
+        "reverse", "render", "Re&verse this edit", "edits.reverse_node", "Ctrl+R", on_selected=True
+    ),
+    ActionSpec(
+        "compare", "view", "&Compare mode (side / slider / blink)", "canvas.toggle_compare", "C"
+    ),
+    ActionSpec("zoom_in", "view", "Zoom &in", "canvas.zoom_in", Key.ZoomIn),
+    ActionSpec("zoom_out", "view", "Zoom &out", "canvas.zoom_out", Key.ZoomOut),
+    ActionSpec("fit", "view", "&Fit", "canvas.fit", "Ctrl+0"),
+)
 
 
-def build_menus(window) -> None:
-    """The menu bar of the main window; every action is also a window shortcut."""
+def build_menus(
+    window: QMainWindow, specs: tuple[ActionSpec, ...] = ACTIONS
+) -> tuple[dict[str, QMenu], dict[str, QAction]]:
+    """The window's menu bar from ``specs``: its menus and its actions, by name. Every action
+    is also a window shortcut; handlers are looked up on ``window`` now, so its collaborators
+    must exist. A handler ``on_selected`` gets ``window.current()``."""
     bar = window.menuBar()
-    f = bar.addMenu("&File")
-    _action(window, f, "&New session", window.new_session, QKeySequence.StandardKey.New)
-    _action(window, f, "&Open...", window.open_dialog, QKeySequence.StandardKey.Open)
-    window.recent_menu = f.addMenu("Open &recent")
-    _action(window, f, "&Import image...", window.import_dialog, "Ctrl+I")
-    _action(window, f, "&Save", window.save, QKeySequence.StandardKey.Save)
-    _action(window, f, "Save &as...", window.save_as, QKeySequence.StandardKey.SaveAs)
-    _action(window, f, "Export history JSON (images embedded)...", window.export_history)
-    _action(window, f, "Export image as PNG...", window.export_image, "Ctrl+E")
-    f.addSeparator()
-    _action(window, f, "&Model and device...", window.model_dialog)
-    _action(window, f, "&Quit", window.close, QKeySequence.StandardKey.Quit)
-    e = bar.addMenu("&Edit")
-    window.undo_action = _action(window, e, "&Undo", window.undo, QKeySequence.StandardKey.Undo)
-    window.redo_action = _action(window, e, "&Redo", window.redo, QKeySequence.StandardKey.Redo)
-    e.addSeparator()
-    _action(window, e, "Rename / note...", _on_selected(window, window.rename_node), "F2")
-    _action(window, e, "Toggle favourite", _on_selected(window, window.toggle_favourite), "Ctrl+D")
-    _action(window, e, "Delete subtree", _on_selected(window, window.delete_node), "Del")
-    r = bar.addMenu("&Render")
-    _action(window, r, "&Render selected", _on_selected(window, window.render_node), "Ctrl+Return")
-    _action(window, r, "&Cancel", window.jobs.cancel_all, "Esc")
-    _action(window, r, "Re&verse this edit", _on_selected(window, window.reverse_node), "Ctrl+R")
-    v = bar.addMenu("&View")
-    _action(window, v, "&Compare mode (side / slider / blink)", window.canvas.toggle_compare, "C")
-    _action(window, v, "Zoom &in", window.canvas.zoom_in, QKeySequence.StandardKey.ZoomIn)
-    _action(window, v, "Zoom &out", window.canvas.zoom_out, QKeySequence.StandardKey.ZoomOut)
-    _action(window, v, "&Fit", window.canvas.fit, "Ctrl+0")
+    menus = {name: bar.addMenu(title) for name, title in MENUS}
+    actions: dict[str, QAction] = {}
+    for spec in specs:
+        action = QAction(spec.text, window)
+        if spec.shortcut is not None:
+            action.setShortcut(QKeySequence(spec.shortcut))
+        handler = attrgetter(spec.handler)(window)
+        if spec.on_selected:
+            action.triggered.connect(lambda _=False, h=handler: h(window.current()))
+        else:
+            action.triggered.connect(lambda _=False, h=handler: h())
+        if spec.separator:
+            menus[spec.menu].addSeparator()
+        menus[spec.menu].addAction(action)
+        window.addAction(action)
+        actions[spec.name] = action
+    return menus, actions

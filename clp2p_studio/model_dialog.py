@@ -15,6 +15,8 @@ from PySide6.QtWidgets import (
     QSpinBox,
 )
 
+from clp2p.model.devices import DEVICES, DTYPES
+from clp2p.resources import SHAPES
 from clp2p.workflows.service import ModelSpec
 
 SOURCES = [
@@ -32,17 +34,17 @@ class ModelDialog(QDialog):
         form = QFormLayout(self)
         self.source = QComboBox()
         self.source.addItems(SOURCES)
-        self.location = QLineEdit("" if spec.model == "shapes" else spec.model)
+        self.location = QLineEdit("" if spec.model == SHAPES else spec.model)
         browse = QPushButton("Browse...")
         browse.clicked.connect(self._browse)
         row = QHBoxLayout()
         row.addWidget(self.location, 1)
         row.addWidget(browse)
         self.device = QComboBox()
-        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device.addItems(list(DEVICES))
         self.device.setCurrentText(spec.device)
         self.dtype = QComboBox()
-        self.dtype.addItems(["auto", "fp32", "fp16", "bf16"])
+        self.dtype.addItems(list(DTYPES))
         self.dtype.setCurrentText(spec.dtype)
         self.cache = QSpinBox()
         self.cache.setRange(64, 1024 * 1024)
@@ -63,7 +65,7 @@ class ModelDialog(QDialog):
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         form.addRow(buttons)
-        if spec.model != "shapes":
+        if spec.model != SHAPES:
             guess = 2 if "/" in spec.model and not spec.model.startswith(("/", ".")) else 1
             self.source.setCurrentIndex(
                 3 if spec.model.endswith((".safetensors", ".ckpt")) else guess
@@ -91,9 +93,9 @@ class ModelDialog(QDialog):
             self.location.setText(path)
 
     def spec(self) -> ModelSpec:
-        model = "shapes" if self.source.currentIndex() == 0 else self.location.text().strip()
+        model = SHAPES if self.source.currentIndex() == 0 else self.location.text().strip()
         return ModelSpec(
-            model or "shapes",
+            model or SHAPES,
             self.device.currentText(),
             self.dtype.currentText(),
             self.cache.value(),

@@ -21,7 +21,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QSlider,
-    QSpinBox,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -30,10 +29,20 @@ from PySide6.QtWidgets import (
 
 from clp2p.errors import Clp2pError
 from clp2p.model.align import normalise_word
-from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
-from clp2p.model.session import Session, infer_kind
+from clp2p.model.edits import infer_kind
+from clp2p.model.params import (
+    EDIT_KINDS,
+    PRESETS,
+    V_LAYER_KINDS,
+    CrossWindow,
+    EditParams,
+    StepWindow,
+    preset,
+)
+from clp2p.model.session import Session
 
 from .range_slider import RangeSlider
+from .root_settings import RootSettingsBox
 
 Validator = Callable[[str, str, EditParams], str | None]
 SELF_RES = ["8", "16", "32", "64", "all"]
@@ -51,31 +60,44 @@ def _words(prompt: str) -> list[str]:
 
 class ParamsPanel(QWidget):
     """Emits ``addRequested(kind, prompt, params, run)`` for a new child of the current node and
-    ``rootSettingsRequested(RenderSettings)`` for the root's settings."""
+    ``rootSettingsRequested(RenderSettings)`` for the root's settings. ``validator`` is the
+    engine's check of an edit against its prompts (the backend's ``check_edit``)."""
 
     addRequested = Signal(str, str, object, bool)
     rootSettingsRequested = Signal(object)
 
-    def __init__(self, parent=None) -> None:
+    def __init__(self, parent: QWidget | None = None, validator: Validator | None = None) -> None:
         super().__init__(parent)
         self.session: Session | None = None
         self.node_id: str | None = None
-        self.validator: Validator | None = None
+        self.validator = validator
         layout = QVBoxLayout(self)
         self.header = QLabel("No node selected")
         self.header.setWordWrap(True)
         layout.addWidget(self.header)
         layout.addWidget(self._edit_group())
-        layout.addWidget(self._root_group())
+        self.root_box = RootSettingsBox()
+        self.root_box.settingsRequested.connect(self.rootSettingsRequested)
+        layout.addWidget(self.root_box)
         layout.addStretch(1)
-        self._apply_params(preset("cl-p2p"))
+        self._apply_params(EditParams())  # the engine's default edit
 
     # ---- construction -------------------------------------------------------------------
     def _edit_group(self) -> QGroupBox:
         box = QGroupBox("Next edit of the selected image")
         form = QFormLayout(box)
+        self._add_prompt_rows(form)
+        self._add_window_rows(form)
+        self._add_value_rows(form)
+        self._add_buttons(form)
+        self._connect_changes()
+        self.edit_box = box
+        return box
+
+    def _add_prompt_rows(self, form: QFormLayout) -> None:
+        """Kind, target prompt, word chips and their pick mode, presets."""
         self.kind = QComboBox()
-        self.kind.addItems(["auto", "swap", "refine", "reweight"])
+        self.kind.addItems(EDIT_KINDS)
         form.addRow("Edit", self.kind)
         self.target = QLineEdit()
         self.target.setPlaceholderText("target prompt")
@@ -96,12 +118,15 @@ class ParamsPanel(QWidget):
         self.chips_box.setLayout(self.chips)
         form.addRow("", self.chips_box)
         presets = QHBoxLayout()
-        for name in ("p2p", "cl-p2p"):
+        for name in PRESETS:
             b = QPushButton(name)
             b.setToolTip(f"load the {name} preset")
             b.clicked.connect(lambda _=False, n=name: self._apply_params(preset(n)))
             presets.addWidget(b)
         form.addRow("Preset", presets)
+
+    def _add_window_rows(self, form: QFormLayout) -> None:
+        """k and blend words, the cross / self / V windows."""
         self.k = QSlider(Qt.Orientation.Horizontal)
         self.k.setRange(0, 100)
         self.k_label = QLabel("0.00")
@@ -127,11 +152,14 @@ class ParamsPanel(QWidget):
         self.v_window = RangeSlider()
         self.v_window.setAccessibleName("V injection window")
         form.addRow("V window", self.v_window)
+
+    def _add_value_rows(self, form: QFormLayout) -> None:
+        """V blend and its layers, the unconditional half, re-weight scales."""
         self.v_blend = QDoubleSpinBox()
         self.v_blend.setRange(0, 1)
         self.v_blend.setSingleStep(0.05)
         self.v_layers = QComboBox()
-        self.v_layers.addItems(["self", "cross", "both"])
+        self.v_layers.addItems(V_LAYER_KINDS)
         row = QHBoxLayout()
         row.addWidget(QLabel("beta"))
         row.addWidget(self.v_blend)
@@ -141,6 +169,8 @@ class ParamsPanel(QWidget):
         form.addRow("", self.uncond)
         self.reweight = self._table(["word", "scale"])
         form.addRow("Re-weight", self.reweight)
+
+    def _add_buttons(self, form: QFormLayout) -> None:
         self.problem = QLabel("")
         self.problem.setWordWrap(True)
         self.problem.setStyleSheet("color: #ef4444;")
@@ -155,6 +185,9 @@ class ParamsPanel(QWidget):
         buttons.addWidget(self.add_button)
         buttons.addWidget(self.run_button)
         form.addRow(buttons)
+
+    def _connect_changes(self) -> None:
+        """Every input re-checks the edit."""
         for w in (self.target, self.blend):
             w.textChanged.connect(self._changed)
         for w in (self.kind, self.self_res, self.v_layers):
@@ -166,8 +199,6 @@ class ParamsPanel(QWidget):
         self.cross_words.itemChanged.connect(self._changed)
         self.reweight.itemChanged.connect(self._changed)
         self.target.textChanged.connect(self._rebuild_chips)
-        self.edit_box = box
-        return box
 
     def _table(self, headers: list[str]) -> QTableWidget:
         table = QTableWidget(0, len(headers))
@@ -177,45 +208,11 @@ class ParamsPanel(QWidget):
         table.setMaximumHeight(90)
         return table
 
-    def _root_group(self) -> QGroupBox:
-        box = QGroupBox("Root: sampling")
-        form = QFormLayout(box)
-        self.seed = QSpinBox()
-        self.seed.setRange(0, 2**31 - 1)
-        self.steps = QSpinBox()
-        self.steps.setRange(1, 1000)
-        self.guidance = QDoubleSpinBox()
-        self.guidance.setRange(0, 50)
-        self.guidance.setSingleStep(0.5)
-        self.width_box = QSpinBox()
-        self.height_box = QSpinBox()
-        for b in (self.width_box, self.height_box):
-            b.setRange(0, 4096)
-            b.setSingleStep(8)
-            b.setSpecialValueText("model default")
-        form.addRow("Seed", self.seed)
-        form.addRow("Steps", self.steps)
-        form.addRow("Guidance", self.guidance)
-        form.addRow("Width", self.width_box)
-        form.addRow("Height", self.height_box)
-        apply = QPushButton("Apply to the session")
-        apply.clicked.connect(self._apply_root)
-        form.addRow(apply)
-        self.root_box = box
-        return box
-
     # ---- context ----------------------------------------------------------------------------
     def set_context(self, session: Session, node_id: str | None) -> None:
+        """Show ``session``'s settings and prepare the next edit of ``node_id``."""
         self.session, self.node_id = session, node_id
-        s = session.settings
-        for box, value in (
-            (self.seed, s.seed),
-            (self.steps, s.steps),
-            (self.width_box, s.width or 0),
-            (self.height_box, s.height or 0),
-        ):
-            box.setValue(value)
-        self.guidance.setValue(s.guidance)
+        self.root_box.show_settings(session)
         if node_id is None:
             self.header.setText("No node selected")
             self._changed()
@@ -223,12 +220,6 @@ class ParamsPanel(QWidget):
         node = session.node(node_id)
         self.header.setText(f"<b>{node.id}</b> ({node.kind}): {node.prompt}")
         self.root_box.setVisible(node.parent is None)
-        # an imported picture's inversion holds for its steps and size (null-text: guidance)
-        imported = session.imported
-        for box in (self.steps, self.width_box, self.height_box):
-            box.setEnabled(imported is None)
-        self.guidance.setEnabled(imported is None or imported.inversion.method != "null-text")
-        self.seed.setEnabled(imported is None)  # the start is the inversion's, not a seed's
         if not self.target.text():
             self.target.setText(node.prompt)
         if node.params is not None:
@@ -307,6 +298,8 @@ class ParamsPanel(QWidget):
                 (w, StepWindow(float(a), float(b))) for w, a, b in rows(self.cross_words)
             )
             reweight = tuple((w, float(s)) for w, s in rows(self.reweight))
+        except Clp2pError:
+            raise
         except ValueError:
             raise Clp2pError(
                 "a table cell is not a number: fix the per-word or re-weight table"
@@ -327,33 +320,19 @@ class ParamsPanel(QWidget):
         )
 
     def problem_text(self) -> str | None:
+        """What keeps the edit shown from being added, or None. Every rule is the engine's:
+        the parameters' own checks, the session's (an edit needs a target prompt unless it
+        re-weights), and the edit against its two prompts (``validator``)."""
         if self.session is None or self.node_id is None:
             return "select a node to edit"
         source = self.session.node(self.node_id).prompt
         target = self.target.text().strip()
         try:
             params = self.params()
+            kind = infer_kind(source, target or source, params)
+            self.session.add_edit(self.node_id, target, params, kind)  # a copy: checks only
         except Clp2pError as exc:
             return str(exc)
-        kind = infer_kind(source, target or source, params)
-        if not target and kind != "reweight":
-            return "type a target prompt"
-        if kind == "swap" and len(source.split()) != len(target.split()):
-            return (
-                f"a word swap needs the same number of words (source {len(source.split())}, "
-                f"target {len(target.split())}): choose refine to add or remove words"
-            )
-        if kind == "reweight" and not params.reweight:
-            return "re-weight: pick a word with 're-weight' and set its scale"
-        if params.v_blend > 0 and params.v_window.empty:
-            return "V blend is set but the V window is empty: widen the V window"
-        target_words = set(_words(target or source))
-        for word, _ in params.reweight + tuple((w, 0) for w, _ in params.cross.words):
-            if normalise_word(word) not in target_words:
-                return f"'{word}' is not a word of the target prompt"
-        for word in params.blend_words:
-            if normalise_word(word) not in target_words | set(_words(source)):
-                return f"blend word '{word}' is in neither prompt"
         if self.validator is not None:
             return self.validator(source, target or source, params)
         return None
@@ -372,17 +351,3 @@ class ParamsPanel(QWidget):
         params = self.params()
         target = self.target.text().strip() or source
         self.addRequested.emit(infer_kind(source, target, params), target, params, run)
-
-    def _apply_root(self) -> None:
-        try:
-            settings = RenderSettings(
-                self.seed.value(),
-                self.steps.value(),
-                self.guidance.value(),
-                self.width_box.value() or None,
-                self.height_box.value() or None,
-            )
-        except Clp2pError as exc:
-            self.problem.setText(str(exc))
-            return
-        self.rootSettingsRequested.emit(settings)

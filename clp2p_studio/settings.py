@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QSettings
 
-from clp2p.workflows.service import ModelSpec
+from clp2p.workflows.service import ModelSpec, RenderJob
 
 MAX_RECENT = 10
 
@@ -25,10 +25,12 @@ class StudioSettings:
 
     @property
     def model_spec(self) -> ModelSpec:
+        """The model to load; what was never set is the engine's default (:class:`ModelSpec`)."""
+        default = ModelSpec()
         return ModelSpec(
-            self._get("model/name", "shapes"),
-            self._get("model/device", "auto"),
-            self._get("model/dtype", "auto"),
+            self._get("model/name", default.model),
+            self._get("model/device", default.device),
+            self._get("model/dtype", default.dtype),
             self.cache_mib,
         )
 
@@ -68,7 +70,7 @@ class StudioSettings:
 
     @property
     def preview_every(self) -> int:
-        return max(0, self._get("engine/preview_every", 5, int))
+        return max(0, self._get("engine/preview_every", RenderJob.preview_every, int))
 
     def sync(self) -> None:
         self.store.sync()

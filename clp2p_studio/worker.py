@@ -20,6 +20,8 @@ from PySide6.QtCore import QObject, QThread, Signal
 
 from clp2p.errors import Clp2pError, RenderCancelled
 
+from .backend import Backend
+
 log = logging.getLogger("clp2p_studio")
 
 
@@ -45,7 +47,7 @@ class EngineThread(QThread):
     failed = Signal(object, str)  # job, message
     cancelled = Signal(object)  # job
 
-    def __init__(self, backend, parent: QObject | None = None) -> None:
+    def __init__(self, backend: Backend, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.backend = backend
         self._inbox: queue.Queue[Job | None] = queue.Queue()
@@ -97,7 +99,7 @@ class JobQueue(QObject):
     cancelled = Signal(object)
     pendingChanged = Signal(int)
 
-    def __init__(self, backend, parent: QObject | None = None) -> None:
+    def __init__(self, backend: Backend, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.thread = EngineThread(backend, self)
         self.thread.progress.connect(self.progress)
@@ -146,6 +148,12 @@ class JobQueue(QObject):
     @property
     def busy(self) -> bool:
         return self.current is not None or bool(self._pending)
+
+    async def join(self) -> None:
+        """Wait until every job submitted so far (and any their outcomes submit) has ended;
+        callbacks added to their futures have run by then."""
+        while self._futures:
+            await asyncio.gather(*self._futures.values(), return_exceptions=True)
 
     def shutdown(self) -> None:
         self.cancel_all()

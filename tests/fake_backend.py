@@ -1,20 +1,24 @@
-"""A scriptable stand-in for clp2p.service.EngineService: no model, controllable timing,
-failures and step counts, deterministic images."""
+"""A scriptable stand-in for clp2p.workflows.service.EngineService (both satisfy
+clp2p_studio.backend.Backend): no model, controllable timing, failures and step counts,
+deterministic images, and the engine's own edit checks on a tokenizer of one token a word."""
 
 from __future__ import annotations
 
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from clp2p.attention.maps import AttentionMaps
 from clp2p.engine.engine import StepInfo
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.model.align import PromptTokens
-from clp2p.model.session import image_hash
-from clp2p.workflows.service import ModelInfo, ModelSpec, RenderJob
+from clp2p.model.align import word_tokens
+from clp2p.model.edits import resolve_edit
+from clp2p.model.params import EditParams
+from clp2p.model.session import Session, image_hash
+from clp2p.workflows.service import ImportJob, ModelInfo, ModelSpec, RenderJob
 from clp2p.workflows.session_render import NodeRender
 
 
@@ -28,12 +32,7 @@ def fake_image(prompt: str, size: int = 64) -> np.ndarray:
 
 
 def fake_attention(prompts: list[str], steps: int = 4) -> AttentionMaps:
-    toks = []
-    for p in prompts:
-        words = tuple(p.split())
-        spans = tuple((i + 1,) for i in range(len(words)))
-        ids = tuple(range(len(words) + 2))
-        toks.append(PromptTokens(p, words, spans, ids, ("<s>", *words, "</s>")))
+    toks = [word_tokens(p) for p in prompts]
     t = max(x.length for x in toks)
     rng = np.random.default_rng(0)
     cross = {(8, 8): rng.random((steps, len(prompts), 8, 8, t), dtype=np.float32)}
@@ -55,7 +54,12 @@ class FakeBackend:
             raise Clp2pError("model 'missing' not found: give a folder")
         return ModelInfo(spec, "cpu", "float32", 64, 16, 16)
 
-    def render(self, job: RenderJob, on_step=None, cancel=None) -> NodeRender:
+    def render(
+        self,
+        job: RenderJob,
+        on_step: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> NodeRender:
         self.calls.append(f"render {job.node_id}")
         chain = job.session.path(job.node_id)
         for i in range(self.steps):
@@ -87,10 +91,14 @@ class FakeBackend:
             latents=np.zeros((4, 8, 8), dtype=np.float32),
         )
 
-    def import_image(self, job, on_step=None, cancel=None):
+    def import_image(
+        self,
+        job: ImportJob,
+        on_step: Callable[[StepInfo], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> tuple[Session, dict[str, np.ndarray]]:
         """Steps like a render, then a session whose root is the picture itself."""
         from clp2p.model.imported import ImportedImage, Inversion, fit_image
-        from clp2p.model.session import Session
 
         self.calls.append(f"import {job.file}")
         for i in range(self.steps):
@@ -109,5 +117,9 @@ class FakeBackend:
         session = session.update("n1", status="rendered", image=key)
         return session, {key: picture}
 
-    def check_edit(self, source, target, params):
+    def check_edit(self, source: str, target: str, params: EditParams) -> str | None:
+        try:
+            resolve_edit(word_tokens(source), word_tokens(target), params)
+        except Clp2pError as exc:
+            return str(exc)
         return None

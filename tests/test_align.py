@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from transformers import CLIPTokenizer
 
-from clp2p.attention.plan import cross_alpha, resolve_edit
+from clp2p.attention.plan import cross_alpha
 from clp2p.errors import Clp2pError
 from clp2p.model.align import align_tokens, refine_mapper, swap_mapper, tokenize
+from clp2p.model.edits import resolve_edit
 from clp2p.model.params import CrossWindow, EditParams, StepWindow
 from clp2p.resources import resources_dir
 

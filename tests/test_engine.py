@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from clp2p.attention.control import AttentionController, AttentionRecorder
-from clp2p.attention.plan import Branch
+from clp2p.attention.control import AttentionController
+from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
+from clp2p.attention.records import KEEP_ALL, Recording
+from clp2p.engine.engine import RenderOptions
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.model.params import Branch, CrossWindow, EditParams, RenderSettings, StepWindow, preset
 
 SRC = "a red circle on a white background"
 SETTINGS = RenderSettings(seed=3, steps=4, guidance=7.5, width=32, height=32)
@@ -110,7 +112,8 @@ def test_sdpa_self_injection_equals_probability_replacement():
         _plan(1, 0, params),
         _plan(2, 1, params),  # a chain: branch 2 is edited from branch 1
     ]
-    recorder = AttentionRecorder(3, 4, {64: (8, 8)}, (8, 8), 64, torch.device("cpu"))
+    options = HeatmapOptions(max_pixels=64)
+    recorder = AttentionRecorder(3, 4, {64: (8, 8)}, (8, 8), options, torch.device("cpu"))
     ctrl = AttentionController(plans, 3, 1, True, recorder, (8, 8))
     ctrl.begin_step(0)
 
@@ -120,12 +123,12 @@ def test_sdpa_self_injection_equals_probability_replacement():
     expected = _explicit_self_reference(
         q.clone(), k.clone(), v.clone(), [(4, 3), (5, 4)], Attn.scale
     )
-    got = ctrl.self_attention(Attn, q.clone(), k.clone(), v.clone(), None)
+    got = ctrl.self_attention("layer", Attn, q.clone(), k.clone(), v.clone(), None)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def _plan(branch, source, params, tokens=4, steps=1):
-    from clp2p.attention.control import EditPlan
+    from clp2p.attention.plan import EditPlan
 
     return EditPlan(
         branch=branch,
@@ -166,7 +169,7 @@ def test_processors_restored_after_render_error_and_cancel(tiny_engine):
 
 def test_progress_and_previews(tiny_engine):
     seen = []
-    tiny_engine.generate(SRC, SETTINGS, on_step=seen.append, preview_every=2)
+    tiny_engine.generate(SRC, SETTINGS, on_step=seen.append, options=RenderOptions(preview_every=2))
     assert [s.step for s in seen] == [1, 2, 3, 4]
     assert seen[0].preview is None and seen[1].preview.shape == (1, 32, 32, 3)
 
@@ -221,7 +224,7 @@ def test_chain_branch_uses_what_its_source_used(tiny_engine):
 def test_blend_grid_is_the_same_unet_level_at_every_size():
     from types import SimpleNamespace
 
-    from clp2p.attention.control import attention_grids, blend_grid
+    from clp2p.attention.grids import attention_grids, blend_grid
 
     sd15 = SimpleNamespace(
         down_block_types=["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
@@ -241,3 +244,53 @@ def test_blend_grid_is_the_same_unet_level_at_every_size():
         (sd15, (4, 4), (1, 1)),  # nothing fits: the smallest grid
     ]:
         assert blend_grid(attention_grids(config, latent), latent) == grid
+
+
+def test_records_are_keyed_by_step_and_layer_name(tiny_engine):
+    result = tiny_engine.render([Branch(SRC)], SETTINGS, recording=Recording(keep=KEEP_ALL))
+    record = result.records[0]
+    self_layers = {layer for _, layer in record.self_qkv}
+    cross_layers = {layer for _, layer in record.cross}
+    # every attention layer of the UNet, by its diffusers name
+    assert self_layers | cross_layers == set(tiny_engine.pipe.unet.attn_processors)
+    assert all(".attn1." in name for name in self_layers)
+    assert all(".attn2." in name for name in cross_layers)
+    steps = set(range(SETTINGS.steps))
+    assert {step for step, _ in record.self_qkv} == {step for step, _ in record.cross} == steps
+
+
+def test_render_options_do_not_leak_into_later_renders(tiny_engine):
+    edit = [("a blue circle on a white background", preset("cl-p2p"))]
+    before = tiny_engine.edit(SRC, edit, SETTINGS)
+    seen = []
+    odd = RenderOptions(batch_branches=True, preview_every=1, heatmaps=HeatmapOptions(0, 2))
+    other = tiny_engine.edit(SRC, edit, SETTINGS, options=odd, on_step=seen.append)
+    assert all(info.preview is not None for info in seen)
+    assert set(other.attention.cross) == {(8, 8)} and other.attention.self_components.shape[1] == 2
+    seen.clear()
+    after = tiny_engine.edit(SRC, edit, SETTINGS, on_step=seen.append)
+    # one pass per branch again: the same bits as before the batched render
+    assert np.array_equal(after.latents, before.latents)
+    assert all(np.array_equal(a, b) for a, b in zip(after.images, before.images, strict=True))
+    assert all(info.preview is None for info in seen)
+    assert set(after.attention.cross) == set(before.attention.cross) == {(16, 16), (8, 8)}
+    assert after.attention.self_components.shape[1] == 6
+
+
+def test_record_policy_chooses_once_after_the_first_step(tiny_engine):
+    asked = []
+
+    class Deepest:
+        def choose(self, sizes: dict[int, int]) -> set[int]:
+            asked.append(dict(sizes))
+            return {max(sizes)}
+
+    mid, end = "a blue circle on a white background", "a blue square on a white background"
+    p = preset("cl-p2p")
+    branches = [Branch(SRC), Branch(mid, 0, p), Branch(end, 1, p)]
+    result = tiny_engine.render(branches, SETTINGS, recording=Recording(keep=Deepest()))
+    assert list(result.records) == [2] and len(asked) == 1 and set(asked[0]) == {0, 1, 2}
+    # the sizes asked about are projected over the whole render
+    assert asked[0][2] == result.records[2].nbytes
+    nothing = tiny_engine.render(branches, SETTINGS)
+    assert nothing.records == {}

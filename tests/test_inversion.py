@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from clp2p.attention.control import RECORDED
-from clp2p.engine.inversion import import_image, invert
+from clp2p.attention.records import KEEP_ALL, Recording
+from clp2p.engine.inversion import invert
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.imported import Inversion, fit_image, read_image
-from clp2p.model.params import Branch, RenderSettings, preset
+from clp2p.model.params import RECORDED, Branch, RenderSettings, preset
 from clp2p.workflows import session_io
+from clp2p.workflows.picture_import import import_image
 from clp2p.workflows.session_render import SessionRenderer, apply
 
 SETTINGS = RenderSettings(seed=0, steps=6, guidance=3.0, width=32, height=32)
@@ -118,7 +119,7 @@ def test_imported_session_edits_reload_and_render_without_inverting_again(
     for embed in (False, True):
         path = tmp_path / f"s{int(embed)}.json"
         session_io.save(session, path, images, embed=embed)
-        monkeypatch.setattr("clp2p.engine.inversion.invert", _forbidden)
+        monkeypatch.setattr("clp2p.workflows.picture_import.invert", _forbidden)
         loaded, loaded_images = session_io.load(path)
         assert loaded.imported == session.imported
         assert session.imported.input in loaded_images
@@ -259,12 +260,13 @@ def test_v_prediction_inversion_uses_v_arithmetic():
 
 def test_recorded_source_of_an_inverted_root_is_used_from_the_cache(engine, picture):
     inversion = invert(engine, picture, PROMPT, SETTINGS, "direct").inversion
-    root = engine.render([Branch(PROMPT)], SETTINGS, inversion=inversion, record=True)
+    keep = Recording(keep=KEEP_ALL)
+    root = engine.render([Branch(PROMPT)], SETTINGS, inversion=inversion, recording=keep)
     child = engine.render(
         [Branch(TARGET, RECORDED, preset("cl-p2p"))],
         SETTINGS,
         inversion=inversion,
-        source=root.records[0],
+        recording=Recording(source=root.records[0]),
     )
     both = engine.render(
         [Branch(PROMPT), Branch(TARGET, 0, preset("cl-p2p"))], SETTINGS, inversion=inversion
@@ -286,7 +288,7 @@ def test_imported_sessions_keep_the_settings_their_inversion_needs(engine, pictu
     ):
         with pytest.raises(Clp2pError, match=message):
             session.with_settings(replace(SETTINGS, **change))
-    with pytest.raises(Clp2pError, match="raise --guidance above 1"):
+    with pytest.raises(Clp2pError, match="raise guidance above 1"):
         invert(engine, picture, PROMPT, replace(SETTINGS, guidance=1.0), "null-text")
 
 

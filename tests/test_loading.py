@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 
 from clp2p.engine.engine import Engine
 from clp2p.engine.loading import _V2_KEY, _single_file_config, choose_device
-from clp2p.resources import resources_dir
 from clp2p.errors import Clp2pError
 from clp2p.model.params import RenderSettings
+from clp2p.resources import resources_dir
 
 SETTINGS = RenderSettings(seed=0, steps=2, guidance=5.0, width=32, height=32)
 
@@ -50,7 +50,7 @@ def engine_params():
 
 def test_prediction_type_override_for_folders(tiny_model_dir):
     engine = Engine.load(str(tiny_model_dir), "cpu", "fp32", prediction_type="v_prediction")
-    assert engine._scheduler().config.prediction_type == "v_prediction"
+    assert engine.scheduler().config.prediction_type == "v_prediction"
 
 
 @pytest.mark.parametrize(
@@ -86,7 +86,7 @@ def test_device_choice():
     assert choose_device("auto", "auto").device.type in ("cpu", "cuda", "mps")
     with pytest.raises(Clp2pError, match="fp16 is not supported on the CPU"):
         choose_device("cpu", "fp16")
-    with pytest.raises(Clp2pError, match="--dtype"):
+    with pytest.raises(Clp2pError, match="dtype 'fp8' is unknown"):
         choose_device("cpu", "fp8")
     with pytest.raises(Clp2pError, match="--device"):
         choose_device("tpu", None)

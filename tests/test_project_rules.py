@@ -1,4 +1,5 @@
-"""House rules a machine can check: no Qt in the engine, lint clean."""
+"""House rules a machine can check: the layers' import contract, no Qt in the engine, files
+short enough to read, lint clean."""
 
 from __future__ import annotations
 
@@ -53,3 +54,73 @@ def test_ruff_is_clean():
         text=True,
     )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
+
+
+def test_import_contracts_hold():
+    """The layer contract of pyproject.toml ([tool.importlinter]; docs/architecture.md)."""
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(no_cache=True, no_logo=True))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_import_contract_catches_a_wrong_way_import(tmp_path):
+    """The contract is not vacuous: a model module importing the engine breaks it."""
+    import shutil
+
+    copy = tmp_path / "repo"
+    for name in ("clp2p", "clp2p_studio"):
+        shutil.copytree(ROOT / name, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    bad = copy / "clp2p" / "model" / "params.py"
+    bad.write_text(bad.read_text() + "\nfrom clp2p.engine import engine  # noqa\n")
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, '.'); from importlinter.cli import lint_imports; "
+            "sys.exit(lint_imports(no_cache=True, no_logo=True))",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=copy,
+    )
+    assert run.returncode != 0
+    assert "clp2p.model is not allowed to import clp2p.engine" in run.stdout
+
+
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _product_modules():
+    for package in ("clp2p", "clp2p_studio"):
+        yield from sorted((ROOT / package).rglob("*.py"))
+
+
+def test_modules_are_short_enough_to_read():
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in _product_modules()
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}
+
+
+def test_functions_fit_on_a_screen():
+    long = {}
+    for path in _product_modules():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long[f"{path.relative_to(ROOT)}:{node.lineno} {node.name}"] = lines
+    assert long == {}

@@ -7,10 +7,12 @@ import json
 import numpy as np
 import pytest
 
+from clp2p.engine.engine import RenderOptions
 from clp2p.errors import Clp2pError
 from clp2p.model.params import RenderSettings, StepWindow, preset
 from clp2p.model.session import Session, chain_key, image_hash
 from clp2p.workflows import session_io
+from clp2p.workflows.record_cache import RecordCache
 from clp2p.workflows.session_render import SessionRenderer, apply
 
 SETTINGS = RenderSettings(seed=2, steps=4, guidance=7.5, width=32, height=32)
@@ -126,11 +128,11 @@ def test_chain_rendered_node_by_node_with_the_cache_equals_one_go(tiny_engine):
     assert len(renderer.cache) == 4 and renderer.cache.hits == 3
 
 
-def test_batched_branches_match_one_pass_per_branch(tiny_engine, monkeypatch):
+def test_batched_branches_match_one_pass_per_branch(tiny_engine):
     s, ids = _chain()
     apart = SessionRenderer(tiny_engine).render(s, ids[-1], use_cache=False)
-    monkeypatch.setattr(tiny_engine, "batch_branches", True)
-    together = SessionRenderer(tiny_engine).render(s, ids[-1], use_cache=False)
+    batched = RenderOptions(batch_branches=True)
+    together = SessionRenderer(tiny_engine).render(s, ids[-1], use_cache=False, options=batched)
     np.testing.assert_allclose(together.latents, apart.latents, atol=1e-4)
     assert np.abs(together.image.astype(int) - apart.image.astype(int)).max() <= 1
 
@@ -197,6 +199,16 @@ def test_records_that_would_not_fit_are_not_kept(tiny_engine):
     none = SessionRenderer(tiny_engine, budget=per_record // 2)
     none.render(s, "n2")
     assert len(none.cache) == 0
+
+
+def test_record_cache_chooses_the_deepest_records_that_fit():
+    cache = RecordCache(budget=100)
+    assert cache.choose({0: 40, 1: 40, 2: 40}) == {1, 2}  # the end of the chain first
+    assert cache.choose({0: 40, 1: 101, 2: 50}) == {0, 2}  # one too large is skipped
+    assert cache.choose({}) == set()
+    assert RecordCache(budget=39).choose({0: 40, 1: 40}) == set()  # smaller than one record
+    cache.resize(120)
+    assert cache.choose({0: 40, 1: 40, 2: 40}) == {0, 1, 2}
 
 
 def test_identical_reversals_read_as_infinite_psnr():

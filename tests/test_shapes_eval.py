@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clp2p.cli import eval as eval_cli
 from clp2p.model.params import RenderSettings
-from clp2p.shapes import eval_cli, evaluate, report, world
+from clp2p.shapes import evaluate, report, world
 from clp2p.shapes.scoring import (
     KINDS,
     EditPair,

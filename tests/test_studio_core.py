@@ -4,17 +4,21 @@ engine, on a qasync event loop."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
+from typing import get_type_hints
 
 import pytest
 
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.params import RenderSettings, preset
 from clp2p.model.session import Session
-from clp2p.workflows.service import ModelSpec, RenderJob
+from clp2p.workflows.service import EngineService, ModelSpec, RenderJob
+from clp2p_studio.backend import Backend
 from clp2p_studio.document import Document
+from clp2p_studio.results import NodeResult, RenderResults
 from clp2p_studio.worker import Job, JobQueue
-from fake_backend import FakeBackend
+from fake_backend import FakeBackend, fake_attention
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
@@ -134,3 +138,64 @@ def test_engine_errors_become_messages_and_the_queue_goes_on(qapp, loop):
         "RuntimeError: CUDA out of memory",
         "model 'missing' not found: give a folder",
     ]
+
+
+# -- the backend seam ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("implementation", [EngineService, FakeBackend])
+def test_backends_answer_every_call_the_studio_makes(implementation):
+    assert isinstance(implementation(), Backend)
+    calls = [n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")]
+    assert sorted(calls) == ["check_edit", "import_image", "load", "render"]
+    for name in calls:
+        wanted, given = getattr(Backend, name), getattr(implementation, name)
+        assert _parameters(given) == _parameters(wanted), f"{implementation.__name__}.{name}"
+        assert get_type_hints(given) == get_type_hints(wanted), f"{implementation.__name__}.{name}"
+
+
+def _parameters(function) -> list[tuple[str, object, object]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(function).parameters.values()]
+
+
+def test_a_backend_missing_a_call_or_drifting_is_caught():
+    class Drifted(FakeBackend):
+        def render(self, job, cancel=None, on_step=None):  # arguments swapped
+            return super().render(job, on_step, cancel)
+
+    assert _parameters(Drifted.render) != _parameters(Backend.render)
+    assert not isinstance(object(), Backend)
+
+
+# -- render results ------------------------------------------------------------------------
+
+
+def test_results_keep_attention_of_the_most_recent_renders_only(qapp):
+    results = RenderResults(attention_kept=2)
+    maps = fake_attention([A])
+    for key in ("a", "b", "c"):
+        results.store(key, NodeResult(f"image-{key}"), (maps, 0))
+    assert len(results) == 3 and results.attention_count == 2
+    assert results.attention("a") is None and results.result("a").image == "image-a"
+    results.attention("b")  # used: now the most recent
+    results.store("d", NodeResult("image-d"), (maps, 0))
+    assert results.attention("b") is not None and results.attention("c") is None
+    results.store("b", NodeResult("image-b2"))  # a new image without maps forgets the old ones
+    assert results.attention("b") is None
+
+
+def test_document_keys_attention_by_what_the_image_depends_on(qapp):
+    doc = Document(_session())
+    doc.store_result(FakeBackend().render(RenderJob(doc.session, "n2", {})))
+    maps, branch = doc.attention("n2")
+    assert branch == 1 and maps.prompts[branch].prompt == B
+    assert doc.attention("n1")[1] == 0  # computed on the way: branch 0 of the same render
+    doc.edit(doc.session.delete("n2"), "Delete n2")
+    session, new_id = doc.session.add_edit(
+        "n1", "a green circle on a white background", preset("p2p")
+    )
+    doc.edit(session, "Add")
+    assert new_id == "n2" and doc.attention("n2") is None
+    doc.undo_stack.undo()
+    doc.undo_stack.undo()
+    assert doc.attention("n2")[0] is maps  # the first n2 came back, and its maps with it

@@ -34,31 +34,31 @@ def window(qtbot, tmp_path, loop):
     w.set_document(
         Document(Session.new(A, RenderSettings(seed=3, steps=20, guidance=7.5), "shapes"))
     )
-    loop.run_until_complete(w.load_model())
+    loop.run_until_complete(w.engine_jobs.load_model())
     yield w
     w.jobs.shutdown()
 
 
 def test_swap_reverse_export_reload_compare(window, loop, tmp_path):
-    loop.run_until_complete(window.render_node("n1"))
+    loop.run_until_complete(window.engine_jobs.render_node("n1"))
     window.tree.select("n1")
     window.params.target.setText(B)
     assert window.params.problem.text() == ""
-    new_id = window.add_edit("swap", B, window.params.params(), run=False)
-    loop.run_until_complete(window.render_node(new_id))
-    rev = window.reverse_node(new_id)
+    new_id = window.edits.add_edit("swap", B, window.params.params(), run=False)
+    loop.run_until_complete(window.engine_jobs.render_node(new_id))
+    rev = window.edits.reverse_node(new_id)
     loop.run_until_complete(_until_idle(window))
     s = window.doc.session
     assert s.node(rev).kind == "cycle" and s.node(rev).status == "rendered"
     assert {"mae", "psnr", "ssim", "mask_iou"} <= set(s.node(rev).metrics)
     path = tmp_path / "history.json"
-    window.export_history(str(path))
+    window.files.export_history(str(path))
     window.set_document(Document(Session.new(A, RenderSettings(), "shapes")))
-    assert window.open_path(str(path))
+    assert window.files.open_path(str(path))
     again = window.doc.session
     assert [n.image for n in again.nodes] == [n.image for n in s.nodes]
     for node in s.nodes:  # re-rendering the reloaded session gives the same images
-        fresh = loop.run_until_complete(window.render_node(node.id))
+        fresh = loop.run_until_complete(window.engine_jobs.render_node(node.id))
         assert fresh.hash == node.image
     assert np.array_equal(window.doc.image(rev), window.doc.images[s.node(rev).image])
 
@@ -66,15 +66,18 @@ def test_swap_reverse_export_reload_compare(window, loop, tmp_path):
 def test_a_new_cache_budget_keeps_the_loaded_model(window, loop):
     from dataclasses import replace
 
-    loop.run_until_complete(window.render_node("n1"))
-    backend = window.jobs.thread.backend
-    engine, cache = backend.engine, backend.renderer.cache
-    assert len(cache) == 1
+    loop.run_until_complete(window.engine_jobs.render_node("n1"))
+    window.tree.select("n1")
+    child = window.edits.add_edit("swap", B, window.params.params(), run=False)
+    reused = loop.run_until_complete(window.engine_jobs.render_node(child))
+    assert reused.computed == 1  # the root's record was cached: only the child was computed
+    backend: EngineService = window.backend
+    engine = backend.engine
     spec = replace(window.settings.model_spec, cache_mib=0)
-    info = loop.run_until_complete(window.load_model(spec))
-    assert info.spec.cache_mib == 0
-    assert backend.engine is engine and backend.renderer.cache is cache  # not reloaded
-    assert len(cache) == 0 and cache.budget == 0
+    info = loop.run_until_complete(window.engine_jobs.load_model(spec))
+    assert info.spec.cache_mib == 0 and backend.engine is engine  # not reloaded
+    again = loop.run_until_complete(window.engine_jobs.render_node(child))
+    assert again.computed == 2 and again.hash == reused.hash  # the cache was emptied
 
 
 def test_event_loop_never_stalls_over_50_ms_during_a_render(window, loop):
@@ -92,7 +95,7 @@ def test_event_loop_never_stalls_over_50_ms_during_a_render(window, loop):
         stop = asyncio.Event()
         task = asyncio.ensure_future(ticker(stop))
         await asyncio.sleep(0.05)
-        await window.render_node("n1")
+        await window.engine_jobs.render_node("n1")
         stop.set()
         await task
 
@@ -129,19 +132,19 @@ def test_import_a_picture_edit_it_save_and_reload(window, loop, tmp_path, qtbot)
     values = dialog.values()
     assert values["file"] == "photo.webp" and values["image"].shape == (80, 100, 3)
 
-    session, _ = loop.run_until_complete(window.import_image(**values))
+    session, _ = loop.run_until_complete(window.engine_jobs.import_image(**values))
     doc = window.doc
     assert doc.session is not None and doc.session.imported.inversion.method == "direct"
     assert doc.dirty and doc.session.root.status == "rendered"
     assert doc.images[doc.session.imported.input].shape == (64, 64, 3)  # cropped to the frame
-    new_id = window.add_edit("swap", B, window.params.params(), run=False)
-    edited = loop.run_until_complete(window.render_node(new_id))
+    new_id = window.edits.add_edit("swap", B, window.params.params(), run=False)
+    edited = loop.run_until_complete(window.engine_jobs.render_node(new_id))
     assert window.doc.session.node(new_id).image == edited.hash
     path = tmp_path / "imported.json"
-    assert window._save_to(str(path))
+    assert window.files.save_as(str(path))
     window.set_document(Document(Session.new(A, RenderSettings(), "shapes")))
-    assert window.open_path(str(path))
+    assert window.files.open_path(str(path))
     reloaded = window.doc.session
     assert reloaded.imported == session.imported
-    again = loop.run_until_complete(window.render_node(new_id))
+    again = loop.run_until_complete(window.engine_jobs.render_node(new_id))
     assert again.hash == edited.hash

@@ -11,6 +11,7 @@ from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QColor, QWheelEvent
 from PySide6.QtWidgets import QApplication, QToolButton
 
+from clp2p.attention.heatmap import overlay
 from clp2p.attention.maps import AttentionMaps
 from clp2p.model.align import PromptTokens
 from clp2p_studio.canvas import Canvas
@@ -344,16 +345,22 @@ def test_heatmap_opacity_steps_and_grid_change_the_overlay(panel, qtbot):
     with qtbot.waitSignal(panel.overlayChanged) as blocker:
         panel.set_opacity(0)
     assert np.array_equal(blocker.args[1], _picture())  # no heat at opacity 0
-    panel.set_opacity(60)
+    with qtbot.waitSignal(panel.overlayChanged) as blocker:
+        panel.set_opacity(60)
+    assert np.array_equal(blocker.args[1], first)  # the same heat, blended again
+    cat = _attention().word_map(0, "cat", (8, 8), (0, 4))
+    assert np.array_equal(first, overlay(_picture(), cat, 0.6))
 
     with qtbot.waitSignal(panel.overlayChanged) as blocker:
         panel.set_steps(2, 4)
     late = blocker.args[1]
     assert not np.array_equal(late, first)
     panel.set_steps(0, 2)
-    panel._last.setValue(1)
-    panel._first.setValue(3)  # a start past the end pushes the end along
+    panel.set_end_step(1)
+    panel.set_first_step(3)  # a start past the end pushes the end along
     assert panel.steps() == (3, 4)
+    panel.set_end_step(2)  # an end before the start pushes the start back
+    assert panel.steps() == (1, 2)
 
     with qtbot.waitSignal(panel.overlayChanged) as blocker:
         panel.set_grid((4, 4))

@@ -11,11 +11,15 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QSettings
 
-from clp2p.errors import RenderCancelled
-from clp2p.model.params import RenderSettings
-from clp2p.model.session import Session
+from clp2p.errors import Clp2pError, RenderCancelled
+from clp2p.model.imported import DEFAULT_METHOD, FITS, METHODS
+from clp2p.model.params import EDIT_KINDS, V_LAYER_KINDS, EditParams, RenderSettings, StepWindow
+from clp2p.model.session import NODE_KINDS, Session
 from clp2p_studio.document import Document
+from clp2p_studio.import_dialog import METHOD_HELP, ImportDialog
+from clp2p_studio.menus import ACTIONS
 from clp2p_studio.settings import StudioSettings
+from clp2p_studio.tree import KIND_COLOURS, KIND_LETTERS
 from clp2p_studio.window import MainWindow
 from fake_backend import FakeBackend
 
@@ -31,7 +35,7 @@ def window(qtbot, tmp_path, loop):
     w.confirm = lambda question: True
     qtbot.addWidget(w)
     w.set_document(Document(Session.new(A, RenderSettings(steps=4), "shapes")))
-    loop.run_until_complete(w.load_model())
+    loop.run_until_complete(w.engine_jobs.load_model())
     yield w
     w.jobs.shutdown()
 
@@ -46,20 +50,20 @@ def _add_blue(window, run=True):
 def test_add_and_render_an_edit(window, loop):
     _add_blue(window)
     assert window.current() == "n2" and window.jobs.busy
-    loop.run_until_complete(window.jobs._futures and next(iter(window.jobs._futures.values())))
+    loop.run_until_complete(window.jobs.join())
     s = window.doc.session
     assert s.node("n2").status == "rendered" and s.node("n1").status == "rendered"
     assert window.doc.image("n2") is not None
     assert window.tree.tree_model.rowCount() == 1
-    assert "n2" in window.attention and window.heatmaps.isEnabled()
+    assert window.doc.attention("n2") is not None and window.heatmaps.words(1)
     assert window.backend.calls[-1] == "render n2"
 
 
 def test_cancel_mid_render_changes_nothing(window, loop):
     window.backend.gate = threading.Event()
     before = window.doc.session
-    future = window.render_node("n1")
-    loop.run_until_complete(_until(lambda: window.progress.value() >= 1))
+    future = window.engine_jobs.render_node("n1")
+    loop.run_until_complete(_until(lambda: window.engine_jobs.progress.value() >= 1))
     window.jobs.cancel_all()
     window.backend.gate.set()
     with pytest.raises(RenderCancelled):
@@ -74,32 +78,35 @@ def test_import_shows_progress_and_cancel_keeps_the_open_session(window, loop):
     picture = np.full((40, 60, 3), 200, np.uint8)
     window.backend.gate = threading.Event()
     before = window.doc
-    future = window.import_image(picture, A, "null-text", "fit", "a.png")
-    loop.run_until_complete(_until(lambda: window.progress.value() >= 1))
-    assert not window.progress.isHidden()
+    future = window.engine_jobs.import_image(picture, A, "null-text", "fit", "a.png")
+    loop.run_until_complete(_until(lambda: window.engine_jobs.progress.value() >= 1))
+    assert not window.engine_jobs.progress.isHidden()
     window.jobs.cancel_all()
     window.backend.gate.set()
     with pytest.raises(RenderCancelled):
         loop.run_until_complete(future)
     assert window.doc is before and "import cancelled" in window.statusBar().currentMessage()
     window.backend.gate = None
-    session, _ = loop.run_until_complete(window.import_image(picture, A, "direct", "fit", "a.png"))
+    session, _ = loop.run_until_complete(
+        window.engine_jobs.import_image(picture, A, "direct", "fit", "a.png")
+    )
     assert window.doc is not before and window.doc.dirty
     assert window.doc.session.imported.inversion.method == "direct"
-    assert window.canvas._labels["left"] == "picture a.png"
+    assert window.canvas.label("left") == "picture a.png"
     window.tree.select("n1")
-    assert not window.params.steps.isEnabled() and window.params.guidance.isEnabled()
+    assert not window.params.root_box.steps.isEnabled()
+    assert window.params.root_box.guidance.isEnabled()
 
 
 def test_engine_error_is_a_message_not_a_crash(window, loop):
     window.backend.crash_with = MemoryError("out of memory")
-    future = window.render_node("n1")
+    future = window.engine_jobs.render_node("n1")
     with pytest.raises(Exception, match="out of memory"):
         loop.run_until_complete(future)
     assert window.messages and "out of memory" in window.messages[-1]
     assert window.doc.session.node("n1").status == "new"
     window.backend.crash_with = None
-    loop.run_until_complete(window.render_node("n1"))
+    loop.run_until_complete(window.engine_jobs.render_node("n1"))
     assert window.doc.session.node("n1").status == "rendered"
 
 
@@ -107,7 +114,7 @@ def test_inline_validation_blocks_bad_edits(window):
     window.tree.select("n1")
     window.params.kind.setCurrentText("swap")
     window.params.target.setText("a blue big circle on a white background")
-    assert "choose refine" in window.params.problem.text()
+    assert "refine to add or remove words" in window.params.problem.text()
     assert not window.params.run_button.isEnabled()
     window.params.kind.setCurrentText("refine")
     assert window.params.problem.text() == "" and window.params.run_button.isEnabled()
@@ -115,35 +122,36 @@ def test_inline_validation_blocks_bad_edits(window):
     assert window.params.blend.text() == "big"
     window.params.chip_mode.button(1).setChecked(True)
     window.params.pick_word("purple")
-    assert "'purple' is not a word" in window.params.problem.text()
+    assert "'purple' is not in the prompt" in window.params.problem.text()
 
 
 def test_undo_redo_of_tree_operations(window, loop):
     _add_blue(window, run=False)
-    window.reverse_node("n2")
+    window.edits.reverse_node("n2")
     loop.run_until_complete(_until(lambda: not window.jobs.busy))
     assert [n.kind for n in window.doc.session.nodes] == ["root", "swap", "cycle"]
-    window.rename_node("n2", "blue | first try")
+    window.edits.rename_node("n2", "blue | first try")
     assert window.doc.session.node("n2").note == "first try"
-    window.delete_node("n2")
+    window.edits.delete_node("n2")
     assert [n.id for n in window.doc.session.nodes] == ["n1"]
     for _ in range(2):
-        window.undo_action.trigger()
+        window.action("undo").trigger()
     assert window.doc.session.node("n2").name == ""
     assert window.doc.session.node("n3").status == "rendered"  # results survive undo
-    window.redo_action.trigger()
+    window.action("redo").trigger()
     assert window.doc.session.node("n2").name == "blue"
 
 
 def test_menu_actions_apply_to_the_selected_node(window):
     _add_blue(window, run=False)
     window.tree.select("n2")
-    actions = {a.text(): a for a in window.actions()}
-    assert actions["Toggle favourite"].shortcut().toString() == "Ctrl+D"
-    actions["Toggle favourite"].trigger()
+    favourite = window.action("favourite")
+    assert favourite.text() == "Toggle favourite" and favourite.shortcut().toString() == "Ctrl+D"
+    assert favourite in window.actions()  # a shortcut of the window, not only a menu entry
+    favourite.trigger()
     assert window.doc.session.node("n2").favourite
     assert not window.doc.session.node("n1").favourite
-    actions["Delete subtree"].trigger()
+    window.action("delete").trigger()
     assert [n.id for n in window.doc.session.nodes] == ["n1"]
 
 
@@ -151,31 +159,31 @@ def test_save_open_export_and_recent(window, loop, tmp_path):
     _add_blue(window)
     loop.run_until_complete(_until(lambda: not window.jobs.busy))
     path = str(tmp_path / "s.json")
-    assert window._save_to(path) and not window.doc.dirty
-    window.export_history(str(tmp_path / "h.json"))
+    assert window.files.save_as(path) and not window.doc.dirty
+    window.files.export_history(str(tmp_path / "h.json"))
     assert '"data:image/png;base64,' in (tmp_path / "h.json").read_text()
     window.tree.select("n2")
-    window.export_image(str(tmp_path / "n2.png"))
+    window.files.export_image(str(tmp_path / "n2.png"))
     chunk = json.loads(Image.open(tmp_path / "n2.png").text["clp2p"])
     assert [c["prompt"] for c in chunk["chain"]] == [A, B]
     assert window.settings.recent_files[0] == path
     window.set_document(Document(Session.new(A, RenderSettings(), "shapes")))
-    assert window.open_path(path)
+    assert window.files.open_path(path)
     assert window.doc.session.node("n2").status == "rendered"
     bad = tmp_path / "bad.json"
     bad.write_text("{")
-    assert not window.open_path(str(bad)) and "not valid JSON" in window.messages[-1]
+    assert not window.files.open_path(str(bad)) and "not valid JSON" in window.messages[-1]
 
 
 def test_autosave_and_crash_recovery(window, tmp_path):
-    window.recovery.mark_running()
+    window.files.recovery.mark_running()
     _add_blue(window, run=False)
-    window.autosave()
-    assert window.recovery.crashed_with_autosave()  # as the next start would see it
-    session, _ = window.recovery.load()
+    window.files.autosave()
+    assert window.files.recovery.crashed_with_autosave()  # as the next start would see it
+    session, _ = window.files.recovery.load()
     assert [n.id for n in session.nodes] == ["n1", "n2"]
-    window.recovery.clean_exit()
-    assert not window.recovery.crashed_with_autosave()
+    window.files.recovery.clean_exit()
+    assert not window.files.recovery.crashed_with_autosave()
 
 
 def test_compare_and_shortcuts(window):
@@ -198,17 +206,62 @@ async def _until(condition, timeout: float = 10.0):
 
 def test_slow_jobs_run_in_order_and_the_window_stays_responsive(window, loop):
     window.backend.delay = 0.05
-    first = window.render_node("n1")
+    first = window.engine_jobs.render_node("n1")
     _add_blue(window, run=False)
-    second = window.render_node("n2")
+    second = window.engine_jobs.render_node("n2")
     ticks = []
 
     async def watch():
         while not second.done():
-            ticks.append(window.progress.value())
+            ticks.append(window.engine_jobs.progress.value())
             await asyncio.sleep(0.01)
 
     loop.run_until_complete(watch())
     assert first.done() and first.result().node_id == "n1" and second.result().node_id == "n2"
     assert window.backend.calls[-2:] == ["render n1", "render n2"]
     assert len(ticks) > 10  # the event loop kept running while the jobs worked
+
+
+@pytest.mark.parametrize("remove", ["delete", "undo"])
+def test_a_new_node_with_a_reused_id_shows_no_stale_heatmaps(window, loop, remove):
+    _add_blue(window)  # n2, rendered: its heatmaps are shown
+    loop.run_until_complete(_until(lambda: not window.jobs.busy))
+    window.tree.select("n2")
+    assert window.heatmaps.words(1) == ["a", "blue", "circle", "on", "white", "background"]
+    if remove == "delete":
+        window.edits.delete_node("n2")
+    else:
+        window.edits.undo()  # the edit's creation
+    window.tree.select("n1")
+    window.params.target.setText("a green circle on a white background")
+    window.params.add_button.click()  # a new, unrendered edit: it gets the id n2 again
+    assert window.current() == "n2" and window.doc.session.node("n2").status == "new"
+    assert window.heatmaps.words(1) == []  # nothing rendered for it, so no maps to show
+    assert window.heatmaps.words(0) == ["a", "red", "circle", "on", "white", "background"]
+
+
+def test_option_lists_and_checks_are_the_engines(window):
+    def items(combo):
+        return tuple(combo.itemText(i) for i in range(combo.count()))
+
+    assert items(window.params.kind) == EDIT_KINDS
+    assert items(window.params.v_layers) == V_LAYER_KINDS
+    assert set(KIND_COLOURS) == set(KIND_LETTERS) == set(NODE_KINDS)
+    dialog = ImportDialog((64, 64), window)
+    assert items(dialog.method) == METHODS and items(dialog.fit) == FITS
+    assert dialog.method.currentText() == DEFAULT_METHOD and set(METHOD_HELP) == set(METHODS)
+    window.tree.select("n1")
+    window.params.target.setText(B)
+    window.params.v_blend.setValue(0.5)  # the V window is empty
+    with pytest.raises(Clp2pError) as refused:
+        EditParams(v_blend=0.5, v_window=StepWindow())
+    assert window.params.problem.text() == str(refused.value)
+    assert not window.params.add_button.isEnabled()
+
+
+def test_menu_actions_are_the_window_s_own(window):
+    assert list(window.menu_actions) == [spec.name for spec in ACTIONS]
+    for spec in ACTIONS:
+        action = window.action(spec.name)
+        assert action.text() == spec.text and action in window.actions()
+    assert window.files.recent_menu.menuAction() in window.menus["file"].actions()

@@ -1,13 +1,12 @@
 """Attention data returned with a render: per-token cross-attention maps and self-attention
-components, as float32 numpy arrays (immutable values that may cross threads)."""
+components, as float32 numpy arrays (immutable values that may cross threads). Pure data:
+colouring for people is :mod:`clp2p.attention.heatmap`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from clp2p.model.align import PromptTokens
 
@@ -61,40 +60,6 @@ class AttentionMaps:
         if not positions:
             raise KeyError(f"'{word}' is not a word of '{self.prompts[branch].prompt}'")
         return self.token_maps(branch, grid, steps)[positions].mean(axis=0)
-
-
-def upsample(map2d: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Bicubic upsampling of a (h, w) map to ``size`` = (H, W), clipped at 0."""
-    t = torch.from_numpy(np.ascontiguousarray(map2d, dtype=np.float32))[None, None]
-    out = F.interpolate(t, size=size, mode="bicubic", align_corners=False)[0, 0]
-    return out.clamp_min(0).numpy()
-
-
-def normalise(map2d: np.ndarray) -> np.ndarray:
-    """Scale a map to [0, 1] by its maximum (prompt-to-prompt's display normalisation)."""
-    peak = float(map2d.max())
-    return map2d / peak if peak > 0 else np.zeros_like(map2d)
-
-
-_COLOURS = np.array(
-    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float32
-)
-
-
-def colourise(map01: np.ndarray) -> np.ndarray:
-    """Map values in [0, 1] (h, w) to an inferno-like RGB uint8 image (h, w, 3)."""
-    x = np.clip(map01, 0.0, 1.0) * (len(_COLOURS) - 1)
-    lo = np.floor(x).astype(int).clip(0, len(_COLOURS) - 2)
-    frac = (x - lo)[..., None]
-    rgb = _COLOURS[lo] * (1 - frac) + _COLOURS[lo + 1] * frac
-    return rgb.round().astype(np.uint8)
-
-
-def overlay(image: np.ndarray, map2d: np.ndarray, opacity: float = 0.6) -> np.ndarray:
-    """Blend a normalised heatmap over an RGB uint8 image (H, W, 3) of any size."""
-    heat = colourise(normalise(upsample(map2d, image.shape[:2])))
-    out = image.astype(np.float32) * (1 - opacity) + heat.astype(np.float32) * opacity
-    return out.round().clip(0, 255).astype(np.uint8)
 
 
 def merge_branches(parts: list[tuple[AttentionMaps, int]]) -> AttentionMaps:

@@ -1,72 +1,35 @@
-"""From user-level edits to the tensors the controller applies: resolving ``auto`` kinds and
-default blend words, validating words against the prompts, and building the token mappers
-and per-step windows."""
+"""From resolved edits (see :mod:`clp2p.model.edits`) to the tensors the controller applies:
+the token mappers, re-weight scales, blend tokens and per-step cross-attention windows."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from clp2p.attention.control import EditPlan
-from clp2p.errors import Clp2pError
 from clp2p.model.align import (
     PromptTokens,
-    normalise_word,
     refine_mapper,
     swap_mapper,
-    word_positions,
 )
-from clp2p.model.params import Branch, EditParams, _step_index
+from clp2p.model.params import RECORDED, Branch, EditParams, step_index
 
 
-def _changed_words(src: PromptTokens, tgt: PromptTokens) -> tuple[list[str], list[str]]:
-    """Words that differ between the prompts: (source side, target side)."""
-    a = [normalise_word(w) for w in src.words]
-    b = [normalise_word(w) for w in tgt.words]
-    if len(a) == len(b):
-        pairs = [(x, y) for x, y in zip(src.words, tgt.words, strict=True)]
-        diff = [(x, y) for (x, y), na, nb in zip(pairs, a, b, strict=True) if na != nb]
-        return [x for x, _ in diff], [y for _, y in diff]
-    return [w for w, n in zip(src.words, a, strict=True) if n not in b], [
-        w for w, n in zip(tgt.words, b, strict=True) if n not in a
-    ]
+@dataclass
+class EditPlan:
+    """Tensors of one edited branch, built once per render (see :mod:`clp2p.model.align`).
+    ``T`` is the model's token length."""
 
-
-def resolve_edit(src: PromptTokens, tgt: PromptTokens, params: EditParams) -> EditParams:
-    """Check ``params`` against the two prompts and fill what was left to the engine: the
-    edit kind for ``auto`` and, when local blend is on without blend words, the changed (or
-    re-weighted) words. Raises :class:`Clp2pError` with what to change."""
-    kind = params.kind
-    same_words = [normalise_word(w) for w in src.words] == [normalise_word(w) for w in tgt.words]
-    if kind == "auto":
-        if same_words and params.reweight:
-            kind = "reweight"
-        else:
-            kind = "swap" if len(src.words) == len(tgt.words) else "refine"
-    if kind == "reweight":
-        if not same_words:
-            raise Clp2pError(
-                "--edit reweight keeps the prompt: give the source prompt as target, or use "
-                "--edit swap / refine with --reweight to chain a re-weight on another edit"
-            )
-        if not params.reweight:
-            raise Clp2pError("--edit reweight needs at least one --reweight WORD=SCALE")
-    if kind == "swap":
-        swap_mapper(src, tgt, max(src.length, tgt.length))  # raises on unequal word counts
-    for word, _ in params.reweight:
-        word_positions([tgt], word, "--reweight word")
-    for word, _ in params.cross.words:
-        word_positions([tgt], word, "--cross word")
-    blend = params.blend_words
-    for word in blend:
-        word_positions([src, tgt], word, "--blend-words word")
-    if params.k > 0 and not blend:
-        if kind == "reweight":
-            blend = tuple(w for w, _ in params.reweight)
-        else:
-            removed, added = _changed_words(src, tgt)
-            blend = tuple(dict.fromkeys(removed + added))
-    return params.with_(kind=kind, blend_words=blend)
+    branch: int
+    source: int  # an earlier branch, or RECORDED
+    params: EditParams
+    mapper: torch.Tensor  # (T, T) float32
+    take: torch.Tensor  # (T,) 1 = take the source's map
+    scale: torch.Tensor  # (T,) re-weight scales
+    cross_alpha: torch.Tensor  # (steps, T) 1 inside the token's cross-attention window
+    blend_source: list[int]  # token positions of the blend words in the source prompt
+    blend_target: list[int]  # ... and in the target prompt
 
 
 def cross_alpha(params: EditParams, tgt: PromptTokens, steps: int, length: int) -> np.ndarray:
@@ -75,7 +38,7 @@ def cross_alpha(params: EditParams, tgt: PromptTokens, steps: int, length: int) 
     windows = [(list(range(length)), params.cross.default)]
     windows += [(tgt.find(w), win) for w, win in params.cross.words]
     for tokens, win in windows:
-        a, b = _step_index(win.start, steps), _step_index(win.end, steps)
+        a, b = step_index(win.start, steps), step_index(win.end, steps)
         alpha[:, tokens] = 0.0
         alpha[a:b, tokens] = 1.0
     return alpha
@@ -118,17 +81,28 @@ def build_plan(
     )
 
 
-def check_branches(branches: list[Branch], recorded_source: bool = False) -> None:
-    """Branch 0 is the root, or with ``recorded_source`` an edit of the recorded branch
-    (source -1); every other branch is an edit of an earlier one."""
-    if not branches:
-        raise Clp2pError("nothing to render: give at least one prompt")
-    first = branches[0]
-    if recorded_source:
-        if first.source != -1 or first.edit is None:
-            raise Clp2pError("branch 0 must be an edit of the recorded source (source -1)")
-    elif first.source is not None:
-        raise Clp2pError("branch 0 is the root and has no source")
-    for i, b in enumerate(branches[1:], start=1):
-        if b.source is None or not 0 <= b.source < i or b.edit is None:
-            raise Clp2pError(f"branch {i} must be an edit of an earlier branch")
+def build_plans(
+    branches: tuple[Branch, ...],
+    prompts: tuple[PromptTokens, ...],
+    recorded: PromptTokens | None,
+    steps: int,
+    length: int,
+    device: torch.device,
+) -> list[EditPlan]:
+    """The plan of every edited branch (resolved ``branches`` and their prompts' tokens);
+    ``recorded``: the tokens of the recorded source that edits with source ``RECORDED``
+    take."""
+    return [
+        build_plan(
+            i,
+            b.source,
+            recorded if b.source == RECORDED else prompts[b.source],
+            prompts[i],
+            b.edit,
+            steps,
+            length,
+            device,
+        )
+        for i, b in enumerate(branches)
+        if b.source is not None
+    ]

@@ -1,22 +1,34 @@
-"""The attention processor that routes every UNet attention layer through the controller,
-and the context manager that installs it and always restores the originals."""
+"""The attention processors that route every UNet attention layer through the controller,
+one per layer carrying the layer's name, and the context manager that installs them and
+always restores the originals."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
 import torch
 
-from clp2p.attention.control import AttentionController
+
+class AttentionHook(Protocol):
+    """What a controlled layer hands its attention step to (see
+    :class:`~clp2p.attention.control.AttentionController`). ``layer`` is the layer's name in
+    ``unet.attn_processors``; q: (rows, heads, pixels, d); k, v: (rows, heads, keys, d);
+    both return (rows, heads, pixels, d)."""
+
+    def self_attention(self, layer: str, attn, q, k, v, mask) -> torch.Tensor: ...
+
+    def cross_attention(self, layer: str, attn, q, k, v, mask) -> torch.Tensor: ...
 
 
 class ControlledAttnProcessor:
-    """A diffusers attention processor (same maths as ``AttnProcessor2_0``) whose attention
-    step is delegated to an :class:`AttentionController`."""
+    """A diffusers attention processor (same maths as ``AttnProcessor2_0``) for the layer
+    named ``layer``, whose attention step is delegated to ``controller``."""
 
-    def __init__(self, controller: AttentionController) -> None:
+    def __init__(self, controller: AttentionHook, layer: str) -> None:
         self.controller = controller
+        self.layer = layer
 
     def __call__(
         self,
@@ -34,6 +46,7 @@ class ControlledAttnProcessor:
         input_ndim = hidden_states.ndim
         if input_ndim == 4:
             batch, channel, height, width = hidden_states.shape
+            # (B, C, H, W) -> (B, N, C)
             hidden_states = hidden_states.view(batch, channel, height * width).transpose(1, 2)
         is_cross = encoder_hidden_states is not None
         batch, seq_len, _ = (encoder_hidden_states if is_cross else hidden_states).shape
@@ -60,15 +73,14 @@ class ControlledAttnProcessor:
         if attn.norm_k is not None:
             key = attn.norm_k(key)
 
-        if is_cross:
-            out = self.controller.cross_attention(attn, query, key, value, attention_mask)
-        else:
-            out = self.controller.self_attention(attn, query, key, value, attention_mask)
+        hook = self.controller.cross_attention if is_cross else self.controller.self_attention
+        out = hook(self.layer, attn, query, key, value, attention_mask)
 
+        # (B, heads, N, d) -> (B, N, heads * d)
         out = out.transpose(1, 2).reshape(batch, -1, attn.heads * head_dim).to(query.dtype)
         out = attn.to_out[0](out)
         out = attn.to_out[1](out)
-        if input_ndim == 4:
+        if input_ndim == 4:  # (B, N, C) -> (B, C, H, W)
             out = out.transpose(-1, -2).reshape(batch, channel, height, width)
         if attn.residual_connection:
             out = out + residual
@@ -76,12 +88,12 @@ class ControlledAttnProcessor:
 
 
 @contextmanager
-def controlled_attention(unet, controller: AttentionController) -> Iterator[None]:
-    """Route every attention layer of ``unet`` through ``controller``; the original processors
-    come back when the block ends, also when it raises or is cancelled."""
+def controlled_attention(unet, controller: AttentionHook) -> Iterator[None]:
+    """Route every attention layer of ``unet`` through ``controller``, each with its name in
+    ``unet.attn_processors``; the original processors come back when the block ends, also
+    when it raises or is cancelled."""
     originals = unet.attn_processors
-    processor = ControlledAttnProcessor(controller)
-    unet.set_attn_processor({name: processor for name in originals})
+    unet.set_attn_processor({name: ControlledAttnProcessor(controller, name) for name in originals})
     try:
         yield
     finally:

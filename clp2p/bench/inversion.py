@@ -35,66 +35,37 @@ def _pictures(count: int, size: int):
     return out
 
 
-def run_inversion_bench(
-    json_path: str | None = None,
-    model: str | None = None,
-    pairs: int = 12,
-    threads: int | None = None,
-    examples: str | None = None,
-) -> dict:
-    from clp2p.engine.engine import Engine
+def _invert_and_edit(engine, pair, picture: np.ndarray, settings, method: str):
+    """Invert ``picture`` with ``method`` and swap its colour (cl-p2p); the row of scores, and
+    the reconstruction and the edit."""
     from clp2p.engine.inversion import invert
-    from clp2p.engine.loading import quiet_libraries
-    from clp2p.shapes.check import CheckConfig
     from clp2p.shapes.scoring import score_edit
 
-    quiet_libraries()
-    torch.set_num_threads(threads or os.cpu_count() or 1)
-    engine = Engine.load(model or "shapes", "cpu", "fp32")
-    settings = engine.resolve_settings(
-        RenderSettings(steps=CheckConfig.steps, guidance=CheckConfig.guidance)
-    )
-    cases = _pictures(pairs, settings.width)
+    result = invert(engine, picture, pair.source_prompt, settings, method)
+    start = time.perf_counter()
     edit = preset("cl-p2p").with_(kind="swap")
-    per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
-    vae_psnr, shown = [], []
-    for n, (pair, picture) in enumerate(cases):
-        vae_psnr.append(psnr(engine.decode(engine.encode_image(picture))[0], picture))
-        row_images = [picture]
-        for method in METHODS:
-            result = invert(engine, picture, pair.source_prompt, settings, method)
-            start = time.perf_counter()
-            render = engine.render(
-                [Branch(pair.source_prompt), Branch(pair.target_prompt, 0, edit)],
-                settings,
-                inversion=result.inversion,
-            )
-            reconstruction, edited = render.images
-            score = score_edit(pair, picture, edited)
-            per_method[method].append(
-                {
-                    "pair": pair.to_json(),
-                    "psnr": psnr(reconstruction, picture),
-                    "forward": result.unet_forward,
-                    "backward": result.unet_backward,
-                    "invert_s": result.seconds,
-                    "edit_s": time.perf_counter() - start,
-                    "success": bool(score["success"]),
-                    "iou": score["iou"],
-                }
-            )
-            row_images += [reconstruction, edited]
-        shown.append((pair, row_images))
-        print(
-            f"[{n + 1}/{len(cases)}] {pair.label()}: "
-            + ", ".join(
-                f"{m} {per_method[m][-1]['psnr']:.1f} dB "
-                f"{'ok' if per_method[m][-1]['success'] else 'miss'} "
-                f"IoU {per_method[m][-1]['iou']:.2f}"
-                for m in METHODS
-            ),
-            flush=True,
-        )
+    render = engine.render(
+        [Branch(pair.source_prompt), Branch(pair.target_prompt, 0, edit)],
+        settings,
+        inversion=result.inversion,
+    )
+    reconstruction, edited = render.images
+    score = score_edit(pair, picture, edited)
+    row = {
+        "pair": pair.to_json(),
+        "psnr": psnr(reconstruction, picture),
+        "forward": result.unet_forward,
+        "backward": result.unet_backward,
+        "invert_s": result.seconds,
+        "edit_s": time.perf_counter() - start,
+        "success": bool(score["success"]),
+        "iou": score["iou"],
+    }
+    return row, [reconstruction, edited]
+
+
+def _summary(per_method: dict[str, list[dict]]) -> dict:
+    """Mean scores per method, times and passes relative to null-text."""
     reference = np.mean([r["invert_s"] for r in per_method["null-text"]])
     reference_passes = np.mean([r["forward"] for r in per_method["null-text"]])
     summary = {}
@@ -111,6 +82,48 @@ def run_inversion_bench(
             "swap_success": float(np.mean([r["success"] for r in rows])),
             "swap_iou": float(np.mean([r["iou"] for r in rows])),
         }
+    return summary
+
+
+def run_inversion_bench(
+    json_path: str | None = None,
+    model: str | None = None,
+    pairs: int = 12,
+    threads: int | None = None,
+    examples: str | None = None,
+) -> dict:
+    from clp2p.engine.engine import Engine
+    from clp2p.engine.loading import quiet_libraries
+    from clp2p.shapes.check import CheckConfig
+
+    quiet_libraries()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    engine = Engine.load(model or "shapes", "cpu", "fp32")
+    settings = engine.resolve_settings(
+        RenderSettings(steps=CheckConfig.steps, guidance=CheckConfig.guidance)
+    )
+    cases = _pictures(pairs, settings.width)
+    per_method: dict[str, list[dict]] = {m: [] for m in METHODS}
+    vae_psnr, shown = [], []
+    for n, (pair, picture) in enumerate(cases):
+        vae_psnr.append(psnr(engine.decode(engine.encode_image(picture))[0], picture))
+        row_images = [picture]
+        for method in METHODS:
+            row, images = _invert_and_edit(engine, pair, picture, settings, method)
+            per_method[method].append(row)
+            row_images += images
+        shown.append((pair, row_images))
+        print(
+            f"[{n + 1}/{len(cases)}] {pair.label()}: "
+            + ", ".join(
+                f"{m} {per_method[m][-1]['psnr']:.1f} dB "
+                f"{'ok' if per_method[m][-1]['success'] else 'miss'} "
+                f"IoU {per_method[m][-1]['iou']:.2f}"
+                for m in METHODS
+            ),
+            flush=True,
+        )
+    summary = _summary(per_method)
     report = {
         "benchmark": "inversion",
         "model": engine.name,
@@ -121,7 +134,17 @@ def run_inversion_bench(
         "goal_iou": GOAL_IOU,
         "rows": per_method,
     }
-    for method, s in summary.items():
+    _print_report(report)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if examples:
+        _figure(shown[:6], examples)
+    return report
+
+
+def _print_report(report: dict) -> None:
+    for method, s in report["methods"].items():
         print(
             f"{method:16s} PSNR {s['psnr_db']:.2f} dB, {s['unet_forward']:.0f} forward + "
             f"{s['unet_backward']:.0f} backward passes, {s['invert_s']:.2f} s "
@@ -130,12 +153,6 @@ def run_inversion_bench(
         )
     print(f"VAE round trip (the ceiling): {report['vae_round_trip_psnr_db']:.2f} dB\n")
     print(markdown_table(report))
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    if examples:
-        _figure(shown[:6], examples)
-    return report
 
 
 def markdown_table(report: dict) -> str:

@@ -5,7 +5,7 @@ from the configs in ``resources/configs/sd15`` (no download; same cost as the re
 Plain: ``StableDiffusionPipeline`` generating the two prompts. Engine: a word swap of the same
 two prompts with cross, self and V injection, local blend and heatmap collection on, timed in
 both of its modes: one UNet pass per branch (the default, bit-exact across renders) and all
-branches in one batch (``Engine.batch_branches``, as the pipeline batches its prompts).
+branches in one batch (``RenderOptions.batch_branches``, as the pipeline batches its prompts).
 Peak memory is the process's peak resident memory during the run above what it held before
 (the loaded model), read from ``/proc`` (Linux).
 """
@@ -88,10 +88,72 @@ def build_sd15_random(config_dir: Path | None = None):
     return pipe
 
 
+def _pipeline_run(pipe, size: int, steps: int):
+    """diffusers' pipeline generating the two prompts."""
+
+    def run():
+        with torch.inference_mode():
+            pipe(
+                [SOURCE, TARGET],
+                num_inference_steps=steps,
+                guidance_scale=7.5,
+                height=size,
+                width=size,
+                generator=torch.Generator("cpu").manual_seed(0),
+                output_type="np",
+            )
+
+    return run
+
+
+def _engine_run(engine, size: int, steps: int, batched: bool = False):
+    """The engine rendering the word swap of the same prompts with every control on."""
+    from clp2p.engine.engine import RenderOptions
+    from clp2p.model.params import RenderSettings
+
+    settings = RenderSettings(seed=0, steps=steps, guidance=7.5, width=size, height=size)
+    options = RenderOptions(batch_branches=batched)
+
+    def run():
+        engine.edit(SOURCE, [(TARGET, EDIT)], settings, options=options)
+
+    return run
+
+
+def _row(runs: dict, size: int, steps: int, repeats: int) -> dict:
+    """Best time and peak memory of each run, alternating, and the ratios to the pipeline."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    peaks: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):  # alternate, keep the best of each
+        for name, run in runs.items():
+            t, m = _measure(run)
+            times[name].append(t)
+            peaks[name].append(m)
+    row = {"size": size, "steps": steps}
+    for name in runs:
+        row[f"{name}_s"] = round(min(times[name]), 3)
+        row[f"{name}_peak_mib"] = round(min(peaks[name]), 1)
+    for name, suffix in (("engine", ""), ("engine_batched", "_batched")):
+        row[f"time_ratio{suffix}"] = round(row[f"{name}_s"] / row["plain_s"], 3)
+        row[f"memory_ratio{suffix}"] = round(
+            row[f"{name}_peak_mib"] / max(row["plain_peak_mib"], 1e-6), 3
+        )
+    print(
+        f"{size:>4} px {steps} steps: plain {row['plain_s']:.2f} s "
+        f"{row['plain_peak_mib']:.0f} MiB | engine {row['engine_s']:.2f} s "
+        f"{row['engine_peak_mib']:.0f} MiB, x{row['time_ratio']:.3f} time, "
+        f"x{row['memory_ratio']:.3f} memory | engine in one batch "
+        f"{row['engine_batched_s']:.2f} s {row['engine_batched_peak_mib']:.0f} MiB, "
+        f"x{row['time_ratio_batched']:.3f} time, x{row['memory_ratio_batched']:.3f} memory "
+        f"(goals <= x{GOALS['time']} time, <= x{GOALS['memory']} memory)",
+        flush=True,
+    )
+    return row
+
+
 def run_overhead(json_path: str | None = None, quick: bool = False) -> dict:
     from clp2p.engine.engine import Engine
     from clp2p.engine.loading import choose_device, quiet_libraries
-    from clp2p.model.params import RenderSettings
 
     quiet_libraries()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -100,67 +162,16 @@ def run_overhead(json_path: str | None = None, quick: bool = False) -> dict:
     engine = Engine(pipe, choose_device("cpu", "fp32"), name="sd15-random")
     configs = [(128, 2)] if quick else [(256, 4), (512, 2)]
     repeats = 1 if quick else 2
-
-    def plain(size: int, steps: int):
-        def run():
-            with torch.inference_mode():
-                pipe(
-                    [SOURCE, TARGET],
-                    num_inference_steps=steps,
-                    guidance_scale=7.5,
-                    height=size,
-                    width=size,
-                    generator=torch.Generator("cpu").manual_seed(0),
-                    output_type="np",
-                )
-
-        return run
-
-    def ours(size: int, steps: int, batched: bool = False):
-        settings = RenderSettings(seed=0, steps=steps, guidance=7.5, width=size, height=size)
-
-        def run():
-            engine.batch_branches = batched
-            try:
-                engine.edit(SOURCE, [(TARGET, EDIT)], settings)
-            finally:
-                engine.batch_branches = False
-
-        return run
-
-    plain(configs[0][0], 1)()  # warm-up of both paths at the smallest size
-    ours(configs[0][0], 1)()
+    _pipeline_run(pipe, configs[0][0], 1)()  # warm-up of both paths at the smallest size
+    _engine_run(engine, configs[0][0], 1)()
     rows = []
     for size, steps in configs:
-        runs = {"plain": plain(size, steps), "engine": ours(size, steps)}
-        runs["engine_batched"] = ours(size, steps, batched=True)
-        times: dict[str, list[float]] = {name: [] for name in runs}
-        peaks: dict[str, list[float]] = {name: [] for name in runs}
-        for _ in range(repeats):  # alternate, keep the best of each
-            for name, run in runs.items():
-                t, m = _measure(run)
-                times[name].append(t)
-                peaks[name].append(m)
-        row = {"size": size, "steps": steps}
-        for name in runs:
-            row[f"{name}_s"] = round(min(times[name]), 3)
-            row[f"{name}_peak_mib"] = round(min(peaks[name]), 1)
-        for name, suffix in (("engine", ""), ("engine_batched", "_batched")):
-            row[f"time_ratio{suffix}"] = round(row[f"{name}_s"] / row["plain_s"], 3)
-            row[f"memory_ratio{suffix}"] = round(
-                row[f"{name}_peak_mib"] / max(row["plain_peak_mib"], 1e-6), 3
-            )
-        rows.append(row)
-        print(
-            f"{size:>4} px {steps} steps: plain {row['plain_s']:.2f} s "
-            f"{row['plain_peak_mib']:.0f} MiB | engine {row['engine_s']:.2f} s "
-            f"{row['engine_peak_mib']:.0f} MiB, x{row['time_ratio']:.3f} time, "
-            f"x{row['memory_ratio']:.3f} memory | engine in one batch "
-            f"{row['engine_batched_s']:.2f} s {row['engine_batched_peak_mib']:.0f} MiB, "
-            f"x{row['time_ratio_batched']:.3f} time, x{row['memory_ratio_batched']:.3f} memory "
-            f"(goals <= x{GOALS['time']} time, <= x{GOALS['memory']} memory)",
-            flush=True,
-        )
+        runs = {
+            "plain": _pipeline_run(pipe, size, steps),
+            "engine": _engine_run(engine, size, steps),
+            "engine_batched": _engine_run(engine, size, steps, batched=True),
+        }
+        rows.append(_row(runs, size, steps, repeats))
     report = {
         "benchmark": "overhead",
         "model": "sd15 architecture, random weights",

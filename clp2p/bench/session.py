@@ -48,47 +48,9 @@ def run_session_bench(
     renderer = SessionRenderer(engine)
     session = apply(session, renderer.render(session, ids[0]))
     for depth, node_id in enumerate(ids[1:], start=1):
-        cold_times, warm_times, batched_times = [], [], []
-        for _ in range(repeats):
-            cold = SessionRenderer(engine).render(session, node_id, use_cache=False)
-            cold_times.append(cold.seconds)
-            engine.batch_branches = True  # for reference: the whole chain in one batch
-            batched_times.append(
-                SessionRenderer(engine).render(session, node_id, use_cache=False).seconds
-            )
-            engine.batch_branches = False
-            parent_key = renderer.cache.nbytes
-            warm = renderer.render(session, node_id)
-            warm_times.append(warm.seconds)
-        assert warm.computed == 1, "the parent's record should have been cached"
+        row, warm = _depth_row(engine, renderer, session, node_id, depth, repeats)
         session = apply(session, warm)
-        rows.append(
-            {
-                "node": node_id,
-                "depth": depth,
-                "cold_s": round(min(cold_times), 4),
-                "cached_s": round(min(warm_times), 4),
-                "ratio": round(min(warm_times) / min(cold_times), 3),
-                "cold_batched_s": round(min(batched_times), 4),
-                "ratio_to_batched": round(min(warm_times) / min(batched_times), 3),
-                "latent_max_abs_diff": float(np.abs(warm.latents - cold.latents).max()),
-                "image_max_abs_diff": int(np.abs(warm.image.astype(int) - cold.image).max()),
-                "float_image_max_abs_diff": _float_image_diff(engine, warm.latents, cold.latents),
-                "cache_bytes_after": renderer.cache.nbytes,
-                "record_mib": round((renderer.cache.nbytes - parent_key) / 2**20, 2)
-                if depth == 1
-                else None,
-            }
-        )
-        r = rows[-1]
-        print(
-            f"depth {depth} ({node_id}): cold {r['cold_s']:.3f} s, after parent {r['cached_s']:.3f}"
-            f" s, x{r['ratio']:.3f} (goal <= {GOAL}); max |latent diff| "
-            f"{r['latent_max_abs_diff']:.2e}, max |image diff| {r['float_image_max_abs_diff']:.2e}"
-            f" (of 1), max |8-bit pixel diff| {r['image_max_abs_diff']}; cold in one batch "
-            f"{r['cold_batched_s']:.3f} s (x{r['ratio_to_batched']:.3f})",
-            flush=True,
-        )
+        rows.append(row)
     per_node = renderer.cache.nbytes / len(renderer.cache)
     print(f"cache: {len(renderer.cache)} records, {per_node / 2**20:.2f} MiB per node")
     report = {
@@ -104,6 +66,52 @@ def run_session_bench(
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return report
+
+
+def _depth_row(engine, renderer, session, node_id: str, depth: int, repeats: int):
+    """Best times of ``node_id`` cold, cold in one batch and after its cached parent, and how
+    far the cached render is from the cold one; the row and the cached render."""
+    from clp2p.engine.engine import RenderOptions
+    from clp2p.workflows.session_render import SessionRenderer
+
+    cold_times, warm_times, batched_times = [], [], []
+    for _ in range(repeats):
+        cold = SessionRenderer(engine).render(session, node_id, use_cache=False)
+        cold_times.append(cold.seconds)
+        batched = SessionRenderer(engine).render(  # for reference: the chain in one batch
+            session, node_id, use_cache=False, options=RenderOptions(batch_branches=True)
+        )
+        batched_times.append(batched.seconds)
+        parent_key = renderer.cache.nbytes
+        warm = renderer.render(session, node_id)
+        warm_times.append(warm.seconds)
+    assert warm.computed == 1, "the parent's record should have been cached"
+    row = {
+        "node": node_id,
+        "depth": depth,
+        "cold_s": round(min(cold_times), 4),
+        "cached_s": round(min(warm_times), 4),
+        "ratio": round(min(warm_times) / min(cold_times), 3),
+        "cold_batched_s": round(min(batched_times), 4),
+        "ratio_to_batched": round(min(warm_times) / min(batched_times), 3),
+        "latent_max_abs_diff": float(np.abs(warm.latents - cold.latents).max()),
+        "image_max_abs_diff": int(np.abs(warm.image.astype(int) - cold.image).max()),
+        "float_image_max_abs_diff": _float_image_diff(engine, warm.latents, cold.latents),
+        "cache_bytes_after": renderer.cache.nbytes,
+        "record_mib": round((renderer.cache.nbytes - parent_key) / 2**20, 2)
+        if depth == 1
+        else None,
+    }
+
+    print(
+        f"depth {depth} ({node_id}): cold {row['cold_s']:.3f} s, after parent {row['cached_s']:.3f}"
+        f" s, x{row['ratio']:.3f} (goal <= {GOAL}); max |latent diff| "
+        f"{row['latent_max_abs_diff']:.2e}, max |image diff| {row['float_image_max_abs_diff']:.2e}"
+        f" (of 1), max |8-bit pixel diff| {row['image_max_abs_diff']}; cold in one batch "
+        f"{row['cold_batched_s']:.3f} s (x{row['ratio_to_batched']:.3f})",
+        flush=True,
+    )
+    return row, warm
 
 
 def _float_image_diff(engine, a: np.ndarray, b: np.ndarray) -> float:

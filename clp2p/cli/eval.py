@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from clp2p.cli.args import add_model_args, engine_from, finish
 from clp2p.model.params import RenderSettings
 from clp2p.shapes.evaluate import (
     V_LAYERS,
@@ -21,10 +22,8 @@ SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the con
 PICTURE_CONFIRM_SEED = 7000  # held-out pairs of the picture cycle (its search: seeds 1000+)
 
 
-def add_eval_parser(sub) -> None:
-    """``clp2p eval shapes --task generate|edit|sweep``."""
-    from clp2p.cli.main import _add_model_args
-
+def add_parser(sub) -> None:
+    """``clp2p eval shapes --task generate|edit|sweep|picture-cycle``."""
     p = sub.add_parser("eval", help="evaluations against a ground truth")
     esub = p.add_subparsers(dest="eval", required=True)
     s = esub.add_parser("shapes", help="generation and edits scored on the shapes world")
@@ -53,7 +52,9 @@ def add_eval_parser(sub) -> None:
     s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
     s.add_argument("--steps", type=int, help="DDIM steps (default: the model check's)")
     s.add_argument("--guidance", type=float, help="CFG scale (default: the model check's)")
-    _add_model_args(s)
+    add_model_args(s)
+    finish(s, cmd_eval)
+    s.set_defaults(passive_threads=True)  # many renders in a row: see clp2p.cli.main
 
 
 def _v_setting(text: str) -> VSetting:
@@ -75,13 +76,11 @@ def _v_setting(text: str) -> VSetting:
 
 
 def write_json(path: Path, result: dict) -> None:
-    import json
+    from clp2p import atomic
 
     clean = {k: v for k, v in result.items() if k not in ("examples", "images", "samples")}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(clean, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_json(path, clean, indent=1)
 
 
 def write_figures(result: dict, folder: Path) -> list[Path]:
@@ -130,15 +129,13 @@ def cmd_eval(args) -> int:
 
     import torch
 
-    from clp2p.cli.main import engine_from
-
     torch.set_num_threads(os.cpu_count() or 1)
     if args.model is None:
         args.model = "shapes"
     engine = engine_from(args)
     # Many branches per render here: one batch is faster, and scores do not need the
     # bit-exactness across renders that sessions rely on.
-    engine.batch_branches = True
+    batch = True
     from clp2p.shapes.check import CheckConfig
 
     settings = RenderSettings(
@@ -155,13 +152,13 @@ def cmd_eval(args) -> int:
         if args.search_pairs:
             search = make_pairs(args.search_pairs, seed=1, first_seed=SEARCH_FIRST_SEED)
         v = VSetting(args.v_inject, args.v_blend, args.v_layers)
-        result = timed(lambda: run_edit(engine, pairs, settings, v, search))
+        result = timed(lambda: run_edit(engine, pairs, settings, v, search, batch_branches=batch))
     elif task == "picture-cycle":
         from clp2p.shapes.picture_cycle import run_picture_cycle
 
         if args.search_pairs:  # the whole V grid on the search pairs
             pairs = make_pairs(args.search_pairs)
-            result = timed(lambda: run_picture_cycle(engine, pairs, settings))
+            result = timed(lambda: run_picture_cycle(engine, pairs, settings, batch_branches=batch))
         else:  # the given V setting on held-out pairs, other captions and noise
             pairs = make_pairs(
                 args.pairs or DEFAULT_PAIRS[task], seed=2, first_seed=PICTURE_CONFIRM_SEED
@@ -169,10 +166,12 @@ def cmd_eval(args) -> int:
             candidates = [VSetting(args.v_inject, args.v_blend, args.v_layers)]
             if args.v_settings:
                 candidates = [_v_setting(text) for text in args.v_settings]
-            result = timed(lambda: run_picture_cycle(engine, pairs, settings, candidates))
+            result = timed(
+                lambda: run_picture_cycle(engine, pairs, settings, candidates, batch_branches=batch)
+            )
     else:
         pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
-        result = timed(lambda: run_sweep(engine, pairs, settings))
+        result = timed(lambda: run_sweep(engine, pairs, settings, batch_branches=batch))
     result["model"] = engine.name
     result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
     print(_report(result))

@@ -5,17 +5,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from PIL import Image
-
+from clp2p import atomic
+from clp2p.cli.args import (
+    INJECTION_FIELDS,
+    add_injection_args,
+    add_model_args,
+    add_sampling_args,
+    edit_params,
+    engine_from,
+    finish,
+    model_name,
+    settings_from,
+)
 from clp2p.errors import Clp2pError
-from clp2p.model.params import RenderSettings
-from clp2p.model.session import Session, describe_metrics
+from clp2p.model.session import NODE_KINDS, Session, describe_metrics
 from clp2p.workflows import session_io
+from clp2p.workflows.record_cache import DEFAULT_BUDGET
 
 
-def add_session_parser(sub) -> None:
-    from clp2p.cli.main import _add_model_args, _add_sampling_args, add_injection_args
-
+def add_parser(sub) -> None:
     p = sub.add_parser("session", help="sessions: trees of edits")
     ssub = p.add_subparsers(dest="session_command", required=True)
 
@@ -23,17 +31,19 @@ def add_session_parser(sub) -> None:
     new.add_argument("file")
     new.add_argument("--prompt", required=True)
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
-    _add_model_args(new)
-    _add_sampling_args(new)
+    add_model_args(new)
+    add_sampling_args(new)
+    finish(new, _new)
 
     add = ssub.add_parser("add", help="add an edit node")
     add.add_argument("file")
     add.add_argument("--parent", required=True, help="the node to edit (e.g. n1)")
-    add.add_argument("--kind", choices=("swap", "refine", "reweight", "cycle"))
+    add.add_argument("--kind", choices=NODE_KINDS[1:])
     add.add_argument("--target", default="", help="the target prompt (not for cycle)")
     add.add_argument("--ancestor", help="cycle: the ancestor to return to (default: the parent's)")
     add.add_argument("--name", default="")
     add_injection_args(add)
+    finish(add, _add)
 
     render = ssub.add_parser("render", help="render nodes; compare with the stored hashes")
     render.add_argument("file")
@@ -41,40 +51,34 @@ def add_session_parser(sub) -> None:
     render.add_argument("--out", help="also write each node's image as DIR/<node>.png")
     render.add_argument("--no-cache", action="store_true", help="render every chain from the root")
     render.add_argument(
-        "--cache-mib", type=int, default=2048, help="memory budget of the render cache (MiB)"
+        "--cache-mib",
+        type=int,
+        default=DEFAULT_BUDGET // 2**20,
+        help="memory budget of the render cache (MiB)",
     )
-    _add_model_args(render)
+    add_model_args(render)
+    finish(render, _render)
 
     show = ssub.add_parser("show", help="print the tree")
     show.add_argument("file")
+    finish(show, _show)
 
     export = ssub.add_parser("export", help="write the whole history to another file")
     export.add_argument("file")
     export.add_argument("--out", required=True)
     export.add_argument("--embed-images", action="store_true", help="images inside the JSON")
+    finish(export, _export)
 
 
 def _load(path: str):
     return session_io.load(path)
 
 
-def cmd_session(args: argparse.Namespace) -> int:
-    return {
-        "new": _new,
-        "add": _add,
-        "render": _render,
-        "show": _show,
-        "export": _export,
-    }[args.session_command](args)
-
-
 def _new(args: argparse.Namespace) -> int:
     path = Path(args.file)
     if path.exists() and not args.force:
         raise Clp2pError(f"'{path}' exists: pick another file or pass --force")
-    settings = RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
-    from clp2p.cli.main import model_name
-
+    settings = settings_from(args)
     session = Session.new(args.prompt, settings, model_name(args))
     session_io.save(session, path)
     print(f"wrote {path}: root n1 '{args.prompt}'")
@@ -82,14 +86,9 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from clp2p.cli.main import edit_params
-
     session, images = _load(args.file)
     if args.kind == "cycle":
-        explicit = any(
-            getattr(args, f) is not None
-            for f in ("k", "cross", "self_window", "self_res", "v_inject", "v_blend", "v_layers")
-        )
+        explicit = any(getattr(args, f) is not None for f in INJECTION_FIELDS)
         params = edit_params(args) if explicit else None
         session, node_id = session.add_cycle(args.parent, args.ancestor, params)
     else:
@@ -104,20 +103,13 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
-    from clp2p.engine.engine import Engine
     from clp2p.workflows.session_render import SessionRenderer, apply
 
     session, images = _load(args.file)
     ids = args.node or [n.id for n in session.nodes]
     for node_id in ids:
         session.node(node_id)
-    engine = Engine.load(
-        args.model or session.model,
-        args.device,
-        args.dtype,
-        allow_download=args.allow_download,
-        prediction_type=args.prediction_type,
-    )
+    engine = engine_from(args, args.model or session.model)
     if args.cache_mib < 0:
         raise Clp2pError(f"--cache-mib {args.cache_mib}: give a size in MiB, 0 or more")
     renderer = SessionRenderer(engine, args.cache_mib * 2**20)
@@ -138,9 +130,7 @@ def _render(args: argparse.Namespace) -> int:
             state = "DIFFERS"
             differ.append(node_id)
         if out:
-            tmp = out / f".{node_id}.tmp.png"
-            Image.fromarray(result.image).save(tmp)
-            tmp.replace(out / f"{node_id}.png")
+            atomic.write_png(out / f"{node_id}.png", result.image)
         metrics = describe_metrics(result.metrics)
         print(f"{node_id}: {state} {result.hash[:12]} {result.seconds:.2f} s {metrics}".rstrip())
     session_io.save(session, args.file, images)

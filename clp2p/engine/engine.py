@@ -1,8 +1,8 @@
-"""The engine: renders a batch of branches (a root and its edits) with attention control.
-
-No Qt here: the studio talks to :class:`Engine` from one worker thread and receives frozen
-values (:class:`StepInfo`, :class:`RenderResult`).
-"""
+"""The engine: renders a batch of branches (a root and its edits) with attention control, in
+stages: checked inputs, the edit plans in an :class:`AttentionController`, the denoising loop
+with the controller in every attention layer, the decode. No Qt here: the studio talks to
+:class:`Engine` from one worker thread and receives frozen values (:class:`StepInfo`,
+:class:`RenderResult`)."""
 
 from __future__ import annotations
 
@@ -13,31 +13,36 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from clp2p.attention.control import (
-    RECORDED,
-    AttentionController,
-    AttentionRecorder,
-    BranchRecord,
-    attention_grids,
-    blend_grid,
-)
+from clp2p.attention.control import AttentionController
+from clp2p.attention.grids import attention_grids, blend_grid
 from clp2p.attention.maps import AttentionMaps
-from clp2p.attention.plan import Branch, build_plan, check_branches, resolve_edit
+from clp2p.attention.plan import build_plans
 from clp2p.attention.processor import controlled_attention
-from clp2p.engine.loading import DeviceChoice, choose_device, load_pipeline
+from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
+from clp2p.attention.records import BranchRecord, BranchRecorder, Recording
+from clp2p.engine.loading import DeviceChoice, choose_device, load_pipeline, model_card
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.align import PromptTokens, tokenize
+from clp2p.model.card import ModelCard
+from clp2p.model.edits import check_branches, resolve_edit
 from clp2p.model.imported import Inversion
-from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.params import RECORDED, Branch, EditParams, RenderSettings
 
 
 @dataclass(frozen=True)
-class HeatmapOptions:
-    """Which attention data a render keeps: per-step cross-attention maps for grids of at
-    most ``max_pixels`` pixels, and ``components`` self-attention SVD components."""
+class RenderOptions:
+    """How one render runs, apart from what it renders.
 
-    max_pixels: int = 32 * 32
-    components: int = 6
+    ``batch_branches``: False (the default) runs the UNet once per branch and step, which
+    makes a branch's pixels independent of the other branches in the render: a session node
+    renders to the same bits from the root or from its parent's record. True runs all
+    branches in one batch: faster for several branches on a GPU; images then differ by float
+    rounding with the batch. ``preview_every``: a preview image in :class:`StepInfo` every
+    this many steps and at the last one (0: none). ``heatmaps``: the attention data kept."""
+
+    batch_branches: bool = False
+    preview_every: int = 0
+    heatmaps: HeatmapOptions = field(default_factory=HeatmapOptions)
 
 
 @dataclass(frozen=True)
@@ -55,7 +60,8 @@ class StepInfo:
 @dataclass(frozen=True)
 class RenderResult:
     """Images (H, W, 3) uint8 of every branch, the resolved inputs, the attention data and the
-    final latents (branches, C, h, w) float32."""
+    final latents (branches, C, h, w) float32; ``records``: the branch records the render's
+    :class:`Recording` chose to keep, by branch."""
 
     branches: tuple[Branch, ...]
     settings: RenderSettings
@@ -71,24 +77,34 @@ class RenderResult:
         return Image.fromarray(self.images[branch])
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """A render's checked inputs: resolved branches, their prompts' tokens, the recorded
+    source's prompt tokens (None without a recorded source), settings and the latent size."""
+
+    branches: tuple[Branch, ...]
+    prompts: tuple[PromptTokens, ...]
+    recorded: PromptTokens | None
+    settings: RenderSettings
+    latent_hw: tuple[int, int]  # (h, w)
+
+
 class Engine:
     """A loaded Stable Diffusion model and the attention-controlled sampler (DDIM, eta 0)."""
 
-    def __init__(self, pipe, choice: DeviceChoice, name: str = "") -> None:
+    def __init__(
+        self, pipe, choice: DeviceChoice, name: str = "", card: ModelCard | None = None
+    ) -> None:
         self.pipe = pipe
         self.device, self.dtype = choice.device, choice.dtype
         self.name = name
+        self.card = card or ModelCard()  # what clp2p knows of the model beyond its configs
         self.tokenizer = pipe.tokenizer
         self.max_tokens = int(pipe.tokenizer.model_max_length)
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         ucfg = pipe.unet.config
         self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)
         self.native_size = int(ucfg.sample_size) * self.vae_scale
-        # One UNet pass per branch and step (False) makes a branch's pixels independent of the
-        # other branches in the render: a session node renders to the same bits from the root
-        # or from its parent's record. True runs all branches in one batch (faster for
-        # several branches on a GPU; images then differ by float rounding with the batch).
-        self.batch_branches = False
 
     @classmethod
     def load(
@@ -104,23 +120,15 @@ class Engine:
         pipe = load_pipeline(
             model, choice, allow_download=allow_download, prediction_type=prediction_type
         )
-        return cls(pipe, choice, name=model)
+        return cls(pipe, choice, name=model, card=model_card(model))
 
     # ---- inputs ---------------------------------------------------------------------------
     def tokens(self, prompt: str) -> PromptTokens:
         return tokenize(prompt, self.tokenizer, self.max_tokens)
 
     def resolve_settings(self, settings: RenderSettings) -> RenderSettings:
-        width = settings.width or self.native_size
-        height = settings.height or self.native_size
-        for name, value in (("--width", width), ("--height", height)):
-            if value % self.size_multiple:
-                lo = max(self.size_multiple, value // self.size_multiple * self.size_multiple)
-                raise Clp2pError(
-                    f"{name} {value} is not a multiple of {self.size_multiple} for this model: "
-                    f"use {lo} or {lo + self.size_multiple}"
-                )
-        return replace(settings, width=width, height=height)
+        """``settings`` at this model's size (see :meth:`RenderSettings.at_size`)."""
+        return settings.at_size(self.native_size, self.size_multiple)
 
     def resolve(
         self, branches: list[Branch], source: str | None = None
@@ -138,6 +146,31 @@ class Engine:
             origin = src if b.source == RECORDED else prompts[b.source]
             out.append(replace(b, edit=resolve_edit(origin, prompts[i], b.edit)))
         return out, prompts, src
+
+    def _inputs(
+        self,
+        branches: list[Branch],
+        settings: RenderSettings,
+        source: BranchRecord | None,
+        inversion: Inversion | None,
+    ) -> _Inputs:
+        """Stage 1: resolve settings and branches, check the recorded source and the
+        inversion against them."""
+        settings = self.resolve_settings(settings)
+        branches, prompts, src_tokens = self.resolve(
+            branches, source.prompt if source is not None else None
+        )
+        if source is not None and len(source.latents) != settings.steps:
+            raise Clp2pError("the recorded source was rendered with other settings")
+        latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
+        if inversion is not None:
+            inversion.check(settings)
+            if tuple(inversion.latents.shape[2:]) != latent_hw:
+                raise Clp2pError(
+                    "the picture was inverted at another size: keep the session's size (or "
+                    "import the picture again)"
+                )
+        return _Inputs(tuple(branches), tuple(prompts), src_tokens, settings, latent_hw)
 
     # ---- rendering ------------------------------------------------------------------------
     @torch.inference_mode()
@@ -162,14 +195,15 @@ class Engine:
         """The latent (1, C, h, w) of an RGB uint8 image (H, W, 3): the VAE posterior's mean,
         scaled as the UNet expects."""
         vae = self.pipe.vae
-        x = torch.tensor(np.asarray(image)).permute(2, 0, 1)[None].float()
+        x = torch.tensor(np.asarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
         x = (x / 127.5 - 1.0).to(self.device, vae.dtype)
         z = vae.encode(x).latent_dist.mean
         if getattr(vae.config, "shift_factor", None):
             z = z - vae.config.shift_factor
         return (z * vae.config.scaling_factor).to(self.dtype)
 
-    def _scheduler(self):
+    def scheduler(self):
+        """A fresh DDIM scheduler with the model's scheduler config (timesteps not set)."""
         from diffusers import DDIMScheduler
 
         return DDIMScheduler.from_config(self.pipe.scheduler.config)
@@ -190,137 +224,134 @@ class Engine:
         branches: list[Branch],
         settings: RenderSettings,
         *,
-        heatmaps: HeatmapOptions | None = None,
+        options: RenderOptions = RenderOptions(),
+        recording: Recording | None = None,
+        inversion: Inversion | None = None,
         on_step: Callable[[StepInfo], None] | None = None,
         cancel: Callable[[], bool] | None = None,
-        preview_every: int = 0,
-        source: BranchRecord | None = None,
-        record: bool = False,
-        record_limit: int | None = None,
-        inversion: Inversion | None = None,
     ) -> RenderResult:
-        """Render ``branches`` (see :attr:`batch_branches`). Every branch starts from the same
-        noise (seed);
-        each edit follows its source under its injection parameters.
-
-        ``source``: a branch recorded by an earlier render (same settings) that branch 0
-        edits (``Branch(prompt, -1, params)``), so its chain is not rendered again.
-        ``record``: keep every branch's :class:`BranchRecord` in ``result.records``, unless
-        they would exceed ``record_limit`` bytes (then none is kept).
-        ``inversion``: start from an inverted image (see :mod:`clp2p.inversion`) instead of
-        the seed's noise; its root is branch 0 unless ``source`` is given.
-        ``cancel`` is checked before every step; when it returns True the render raises
-        :class:`RenderCancelled` and the UNet's attention processors are restored."""
+        """Render ``branches`` (branch 0 the root, each other an edit of an earlier branch)
+        with ``options``. Every branch starts from the same noise (seed); each edit follows
+        its source under its injection parameters. ``recording``: the recorded branch that
+        branch 0 edits and which records ``result.records`` keeps (see :class:`Recording`).
+        ``inversion``: start from an inverted image (see :mod:`clp2p.engine.inversion`), its
+        root branch 0 unless a recorded source is given. ``cancel`` is checked before every
+        step and before decoding: it raises :class:`RenderCancelled`. The UNet's attention
+        processors are restored in every case."""
         start = time.perf_counter()
-        settings = self.resolve_settings(settings)
-        branches, prompts, src_tokens = self.resolve(
-            branches, source.prompt if source is not None else None
-        )
-        if source is not None and len(source.latents) != settings.steps:
-            raise Clp2pError("the recorded source was rendered with other settings")
-        latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
-        if inversion is not None:
-            inversion.check(settings)
-            if tuple(inversion.latents.shape[2:]) != latent_hw:
-                raise Clp2pError(
-                    "the picture was inverted at another size: keep the session's size (or "
-                    "import the picture again)"
-                )
-        heatmaps = heatmaps or HeatmapOptions()
-        n = len(branches)
-        steps = settings.steps
-        grids = attention_grids(self.pipe.unet.config, latent_hw)
-        used = max(p.length for p in prompts)
-        recorder = AttentionRecorder(
-            n, used, grids, blend_grid(grids, latent_hw), heatmaps.max_pixels, self.device
-        )
-        plans = [
-            build_plan(
-                i,
-                b.source,
-                src_tokens if b.source == RECORDED else prompts[b.source],
-                prompts[i],
-                b.edit,
-                steps,
-                self.max_tokens,
-                self.device,
-            )
-            for i, b in enumerate(branches)
-            if b.source is not None
-        ]
-        guided = settings.guidance > 1.0
-        controller = AttentionController(
-            plans,
-            n,
-            steps,
-            guided,
-            recorder,
-            latent_hw,
-            source_record=source,
-            record=tuple(range(n)) if record else (),
-            prompts=tuple(b.prompt for b in branches),
-            record_limit=record_limit,
-        )
-
+        recording = recording or Recording()
+        inputs = self._inputs(branches, settings, recording.source, inversion)
+        controller = self._controller(inputs, options.heatmaps, recording)
         with torch.inference_mode():
-            # one prompt at a time: an embedding must not depend on the other prompts
-            cond = torch.cat([self.encode([b.prompt]) for b in branches])
-            uncond = self._uncond(inversion) if guided else None
-            scheduler = self._scheduler()
-            scheduler.set_timesteps(steps, device=self.device)
-            if inversion is None:
-                channels = self.pipe.unet.config.in_channels
-                generator = torch.Generator("cpu").manual_seed(settings.seed)
-                init = torch.randn((1, channels, *latent_hw), generator=generator, dtype=self.dtype)
-                init = init.to(self.device) * scheduler.init_noise_sigma
-            else:
-                init = torch.tensor(inversion.latents[:1]).to(self.device, self.dtype)
-            latents = init.expand(n, -1, -1, -1)
-            anchor = inversion is not None and inversion.method == "direct" and source is None
-            groups = [list(range(n))] if self.batch_branches else [[b] for b in range(n)]
-            with controlled_attention(self.pipe.unet, controller):
-                loop_start = time.perf_counter()
-                for i, t in enumerate(scheduler.timesteps):
-                    if cancel is not None and cancel():
-                        raise RenderCancelled(f"cancelled before step {i + 1} of {steps}")
-                    controller.begin_step(i)
-                    u = None if uncond is None else uncond[min(i, len(uncond) - 1)]
-                    eps = []
-                    for group in groups:
-                        controller.begin_call(group)
-                        eps.append(
-                            self._predict(latents[group], t, cond[group], u, scheduler, settings)
-                        )
-                    eps = torch.cat(eps)
-                    out = scheduler.step(eps, t, latents, eta=0.0)
-                    prev = out.prev_sample
-                    if anchor:  # direct inversion: the root stays on the inversion trajectory
-                        prev = prev.clone()
-                        prev[0] = torch.tensor(inversion.latents[i + 1]).to(prev)
-                    latents = controller.end_step(prev)
-                    if on_step is not None:
-                        elapsed = time.perf_counter() - loop_start
-                        preview = None
-                        if preview_every and ((i + 1) % preview_every == 0 or i + 1 == steps):
-                            preview = np.stack(self.decode(out.pred_original_sample))
-                        on_step(
-                            StepInfo(
-                                i + 1, steps, elapsed, elapsed / (i + 1) * (steps - i - 1), preview
-                            )
-                        )
+            latents = self._denoise(inputs, controller, options, inversion, on_step, cancel)
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled before decoding")
             # one latent at a time, for the same reason as the UNet passes
             images = [image for z in latents.split(1) for image in self.decode(z)]
         return RenderResult(
-            branches=tuple(branches),
-            settings=settings,
+            branches=inputs.branches,
+            settings=inputs.settings,
             images=tuple(images),
-            attention=recorder.result(tuple(prompts), heatmaps.components),
+            attention=controller.heatmaps.result(inputs.prompts),
             latents=latents.float().cpu().numpy(),
             seconds=time.perf_counter() - start,
             records=controller.records,
         )
+
+    def _controller(
+        self, inputs: _Inputs, heatmaps: HeatmapOptions, recording: Recording
+    ) -> AttentionController:
+        """Stage 2: the edit plans, the attention statistics and the branch records, in the
+        controller the attention layers hand their work to."""
+        n, steps = len(inputs.branches), inputs.settings.steps
+        grids = attention_grids(self.pipe.unet.config, inputs.latent_hw)
+        used = max(p.length for p in inputs.prompts)
+        blend = blend_grid(grids, inputs.latent_hw)
+        stats = AttentionRecorder(n, used, grids, blend, heatmaps, self.device)
+        plans = build_plans(
+            inputs.branches, inputs.prompts, inputs.recorded, steps, self.max_tokens, self.device
+        )
+        prompts = tuple(b.prompt for b in inputs.branches)
+        return AttentionController(
+            plans,
+            n,
+            steps,
+            inputs.settings.guidance > 1.0,
+            stats,
+            inputs.latent_hw,
+            source=recording.source,
+            records=BranchRecorder(prompts, used, steps, recording.keep),
+        )
+
+    def _denoise(
+        self,
+        inputs: _Inputs,
+        controller: AttentionController,
+        options: RenderOptions,
+        inversion: Inversion | None,
+        on_step: Callable[[StepInfo], None] | None,
+        cancel: Callable[[], bool] | None,
+    ) -> torch.Tensor:
+        """Stage 3: the DDIM loop with ``controller`` in every attention layer. Returns the
+        final latents (branches, C, h, w)."""
+        settings, n = inputs.settings, len(inputs.branches)
+        # one prompt at a time: an embedding must not depend on the other prompts
+        cond = torch.cat([self.encode([b.prompt]) for b in inputs.branches])  # (n, T, D)
+        uncond = self._uncond(inversion) if settings.guidance > 1.0 else None
+        scheduler = self.scheduler()
+        scheduler.set_timesteps(settings.steps, device=self.device)
+        latents = self._initial_latents(inputs, scheduler, inversion)
+        # direct inversion: the root stays on the inversion trajectory (unless it is recorded)
+        anchor = inversion is not None and inversion.method == "direct" and inputs.recorded is None
+        groups = [list(range(n))] if options.batch_branches else [[b] for b in range(n)]
+        with controlled_attention(self.pipe.unet, controller):
+            loop_start = time.perf_counter()
+            for i, t in enumerate(scheduler.timesteps):
+                if cancel is not None and cancel():
+                    raise RenderCancelled(f"cancelled before step {i + 1} of {settings.steps}")
+                controller.begin_step(i)
+                u = None if uncond is None else uncond[min(i, len(uncond) - 1)]
+                eps = []
+                for group in groups:
+                    controller.begin_pass(group)
+                    eps.append(
+                        self._predict(latents[group], t, cond[group], u, scheduler, settings)
+                    )
+                out = scheduler.step(torch.cat(eps), t, latents, eta=0.0)
+                prev = out.prev_sample
+                if anchor:
+                    prev = prev.clone()
+                    prev[0] = torch.tensor(inversion.latents[i + 1]).to(prev)
+                latents = controller.end_step(prev)
+                if on_step is not None:
+                    estimate = out.pred_original_sample
+                    on_step(self._progress(i, settings.steps, loop_start, estimate, options))
+        return latents
+
+    def _initial_latents(self, inputs: _Inputs, scheduler, inversion: Inversion | None):
+        """(branches, C, h, w): the seed's noise, or the start of the inversion, shared by
+        every branch."""
+        if inversion is None:
+            channels = self.pipe.unet.config.in_channels
+            generator = torch.Generator("cpu").manual_seed(inputs.settings.seed)
+            shape = (1, channels, *inputs.latent_hw)
+            init = torch.randn(shape, generator=generator, dtype=self.dtype)
+            init = init.to(self.device) * scheduler.init_noise_sigma
+        else:
+            init = torch.tensor(inversion.latents[:1]).to(self.device, self.dtype)
+        return init.expand(len(inputs.branches), -1, -1, -1)
+
+    def _progress(
+        self, i: int, steps: int, loop_start: float, estimate: torch.Tensor, options: RenderOptions
+    ) -> StepInfo:
+        """Progress after step ``i`` (0-based); estimate: (branches, C, h, w) the clean-latent
+        estimate, decoded on the steps a preview is due."""
+        elapsed = time.perf_counter() - loop_start
+        every = options.preview_every
+        preview = None
+        if every and ((i + 1) % every == 0 or i + 1 == steps):
+            preview = np.stack(self.decode(estimate))
+        return StepInfo(i + 1, steps, elapsed, elapsed / (i + 1) * (steps - i - 1), preview)
 
     def _uncond(self, inversion: Inversion | None) -> torch.Tensor:
         """Unconditional embeddings (steps or 1, 1, T, D): the empty prompt's; null-text's
@@ -332,18 +363,20 @@ class Engine:
         return self.encode([""])[None]
 
     def _predict(self, latents, t, cond, uncond, scheduler, settings) -> torch.Tensor:
-        """The guided noise prediction of ``latents`` (b, C, h, w) with embeddings ``cond``."""
+        """The guided noise prediction of ``latents`` (b, C, h, w) with embeddings ``cond``
+        (b, T, D) and ``uncond`` (1, T, D) or None without guidance."""
         b = latents.shape[0]
         if uncond is None:
             model_in = scheduler.scale_model_input(latents, t)
             return self.pipe.unet(model_in, t, encoder_hidden_states=cond).sample
-        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)
-        embeds = torch.cat([uncond.expand(b, -1, -1), cond])
+        model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2b, ...)
+        embeds = torch.cat([uncond.expand(b, -1, -1), cond])  # (2b, T, D)
         eps_u, eps_c = self.pipe.unet(model_in, t, encoder_hidden_states=embeds).sample.chunk(2)
         return eps_u + settings.guidance * (eps_c - eps_u)
 
     # ---- conveniences ---------------------------------------------------------------------
     def generate(self, prompt: str, settings: RenderSettings, **kwargs) -> RenderResult:
+        """One prompt, no edits: ``render([Branch(prompt)], settings, **kwargs)``."""
         return self.render([Branch(prompt)], settings, **kwargs)
 
     def edit(

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.model.imported import DEFAULT_METHOD, METHODS, Inversion, psnr
+from clp2p.model.imported import DEFAULT_METHOD, METHODS, Inversion
 
 
 @dataclass(frozen=True)
@@ -59,25 +59,7 @@ def invert(
     """Invert ``image`` (H, W, 3 uint8, already at the render size) under ``prompt`` with
     ``settings`` (steps, guidance). ``on_step(done, total)`` reports progress; ``cancel`` is
     checked between UNet passes and raises :class:`RenderCancelled`."""
-    from clp2p.model.params import RenderSettings
-
-    if method not in METHODS:
-        raise Clp2pError(f"--method '{method}': choose one of {', '.join(METHODS)}")
-    if not prompt.strip():
-        raise Clp2pError("--prompt: describe the image; the edits change words of it")
-    settings = engine.resolve_settings(settings)
-    assert isinstance(settings, RenderSettings)
-    if image.shape[:2] != (settings.height, settings.width):
-        raise Clp2pError(
-            f"the image is {image.shape[1]}x{image.shape[0]}, the render "
-            f"{settings.width}x{settings.height}: fit it first (crop or fit)"
-        )
-    if method == "null-text" and settings.guidance <= 1.0:
-        raise Clp2pError(
-            f"--guidance {settings.guidance:g}: null-text inversion optimises the unconditional "
-            "embedding that guidance uses; raise --guidance above 1 or use --method direct"
-        )
-    engine.tokens(prompt)  # the prompt must fit the tokenizer
+    settings = _checked_settings(engine, image, prompt, settings, method)
     start = time.perf_counter()
     unet = _Counter(engine.pipe.unet)
     steps = settings.steps
@@ -97,7 +79,7 @@ def invert(
         z0 = engine.encode_image(image)
         cond = engine.encode([prompt]).clone()
         empty = engine.encode([""]).clone()
-        scheduler = engine._scheduler()
+        scheduler = engine.scheduler()
         scheduler.set_timesteps(steps, device=engine.device)
         trajectory = _ddim_invert(unet, scheduler, z0, cond, tick)
     uncond = None
@@ -105,10 +87,38 @@ def invert(
         uncond = _null_text(
             unet, scheduler, trajectory, cond, empty, settings.guidance, inner_steps, tick
         )
-    latents = torch.stack(trajectory).float().cpu().numpy()[:, 0]
+    latents = torch.stack(trajectory).float().cpu().numpy()[:, 0]  # (steps + 1, C, h, w)
     guidance = settings.guidance if method == "null-text" else 0.0
     result = Inversion(method, prompt, latents, uncond, guidance)
     return InversionResult(result, image, unet.forward, unet.backward, time.perf_counter() - start)
+
+
+def _checked_settings(engine, image: np.ndarray, prompt: str, settings, method: str):
+    """``settings`` resolved by the engine, once the method, the prompt, the image size and
+    the guidance are known to suit an inversion."""
+    from clp2p.model.params import RenderSettings
+
+    if method not in METHODS:
+        raise Clp2pError.about(
+            "{method} '{value}': choose one of {methods}", value=method, methods=", ".join(METHODS)
+        )
+    if not prompt.strip():
+        raise Clp2pError.about("{prompt}: describe the image; the edits change words of it")
+    settings = engine.resolve_settings(settings)
+    assert isinstance(settings, RenderSettings)
+    if image.shape[:2] != (settings.height, settings.width):
+        raise Clp2pError(
+            f"the image is {image.shape[1]}x{image.shape[0]}, the render "
+            f"{settings.width}x{settings.height}: fit it first (crop or fit)"
+        )
+    if method == "null-text" and settings.guidance <= 1.0:
+        raise Clp2pError.about(
+            "{guidance} {value:g}: null-text inversion optimises the unconditional embedding "
+            "that guidance uses; raise {guidance} above 1 or use {method} direct",
+            value=settings.guidance,
+        )
+    engine.tokens(prompt)  # the prompt must fit the tokenizer
+    return settings
 
 
 def _alpha(scheduler, t: int) -> torch.Tensor:
@@ -198,75 +208,3 @@ def _null_text(unet, scheduler, trajectory, cond, empty, guidance, inner, tick) 
         for p, flag in zip(model.parameters(), flags, strict=True):
             p.requires_grad_(flag)
     return np.stack(out).astype(np.float32)
-
-
-def import_image(
-    engine,
-    image: np.ndarray,
-    prompt: str,
-    settings,
-    method: str = DEFAULT_METHOD,
-    *,
-    fit: str = "crop",
-    file: str = "",
-    inner_steps: int = 10,
-    on_step: Callable[[int, int], None] | None = None,
-    cancel: Callable[[], bool] | None = None,
-):
-    """A new session whose root is ``image`` (any size, fitted to the render size with
-    ``fit``) inverted under ``prompt``; its root is rendered (the reconstruction, with its
-    PSNR against the fitted input). Returns ``(session, images)`` (hash -> RGB uint8, the
-    fitted input included)."""
-    from clp2p.model.imported import ImportedImage, fit_image
-    from clp2p.model.params import Branch
-    from clp2p.model.session import Session, image_hash
-
-    settings = engine.resolve_settings(settings)
-    fitted = fit_image(image, settings.width, settings.height, fit)
-    inverting = [0]  # the inversion's total, then the reconstruction's steps follow
-
-    def inverted(done: int, total: int) -> None:
-        inverting[0] = total
-        if on_step is not None:
-            on_step(done, total + settings.steps)
-
-    def rendered(info) -> None:
-        if on_step is not None:
-            on_step(inverting[0] + info.step, inverting[0] + info.total)
-
-    result = invert(
-        engine,
-        fitted,
-        prompt,
-        settings,
-        method,
-        inner_steps=inner_steps,
-        on_step=inverted,
-        cancel=cancel,
-    )
-    render = engine.render(
-        [Branch(prompt)], settings, inversion=result.inversion, on_step=rendered, cancel=cancel
-    )
-    reconstruction = render.images[0]
-    quality = psnr(reconstruction, fitted)
-    imported = ImportedImage(
-        inversion=result.inversion,
-        input=image_hash(fitted),
-        fit=fit,
-        file=file,
-        psnr=None if quality == float("inf") else round(quality, 3),
-        seconds=round(result.seconds, 3),
-        unet_forward=result.unet_forward,
-        unet_backward=result.unet_backward,
-        inner_steps=inner_steps if method == "null-text" else 0,
-    )
-    session = Session.from_image(imported, settings, engine.name)
-    key = image_hash(reconstruction)
-    session = session.update(
-        "n1",
-        status="rendered",
-        image=key,
-        seconds=round(result.seconds + render.seconds, 3),
-        metrics={} if imported.psnr is None else {"psnr": imported.psnr},
-    )
-    return session, {key: reconstruction, imported.input: fitted}

@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from clp2p.errors import Clp2pError
+from clp2p.model.card import ModelCard
+from clp2p.model.devices import DTYPES
 from clp2p.resources import SHAPES, resources_dir, shapes_model_dir
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+TORCH_DTYPES = dict(zip(DTYPES[1:], (torch.float32, torch.float16, torch.bfloat16), strict=True))
 # A key of the UNet's cross-attention whose width tells SD 2.x (1024) from SD 1.x (768).
 _V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
 
@@ -39,19 +41,23 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> Device
     try:
         dev = torch.device(name)
     except RuntimeError:
-        raise Clp2pError(
-            f"--device '{name}' is unknown: use auto, cpu, cuda, cuda:N or mps"
+        raise Clp2pError.about(
+            "{device} '{value}' is unknown: use auto, cpu, cuda, cuda:N or mps", value=name
         ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise Clp2pError("--device cuda: no CUDA GPU is available here; use --device cpu")
+        raise Clp2pError.about("{device} cuda: no CUDA GPU is available here; use {device} cpu")
     if dtype in (None, "auto"):
         dt = torch.float32 if dev.type == "cpu" else torch.float16
-    elif dtype in DTYPES:
-        dt = DTYPES[dtype]
+    elif dtype in TORCH_DTYPES:
+        dt = TORCH_DTYPES[dtype]
     else:
-        raise Clp2pError(f"--dtype '{dtype}' is unknown: use auto, {', '.join(DTYPES)}")
+        raise Clp2pError.about(
+            "{dtype} '{value}' is unknown: use auto, {names}",
+            value=dtype,
+            names=", ".join(TORCH_DTYPES),
+        )
     if dev.type == "cpu" and dt == torch.float16:
-        raise Clp2pError("--dtype fp16 is not supported on the CPU: use fp32 (or bf16)")
+        raise Clp2pError.about("{dtype} fp16 is not supported on the CPU: use fp32 (or bf16)")
     return DeviceChoice(dev, dt)
 
 
@@ -146,6 +152,13 @@ def load_pipeline(
         pipe.scheduler.register_to_config(prediction_type=prediction_type)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(choice.device, choice.dtype)
+
+
+def model_card(model: str) -> ModelCard:
+    """The card of ``model`` (:class:`ModelCard`), read from its folder; a single-file
+    checkpoint or a Hub id has none."""
+    path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
+    return ModelCard.read(path) if path.is_dir() else ModelCard()
 
 
 def _looks_like_repo_id(model: str) -> bool:

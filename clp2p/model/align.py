@@ -54,6 +54,16 @@ class PromptTokens:
         return found
 
 
+def word_tokens(prompt: str) -> PromptTokens:
+    """``prompt`` as one token a word between a start and an end token: enough to check the
+    word-level rules of an edit (:func:`clp2p.model.edits.resolve_edit`) before a model with
+    its tokenizer is loaded."""
+    words = tuple(prompt.split())
+    spans = tuple((i + 1,) for i in range(len(words)))
+    ids = tuple(range(len(words) + 2))
+    return PromptTokens(prompt, words, spans, ids, ("<|startoftext|>", *words, "<|endoftext|>"))
+
+
 def tokenize(prompt: str, tokenizer, max_length: int | None = None) -> PromptTokens:
     """Split ``prompt`` into words and map each word to its token positions.
 
@@ -113,10 +123,12 @@ def swap_mapper(src: PromptTokens, tgt: PromptTokens, length: int) -> np.ndarray
     source word's columns divided by the number of target tokens.
     """
     if len(src.words) != len(tgt.words):
-        raise Clp2pError(
-            f"a word swap needs prompts with the same number of words; source has "
-            f"{len(src.words)}, target {len(tgt.words)} ({_word_diff(src.words, tgt.words)}): "
-            "use --edit refine to add or remove words"
+        raise Clp2pError.about(
+            "a word swap needs prompts with the same number of words; source has "
+            "{n_src}, target {n_tgt} ({diff}): use {kind} refine to add or remove words",
+            n_src=len(src.words),
+            n_tgt=len(tgt.words),
+            diff=_word_diff(src.words, tgt.words),
         )
     mapper = np.zeros((length, length), dtype=np.float32)
     mapper[0, 0] = 1.0
@@ -183,10 +195,15 @@ def refine_mapper(
     return mapper, take
 
 
-def word_positions(prompts: list[PromptTokens], word: str, what: str) -> list[list[int]]:
-    """Token positions of ``word`` in each prompt; an error if no prompt has it."""
+def word_positions(prompts: list[PromptTokens], word: str, field: str) -> list[list[int]]:
+    """Token positions of ``word`` in each prompt; an error naming ``field`` (e.g.
+    ``reweight``) if no prompt has it."""
     found = [p.find(word) for p in prompts]
     if not any(found):
         names = " / ".join(f"'{_short(p.prompt, 40)}'" for p in prompts)
-        raise Clp2pError(f"{what} '{word}' is not in the prompt {names}: use a word of the prompt")
+        raise Clp2pError.about(
+            "{" + field + "} word '{word}' is not in the prompt {names}: use a word of the prompt",
+            word=word,
+            names=names,
+        )
     return found

@@ -16,8 +16,15 @@ METHODS = ("null-text", "negative-prompt", "direct")
 # the default: exact source, one sampling pass, and the best edits on the shapes world
 # (docs/inversion.md)
 DEFAULT_METHOD = "direct"
+DEFAULT_INNER_STEPS = 10  # null-text: optimisation steps per denoising step (Mokady et al.)
 FITS = ("crop", "fit")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def optimises_embeddings(method: str) -> bool:
+    """Whether ``method`` optimises the unconditional embeddings per step (null-text): it
+    alone takes inner optimisation steps, needs guidance above 1, and holds for one guidance."""
+    return method == "null-text"
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,11 @@ class Inversion:
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
-            raise Clp2pError(f"--method '{self.method}': choose one of {', '.join(METHODS)}")
+            raise Clp2pError.about(
+                "{method} '{value}': choose one of {methods}",
+                value=self.method,
+                methods=", ".join(METHODS),
+            )
         latents, uncond = np.asarray(self.latents), self.uncond
         if latents.ndim != 4 or len(latents) < 2:
             raise Clp2pError("the inversion trajectory is not (steps + 1, C, h, w)")
@@ -80,6 +91,12 @@ class Inversion:
             guidance = float(data["guidance"]) if "guidance" in data.files else 0.0
         return cls(method, prompt, latents, uncond, guidance)
 
+    @property
+    def fixes_guidance(self) -> bool:
+        """Whether renders must keep the guidance of the inversion (null-text's embeddings
+        are optimised for one guidance scale)."""
+        return optimises_embeddings(self.method)
+
     def check(self, settings) -> None:
         """Refuse render ``settings`` this inversion was not made for."""
         if self.steps != settings.steps:
@@ -87,7 +104,7 @@ class Inversion:
                 f"the picture was inverted with {self.steps} steps, not {settings.steps}: keep "
                 "its steps (or import it again with the new ones)"
             )
-        if self.method == "null-text" and settings.guidance != self.guidance:
+        if self.fixes_guidance and settings.guidance != self.guidance:
             raise Clp2pError(
                 f"null-text inversion optimised for guidance {self.guidance:g}, not "
                 f"{settings.guidance:g}: keep it (or import the picture again)"
@@ -128,7 +145,9 @@ def fit_image(image: np.ndarray, width: int, height: int, fit: str = "crop") -> 
     from PIL import Image
 
     if fit not in FITS:
-        raise Clp2pError(f"--fit '{fit}': choose crop (fill the frame) or fit (whole image)")
+        raise Clp2pError.about(
+            "{fit} '{value}': choose crop (fill the frame) or fit (whole image)", value=fit
+        )
     h, w = image.shape[:2]
     scale = (max if fit == "crop" else min)(width / w, height / h)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))

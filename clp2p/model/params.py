@@ -12,11 +12,12 @@ from dataclasses import dataclass, field, replace
 
 from clp2p.errors import Clp2pError
 
-EDIT_KINDS = ("auto", "swap", "refine", "reweight")
+RESOLVED_KINDS = ("swap", "refine", "reweight")  # what an edit is once ``auto`` is resolved
+EDIT_KINDS = ("auto", *RESOLVED_KINDS)
 V_LAYER_KINDS = ("self", "cross", "both")
 
 
-def _step_index(fraction: float, steps: int) -> int:
+def step_index(fraction: float, steps: int) -> int:
     # round first so that 0.3 * 10 = 3.0000000000000004 counts as 3
     return math.floor(round(fraction * steps, 9))
 
@@ -30,18 +31,21 @@ class StepWindow:
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.start <= 1.0 and 0.0 <= self.end <= 1.0):
-            raise Clp2pError(
-                f"step window {self.start:g}:{self.end:g} is outside [0, 1]: "
-                "give fractions of the schedule, e.g. 0.8 or 0.1:0.6"
+            raise Clp2pError.about(
+                "step window {a:g}:{b:g} is outside [0, 1]: "
+                "give fractions of the schedule, e.g. 0.8 or 0.1:0.6",
+                a=self.start,
+                b=self.end,
             )
         if self.start > self.end:
-            raise Clp2pError(
-                f"step window {self.start:g}:{self.end:g} starts after it ends: "
-                "write A:B with A <= B"
+            raise Clp2pError.about(
+                "step window {a:g}:{b:g} starts after it ends: write A:B with A <= B",
+                a=self.start,
+                b=self.end,
             )
 
     def contains(self, step: int, steps: int) -> bool:
-        return _step_index(self.start, steps) <= step < _step_index(self.end, steps)
+        return step_index(self.start, steps) <= step < step_index(self.end, steps)
 
     @property
     def empty(self) -> bool:
@@ -51,8 +55,10 @@ class StepWindow:
         return f"{self.end:g}" if self.start == 0 else f"{self.start:g}:{self.end:g}"
 
     @classmethod
-    def parse(cls, text: str, what: str = "window") -> StepWindow:
+    def parse(cls, text: str, field: str = "window", word: str = "") -> StepWindow:
+        """``F`` or ``A:B``; errors name ``field`` (and ``word`` of a per-word window)."""
         text = text.strip()
+        what = "{" + field + "}" + (" {word}" if word else "")
         try:
             if ":" in text:
                 a, b = text.split(":", 1)
@@ -60,10 +66,12 @@ class StepWindow:
             return cls(0.0, float(text))
         except ValueError as exc:
             if isinstance(exc, Clp2pError):
-                raise Clp2pError(f"{what}: {exc}") from None
-            raise Clp2pError(
-                f"{what} '{text}' is not a step window: write a fraction F (e.g. 0.8) "
-                "or a range A:B (e.g. 0.1:0.6)"
+                raise exc.prefixed(what + ": ", word=word) from None
+            raise Clp2pError.about(
+                what + " '{text}' is not a step window: write a fraction F (e.g. 0.8) "
+                "or a range A:B (e.g. 0.1:0.6)",
+                word=word,
+                text=text,
             ) from None
 
 
@@ -91,10 +99,12 @@ class CrossWindow:
             if "=" in item:
                 word, win = item.split("=", 1)
                 if not word.strip():
-                    raise Clp2pError(f"--cross item '{item}' has no word before '='")
-                words.append((word.strip(), StepWindow.parse(win, f"--cross {word.strip()}")))
+                    raise Clp2pError.about(
+                        "{cross} item '{item}' has no word before '='", item=item
+                    )
+                words.append((word.strip(), StepWindow.parse(win, "cross", word.strip())))
             else:
-                base = StepWindow.parse(item, "--cross")
+                base = StepWindow.parse(item, "cross")
         return cls(base, tuple(words))
 
 
@@ -130,19 +140,32 @@ class EditParams:
 
     def __post_init__(self) -> None:
         if self.kind not in EDIT_KINDS:
-            raise Clp2pError(
-                f"edit kind '{self.kind}' is unknown: use one of {', '.join(EDIT_KINDS)}"
+            raise Clp2pError.about(
+                "{kind} '{value}' is unknown: use one of {kinds}",
+                value=self.kind,
+                kinds=", ".join(EDIT_KINDS),
             )
         if not 0.0 <= self.k <= 1.0:
-            raise Clp2pError(
-                f"--k {self.k:g} is outside [0, 1]: the silhouette threshold is a fraction"
+            raise Clp2pError.about(
+                "{k} {value:g} is outside [0, 1]: the silhouette threshold is a fraction",
+                value=self.k,
             )
         if not 0.0 <= self.v_blend <= 1.0:
-            raise Clp2pError(f"--v-blend {self.v_blend:g} is outside [0, 1]")
+            raise Clp2pError.about("{v_blend} {value:g} is outside [0, 1]", value=self.v_blend)
         if self.v_layers not in V_LAYER_KINDS:
-            raise Clp2pError(f"--v-layers '{self.v_layers}': use one of {', '.join(V_LAYER_KINDS)}")
+            raise Clp2pError.about(
+                "{v_layers} '{value}': use one of {kinds}",
+                value=self.v_layers,
+                kinds=", ".join(V_LAYER_KINDS),
+            )
         if self.self_res is not None and self.self_res < 1:
-            raise Clp2pError(f"--self-res {self.self_res}: give a positive side length or 'all'")
+            raise Clp2pError.about(
+                "{self_res} {value}: give a positive side length or 'all'", value=self.self_res
+            )
+        if self.v_blend > 0 and self.v_window.empty:
+            raise Clp2pError.about(
+                "{v_blend} is set but the {v_window} window is empty: give e.g. {v_window} 0.5"
+            )
 
     def with_(self, **changes: object) -> EditParams:
         return replace(self, **changes)
@@ -170,9 +193,9 @@ class EditParams:
             kind=data.get("kind", "auto"),
             preset=data.get("preset", "custom"),
             cross=CrossWindow.parse(str(data.get("cross", "0.2"))),
-            self_window=StepWindow.parse(str(data.get("self", "0.8")), "self"),
+            self_window=StepWindow.parse(str(data.get("self", "0.8")), "self_window"),
             self_res=None if res == "all" else int(res),
-            v_window=StepWindow.parse(str(data.get("v_inject", "0")), "v_inject"),
+            v_window=StepWindow.parse(str(data.get("v_inject", "0")), "v_window"),
             v_blend=float(data.get("v_blend", 0.0)),
             v_layers=data.get("v_layers", "self"),
             k=float(data.get("k", 0.0)),
@@ -221,12 +244,33 @@ class RenderSettings:
 
     def __post_init__(self) -> None:
         if self.steps < 1:
-            raise Clp2pError(f"--steps {self.steps}: give at least 1 denoising step")
+            raise Clp2pError.about(
+                "{steps} {value}: give at least 1 denoising step", value=self.steps
+            )
         if self.seed < 0 or self.seed >= 2**63:
-            raise Clp2pError(f"--seed {self.seed}: give a seed in [0, 2**63)")
-        for name, value in (("--width", self.width), ("--height", self.height)):
+            raise Clp2pError.about("{seed} {value}: give a seed in [0, 2**63)", value=self.seed)
+        for name, value in (("width", self.width), ("height", self.height)):
             if value is not None and value <= 0:
-                raise Clp2pError(f"{name} {value}: give a positive size in pixels")
+                raise Clp2pError.about(
+                    "{" + name + "} {value}: give a positive size in pixels", value=value
+                )
+
+    def at_size(self, native: int, multiple: int) -> RenderSettings:
+        """The settings with a missing width or height set to a model's ``native`` size;
+        sizes must be multiples of the model's ``multiple`` (VAE and UNet downsampling)."""
+        width, height = self.width or native, self.height or native
+        for name, value in (("width", width), ("height", height)):
+            if value % multiple:
+                lo = max(multiple, value // multiple * multiple)
+                raise Clp2pError.about(
+                    "{" + name + "} {value} is not a multiple of {multiple} for this model: "
+                    "use {lo} or {hi}",
+                    value=value,
+                    multiple=multiple,
+                    lo=lo,
+                    hi=lo + multiple,
+                )
+        return replace(self, width=width, height=height)
 
     def to_json(self) -> dict:
         return {
@@ -236,6 +280,9 @@ class RenderSettings:
             "width": self.width,
             "height": self.height,
         }
+
+
+RECORDED = -1  # the source index of a branch edited from a recorded branch (a BranchRecord)
 
 
 @dataclass(frozen=True)

@@ -19,12 +19,12 @@ from datetime import UTC, datetime
 import numpy as np
 
 from clp2p.errors import Clp2pError
-from clp2p.model.align import normalise_word
+from clp2p.model.edits import infer_kind
 from clp2p.model.imported import ImportedImage
-from clp2p.model.params import Branch, EditParams, RenderSettings
+from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams, RenderSettings
 
 SCHEMA_VERSION = 2
-NODE_KINDS = ("root", "swap", "refine", "reweight", "cycle")
+NODE_KINDS = ("root", *RESOLVED_KINDS, "cycle")
 STATUSES = ("new", "rendered")
 
 
@@ -37,18 +37,6 @@ def image_hash(image: np.ndarray) -> str:
     h = hashlib.sha256(f"{image.shape[0]}x{image.shape[1]}:".encode())
     h.update(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
     return h.hexdigest()
-
-
-def infer_kind(source: str, target: str, params: EditParams) -> str:
-    """The edit kind ``auto`` stands for (the engine's rule): re-weight alone for equal
-    prompts with scales, swap for equal word counts, refinement otherwise."""
-    if params.kind != "auto":
-        return params.kind
-    a = [normalise_word(w) for w in source.split()]
-    b = [normalise_word(w) for w in target.split()]
-    if a == b and params.reweight:
-        return "reweight"
-    return "swap" if len(a) == len(b) else "refine"
 
 
 @dataclass(frozen=True)
@@ -154,8 +142,10 @@ class Session:
                 raise Clp2pError("an edit needs a target prompt")
             prompt = source
         kind = kind or infer_kind(source, prompt, params)
-        if kind not in ("swap", "refine", "reweight"):
-            raise Clp2pError(f"--kind '{kind}': an edit is swap, refine or reweight")
+        if kind not in RESOLVED_KINDS:
+            raise Clp2pError.about(
+                "{kind} '{value}': an edit is {kinds}", value=kind, kinds=", ".join(RESOLVED_KINDS)
+            )
         node = Node(self._next_id(), parent, kind, prompt, params.with_(kind=kind))
         return replace(self, nodes=self.nodes + (node,)), node.id
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import os
 
-# OpenMP threads that spin while they wait make a shared 2-core machine crawl (measured: a
-# training step took 14x longer while another process ran); they must sleep instead. This has
-# to be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":
+    # OpenMP threads that spin while they wait make a shared 2-core machine crawl (measured: a
+    # training step took 14x longer while another process ran); they must sleep instead. This
+    # has to be set before torch loads its OpenMP runtime, and only when run as a script:
+    # importing this module changes nothing in the importing process.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json

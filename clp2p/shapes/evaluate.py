@@ -19,14 +19,7 @@ float rounding.
 
 from __future__ import annotations
 
-import os
-
-# OpenMP threads that spin while they wait make a shared 2-core machine crawl (measured here:
-# one render 70x slower while another torch process ran); they must sleep instead. This has to
-# be set before torch loads its OpenMP runtime, and the CLI imports this module first.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import sys  # noqa: E402
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,8 +27,15 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.attention.plan import Branch
-from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.model.params import (
+    V_LAYER_KINDS,
+    Branch,
+    CrossWindow,
+    EditParams,
+    RenderSettings,
+    StepWindow,
+    preset,
+)
 from clp2p.shapes import world
 from clp2p.shapes.scoring import (
     KINDS,
@@ -57,7 +57,7 @@ NO_INJECTION = EditParams(
 
 V_WINDOWS: tuple[float, ...] = (0.2, 0.5, 0.8, 1.0)
 V_BLENDS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
-V_LAYERS: tuple[str, ...] = ("self", "cross", "both")
+V_LAYERS: tuple[str, ...] = V_LAYER_KINDS  # the V search tries every kind of layer
 """The V injection search grid: window end x beta x layer kind."""
 
 SWEEP_K: tuple[float, ...] = (0.0, 0.3, 0.6)
@@ -136,17 +136,19 @@ def render_pair(
     settings: RenderSettings,
     cycle: bool = True,
     chunk: int = 40,
+    batch_branches: bool = False,
 ) -> PairImages:
     """Render ``pair`` under every edit of ``edits`` (name -> params) from the pair's seed.
 
     A call renders ``[A, B_1 .. B_m, A_1 .. A_m]`` where ``A_i`` edits ``B_i`` back to the
     source prompt with the same parameters; with ``cycle`` a second call renders
     ``[B, A'_1 .. A'_m]``, the cold reversals from a plain generation ``B`` of the target
-    prompt. At most ``chunk`` edits share one call."""
-    from clp2p.engine.engine import HeatmapOptions
+    prompt. At most ``chunk`` edits share one call (in one UNet batch with
+    ``batch_branches``)."""
+    from clp2p.engine.engine import HeatmapOptions, RenderOptions
 
     settings = replace(settings, seed=pair.seed)
-    quiet = HeatmapOptions(max_pixels=0)
+    quiet = RenderOptions(batch_branches=batch_branches, heatmaps=HeatmapOptions(max_pixels=0))
     names = list(edits)
     targets, backs, colds = {}, {}, {}
     source = None
@@ -156,7 +158,7 @@ def render_pair(
         branches += [Branch(pair.target_prompt, 0, edits[n]) for n in group]
         if cycle:
             branches += [Branch(pair.source_prompt, 1 + i, edits[n]) for i, n in enumerate(group)]
-        result = engine.render(branches, settings, heatmaps=quiet)
+        result = engine.render(branches, settings, options=quiet)
         source = result.images[0]
         for i, n in enumerate(group):
             targets[n] = result.images[1 + i]
@@ -165,7 +167,7 @@ def render_pair(
         if cycle:
             branches = [Branch(pair.target_prompt)]
             branches += [Branch(pair.source_prompt, 0, edits[n]) for n in group]
-            result = engine.render(branches, settings, heatmaps=quiet)
+            result = engine.render(branches, settings, options=quiet)
             colds |= {n: result.images[1 + i] for i, n in enumerate(group)}
     return PairImages(source, targets, backs, colds)
 
@@ -241,6 +243,7 @@ def _score_all(
     cycle: bool,
     what: str,
     keep_images: int = 0,
+    batch_branches: bool = False,
 ) -> tuple[list[dict], list[tuple[EditPair, PairImages]]]:
     """Scores of every pair under every edit, and the images of the first ``keep_images``
     pairs of each kind."""
@@ -248,7 +251,7 @@ def _score_all(
     per_pair, kept = [], []
     seen: dict[str, int] = {}
     for i, pair in enumerate(pairs):
-        images = render_pair(engine, pair, edits, settings, cycle=cycle)
+        images = render_pair(engine, pair, edits, settings, cycle, batch_branches=batch_branches)
         per_pair.append(score_pair(pair, images))
         if seen.get(pair.kind, 0) < keep_images:
             seen[pair.kind] = seen.get(pair.kind, 0) + 1
@@ -257,7 +260,9 @@ def _score_all(
     return per_pair, kept
 
 
-def run_v_search(engine, pairs: list[EditPair], settings: RenderSettings) -> dict:
+def run_v_search(
+    engine, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
+) -> dict:
     """Score every V setting of the search grid against plain ``cl-p2p`` on ``pairs``.
 
     For each cycle protocol (``cycle``: the session's chain, ``cold``: reversal from a plain
@@ -267,7 +272,9 @@ def run_v_search(engine, pairs: list[EditPair], settings: RenderSettings) -> dic
     grid = [VSetting(w, b, layer) for layer, w, b in product(V_LAYERS, V_WINDOWS, V_BLENDS)]
     edits = {"cl-p2p": preset("cl-p2p").with_(kind="swap")}
     edits |= {v.name(): v.params().with_(kind="swap") for v in grid}
-    per_pair, _ = _score_all(engine, pairs, edits, settings, True, "v search")
+    per_pair, _ = _score_all(
+        engine, pairs, edits, settings, True, "v search", batch_branches=batch_branches
+    )
     cells = {name: cell["all"] for name, cell in table(per_pair, pairs, list(edits)).items()}
     base = cells["cl-p2p"]
     best = {}
@@ -302,15 +309,18 @@ def run_edit(
     settings: RenderSettings,
     v: VSetting,
     search_pairs: list[EditPair] | None = None,
+    batch_branches: bool = False,
 ) -> dict:
     """The edit table, after an optional V search whose winner becomes ``cl-p2p+v``."""
     search = None
     if search_pairs:
-        search = run_v_search(engine, search_pairs, settings)
+        search = run_v_search(engine, search_pairs, settings, batch_branches)
         v = VSetting(**(search["best"]["cycle"] or search["best"]["cold"] or search["mildest"]))
         _log(f"v search: best {search['best']}, using {v.name()}")
     edits = methods(v)
-    per_pair, examples = _score_all(engine, pairs, edits, settings, True, "edit", keep_images=1)
+    per_pair, examples = _score_all(
+        engine, pairs, edits, settings, True, "edit", 1, batch_branches=batch_branches
+    )
     return {
         "task": "edit",
         "v": v.__dict__,
@@ -335,10 +345,14 @@ def sweep_edits() -> dict[str, EditParams]:
     }
 
 
-def run_sweep(engine, pairs: list[EditPair], settings: RenderSettings) -> dict:
+def run_sweep(
+    engine, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
+) -> dict:
     """Colour swaps over the study's grid; the surfaces of success and mask IoU."""
     edits = sweep_edits()
-    per_pair, examples = _score_all(engine, pairs, edits, settings, False, "sweep", keep_images=2)
+    per_pair, examples = _score_all(
+        engine, pairs, edits, settings, False, "sweep", 2, batch_branches=batch_branches
+    )
     cells = {name: cell["all"] for name, cell in table(per_pair, pairs, list(edits)).items()}
     return {
         "task": "sweep",

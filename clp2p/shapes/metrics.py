@@ -173,3 +173,10 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
 def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Mean absolute difference of two uint8 images, in 0-255 units."""
     return float(np.mean(np.abs(a.astype(np.float64) - b.astype(np.float64))))
+
+
+def reversal_mask_iou(image: np.ndarray, ancestor: np.ndarray) -> float:
+    """Foreground mask IoU of a cycle reversal and the ancestor it reverses: the shapes
+    model's reversal metric, a plug-in of the session renderer (``clp2p.metrics`` entry
+    point ``mask_iou``, named in the model's ``clp2p.json``)."""
+    return mask_iou(foreground_mask(image), foreground_mask(ancestor))

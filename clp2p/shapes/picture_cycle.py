@@ -18,8 +18,7 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.attention.plan import Branch
-from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.params import Branch, EditParams, RenderSettings
 from clp2p.shapes.evaluate import VSetting, _eta, _log, base_methods
 from clp2p.shapes.scoring import EditPair, score_cycle, score_edit, summarise
 
@@ -44,18 +43,23 @@ def picture_cycle_edits(candidates: list[VSetting] | None = None) -> dict[str, E
 
 
 def picture_cycle(
-    engine, pair: EditPair, edit: EditParams, settings: RenderSettings, target: np.ndarray
+    engine,
+    pair: EditPair,
+    edit: EditParams,
+    settings: RenderSettings,
+    target: np.ndarray,
+    batch_branches: bool = False,
 ) -> np.ndarray:
     """The reversal of the edited picture ``target`` (H, W, 3 uint8) back to the source
     prompt: ``target`` is inverted (direct) under the target prompt, then edited with
     ``edit``."""
-    from clp2p.engine.engine import HeatmapOptions
+    from clp2p.engine.engine import HeatmapOptions, RenderOptions
     from clp2p.engine.inversion import invert
 
     inversion = invert(engine, target, pair.target_prompt, settings, "direct").inversion
     branches = [Branch(pair.target_prompt), Branch(pair.source_prompt, 0, edit)]
-    quiet = HeatmapOptions(max_pixels=0)
-    return engine.render(branches, settings, heatmaps=quiet, inversion=inversion).images[1]
+    quiet = RenderOptions(batch_branches=batch_branches, heatmaps=HeatmapOptions(max_pixels=0))
+    return engine.render(branches, settings, options=quiet, inversion=inversion).images[1]
 
 
 def run_picture_cycle(
@@ -63,28 +67,29 @@ def run_picture_cycle(
     pairs: list[EditPair],
     settings: RenderSettings,
     candidates: list[VSetting] | None = None,
+    batch_branches: bool = False,
 ) -> dict:
     """Every method of :func:`picture_cycle_edits` on every pair: the edit's scores and its
     picture cycle error. ``best``: the V setting with the lowest picture cycle error among
     those whose edit success and kept attributes are not below plain ``cl-p2p``'s (None when
     none is lower); ``versus``: per V setting, its paired difference to ``cl-p2p``."""
-    from clp2p.engine.engine import HeatmapOptions
+    from clp2p.engine.engine import HeatmapOptions, RenderOptions
 
     edits = picture_cycle_edits(candidates)
     names = list(edits)
-    quiet = HeatmapOptions(max_pixels=0)
+    quiet = RenderOptions(batch_branches=batch_branches, heatmaps=HeatmapOptions(max_pixels=0))
     rows: dict[str, list[dict]] = {name: [] for name in names}
     start = time.perf_counter()
     for i, pair in enumerate(pairs):
         pair_settings = replace(settings, seed=pair.seed)
         branches = [Branch(pair.source_prompt)]
         branches += [Branch(pair.target_prompt, 0, edits[name]) for name in names]
-        forward = engine.render(branches, pair_settings, heatmaps=quiet)
+        forward = engine.render(branches, pair_settings, options=quiet)
         source = forward.images[0]
         for j, name in enumerate(names):
             target = forward.images[1 + j]
             row = score_edit(pair, source, target)
-            back = picture_cycle(engine, pair, edits[name], pair_settings, target)
+            back = picture_cycle(engine, pair, edits[name], pair_settings, target, batch_branches)
             row.update(score_cycle(source, back, "picture"))
             rows[name].append(row)
         _log(f"picture cycle: {_eta(i + 1, len(pairs), start)}")

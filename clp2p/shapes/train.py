@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import os
 
-# OpenMP threads that spin while they wait make a shared 2-core machine crawl (measured: a
-# training step took 14x longer while another process ran); they must sleep instead. This has
-# to be set before torch loads its OpenMP runtime.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if __name__ == "__main__":
+    # OpenMP threads that spin while they wait make a shared 2-core machine crawl (measured: a
+    # training step took 14x longer while another process ran); they must sleep instead. This
+    # has to be set before torch loads its OpenMP runtime, and only when run as a script:
+    # importing this module changes nothing in the importing process.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import copy
@@ -32,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+from clp2p.atomic import write_with
 from clp2p.shapes import model as shapes_model
 from clp2p.shapes import world
 from clp2p.shapes.model import ModelConfig
@@ -170,6 +173,38 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
+def _resume(path: Path, modules: dict, opt, gen: torch.Generator, rows: list[dict]) -> int:
+    """Load stage 3's checkpoint into ``modules``, the optimiser, the generator and the loss
+    rows; the step to go on from (0 without a checkpoint)."""
+    if not path.exists():
+        return 0
+    ckpt = torch.load(path, weights_only=False)
+    for key, module in modules.items():
+        module.load_state_dict(ckpt[key])
+    opt.load_state_dict(ckpt["opt"])
+    gen.set_state(ckpt["gen"])
+    rows[:] = ckpt["rows"]
+    print(f"resumed stage 3 at step {ckpt['step']}", flush=True)
+    return ckpt["step"]
+
+
+def _denoiser_loss(cfg, unet, text, data: dict, alphas, gen: torch.Generator) -> torch.Tensor:
+    """The min-SNR weighted noise-prediction loss of one random batch."""
+    idx = torch.randint(len(data["mean"]), (cfg.batch,), generator=gen)
+    eps_z = torch.randn(data["mean"][idx].shape, generator=gen)
+    z0 = (data["mean"][idx] + data["std"][idx] * eps_z) * float(data["scale"])  # (B, C, L, L)
+    ids = data["ids"][idx].clone()  # (B, T)
+    ids[torch.rand(cfg.batch, generator=gen) < cfg.caption_drop] = data["empty"]
+    t = torch.randint(len(alphas), (cfg.batch,), generator=gen)
+    noise = torch.randn(z0.shape, generator=gen)
+    a = alphas[t].view(-1, 1, 1, 1)
+    zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
+    pred = unet(zt, t, text(ids).last_hidden_state).sample
+    snr = (alphas[t] / (1 - alphas[t])).clamp(min=1e-8)
+    weight = snr.clamp(max=cfg.min_snr_gamma) / snr  # (B,)
+    return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+
+
 def train_denoiser(
     cfg: TrainConfig,
     mcfg: ModelConfig,
@@ -187,42 +222,15 @@ def train_denoiser(
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     alphas = shapes_model.build_scheduler(mcfg).alphas_cumprod  # (T,)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
-    first = 0
+    modules = {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text}
     ckpt_path = work / "denoiser.pt"
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=False)
-        for module, key in (
-            (unet, "unet"),
-            (text, "text"),
-            (ema_unet, "ema_unet"),
-            (ema_text, "ema_text"),
-        ):
-            module.load_state_dict(ckpt[key])
-        opt.load_state_dict(ckpt["opt"])
-        gen.set_state(ckpt["gen"])
-        first = ckpt["step"]
-        rows[:] = ckpt["rows"]
-        print(f"resumed stage 3 at step {first}", flush=True)
-    scale = float(data["scale"])
-    n = len(data["mean"])
+    first = _resume(ckpt_path, modules, opt, gen, rows)
     progress = Progress("unet", cfg.steps, cfg.log_every, start, rows)
     stage_start = time.time()
     for step in range(first, cfg.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
-        idx = torch.randint(n, (cfg.batch,), generator=gen)
-        eps_z = torch.randn(data["mean"][idx].shape, generator=gen)
-        z0 = (data["mean"][idx] + data["std"][idx] * eps_z) * scale  # (B, C, L, L)
-        ids = data["ids"][idx].clone()  # (B, T)
-        ids[torch.rand(cfg.batch, generator=gen) < cfg.caption_drop] = data["empty"]
-        t = torch.randint(len(alphas), (cfg.batch,), generator=gen)
-        noise = torch.randn(z0.shape, generator=gen)
-        a = alphas[t].view(-1, 1, 1, 1)
-        zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
-        pred = unet(zt, t, text(ids).last_hidden_state).sample
-        snr = (alphas[t] / (1 - alphas[t])).clamp(min=1e-8)
-        weight = snr.clamp(max=cfg.min_snr_gamma) / snr  # (B,)
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        loss = _denoiser_loss(cfg, unet, text, data, alphas, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -235,17 +243,13 @@ def train_denoiser(
         over = (time.time() - start) / 60 > cfg.max_minutes
         if (step + 1) % cfg.checkpoint_every == 0 or last or over:
             state = {
-                "unet": unet.state_dict(),
-                "text": text.state_dict(),
-                "ema_unet": ema_unet.state_dict(),
-                "ema_text": ema_text.state_dict(),
+                **{key: module.state_dict() for key, module in modules.items()},
                 "opt": opt.state_dict(),
                 "gen": gen.get_state(),
                 "step": step + 1,
                 "rows": rows,
             }
-            torch.save(state, work / "denoiser.tmp")
-            (work / "denoiser.tmp").replace(ckpt_path)
+            write_with(ckpt_path, lambda f, state=state: torch.save(state, f))
         if over:
             print(f"time budget reached after {step + 1} steps; stopping early", flush=True)
             break
@@ -300,6 +304,40 @@ def write_curve(rows: list[dict], figures: Path) -> None:
     plt.close(fig)
 
 
+def _configs(items: list[str]) -> tuple[TrainConfig, ModelConfig]:
+    """The default configs with ``FIELD=VALUE`` overrides (``--set``)."""
+    cfg, mcfg = TrainConfig(), ModelConfig()
+    for item in items:
+        key, value = item.split("=", 1)
+        target = cfg if key in {f.name for f in dataclasses.fields(cfg)} else mcfg
+        typed = type(getattr(target, key))
+        parsed = tuple(int(v) for v in value.split(",")) if typed is tuple else typed(value)
+        if target is cfg:
+            cfg = dataclasses.replace(cfg, **{key: parsed})
+        else:
+            mcfg = dataclasses.replace(mcfg, **{key: parsed})
+    return cfg, mcfg
+
+
+def _stage1(cfg, mcfg, images, work: Path, rows: list[dict], start: float):
+    """The VAE (trained, or loaded from ``work``) and the latent posterior of every image."""
+    vae_dir = work / "vae"
+    if (vae_dir / "config.json").exists():
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        rows.extend(json.loads((work / "vae_rows.json").read_text()))
+        print("loaded stage 1 VAE from the work dir", flush=True)
+    else:
+        vae = train_vae(cfg, mcfg, images, rows, start)
+    mean, std = encode_dataset(vae, images)
+    if not (vae_dir / "config.json").exists():
+        # Unit-variance latents for the denoiser, as Stable Diffusion's 0.18215 does.
+        sample = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+        vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
+        vae.save_pretrained(vae_dir)
+        (work / "vae_rows.json").write_text(json.dumps(rows))
+    return vae, mean, std
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("resources/models/shapes"))
@@ -313,36 +351,14 @@ def main(argv: list[str] | None = None) -> None:
         help="override TrainConfig / ModelConfig fields (for timed trials)",
     )
     args = parser.parse_args(argv)
-    cfg, mcfg = TrainConfig(), ModelConfig()
-    for item in args.set:
-        key, value = item.split("=", 1)
-        target = cfg if key in {f.name for f in dataclasses.fields(cfg)} else mcfg
-        typed = type(getattr(target, key))
-        parsed = tuple(int(v) for v in value.split(",")) if typed is tuple else typed(value)
-        if target is cfg:
-            cfg = dataclasses.replace(cfg, **{key: parsed})
-        else:
-            mcfg = dataclasses.replace(mcfg, **{key: parsed})
+    cfg, mcfg = _configs(args.set)
     torch.set_num_threads(cfg.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     start, rows = time.time(), []
     print(f"train config: {cfg}\nmodel config: {mcfg}", flush=True)
 
     images, scenes = make_dataset(cfg, mcfg)
-    vae_dir = args.work_dir / "vae"
-    if (vae_dir / "config.json").exists():
-        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
-        rows.extend(json.loads((args.work_dir / "vae_rows.json").read_text()))
-        print("loaded stage 1 VAE from the work dir", flush=True)
-    else:
-        vae = train_vae(cfg, mcfg, images, rows, start)
-    mean, std = encode_dataset(vae, images)
-    if not (vae_dir / "config.json").exists():
-        # Unit-variance latents for the denoiser, as Stable Diffusion's 0.18215 does.
-        sample = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
-        vae.register_to_config(scaling_factor=float(1.0 / sample.std()))
-        vae.save_pretrained(vae_dir)
-        (args.work_dir / "vae_rows.json").write_text(json.dumps(rows))
+    vae, mean, std = _stage1(cfg, mcfg, images, args.work_dir, rows, start)
     print(
         f"latents {tuple(mean.shape)}, scaling_factor {vae.config.scaling_factor:.4f}, "
         f"{(time.time() - start) / 60:.1f} min",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -13,7 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clp2p.attention.maps import overlay
+from clp2p.atomic import write_json
+from clp2p.attention.heatmap import overlay
 from clp2p.engine.engine import RenderResult
 from clp2p.model.align import normalise_word
 
@@ -63,22 +63,6 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
                 os.replace(path, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write JSON atomically: temporary file, flush, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def edit_record(result: RenderResult, model: str, device: str, dtype: str, command: list[str]):

@@ -8,14 +8,28 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from clp2p.attention.plan import resolve_edit
-from clp2p.engine.engine import Engine, StepInfo
+from clp2p.engine.engine import Engine, RenderOptions, StepInfo
 from clp2p.errors import Clp2pError
-from clp2p.model.align import tokenize
-from clp2p.model.imported import DEFAULT_METHOD
+from clp2p.model.align import tokenize, word_tokens
+from clp2p.model.devices import AUTO
+from clp2p.model.edits import resolve_edit
+from clp2p.model.imported import DEFAULT_INNER_STEPS, DEFAULT_METHOD, FITS
 from clp2p.model.params import EditParams, RenderSettings
 from clp2p.model.session import Session
-from clp2p.workflows.session_render import DEFAULT_BUDGET, NodeRender, SessionRenderer
+from clp2p.resources import SHAPES
+from clp2p.workflows.record_cache import DEFAULT_BUDGET
+from clp2p.workflows.session_render import NodeRender, SessionRenderer
+
+# What the studio's engine thread may use (the studio never imports the engine itself).
+__all__ = [
+    "EngineService",
+    "ImportJob",
+    "ModelInfo",
+    "ModelSpec",
+    "NodeRender",
+    "RenderJob",
+    "StepInfo",
+]
 
 
 @dataclass(frozen=True)
@@ -23,9 +37,9 @@ class ModelSpec:
     """What to load: ``model`` as ``clp2p --model`` takes it, device and dtype names, and the
     memory budget of the session render cache in MiB."""
 
-    model: str = "shapes"
-    device: str = "auto"
-    dtype: str = "auto"
+    model: str = SHAPES
+    device: str = AUTO
+    dtype: str = AUTO
     cache_mib: int = DEFAULT_BUDGET // 2**20
 
     def same_model(self, other: ModelSpec) -> bool:
@@ -61,9 +75,9 @@ class ImportJob:
     prompt: str
     settings: RenderSettings
     method: str = DEFAULT_METHOD
-    fit: str = "crop"
+    fit: str = FITS[0]
     file: str = ""
-    inner_steps: int = 10
+    inner_steps: int = DEFAULT_INNER_STEPS
 
 
 class EngineService:
@@ -111,7 +125,7 @@ class EngineService:
             job.images,
             on_step=on_step,
             cancel=cancel,
-            preview_every=job.preview_every,
+            options=RenderOptions(preview_every=job.preview_every),
         )
 
     def import_image(
@@ -124,7 +138,7 @@ class EngineService:
         import time
         from dataclasses import replace
 
-        from clp2p.engine.inversion import import_image
+        from clp2p.workflows.picture_import import import_image
 
         if self.engine is None:
             raise Clp2pError("no model is loaded: pick one in Model settings")
@@ -151,10 +165,12 @@ class EngineService:
         return replace(session, device=info.device, dtype=info.dtype), images
 
     def check_edit(self, source: str, target: str, params: EditParams) -> str | None:
-        """None when the edit can run, else the message saying what to change."""
-        if self.engine is None:
-            return None
+        """None when the edit can run, else the message saying what to change. Before a model
+        is loaded, the word-level rules are checked (tokens come with the model)."""
         try:
+            if self.engine is None:
+                resolve_edit(word_tokens(source), word_tokens(target), params)
+                return None
             tok, limit = self.engine.tokenizer, self.engine.max_tokens
             resolve_edit(tokenize(source, tok, limit), tokenize(target, tok, limit), params)
         except Clp2pError as exc:

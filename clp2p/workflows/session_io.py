@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from clp2p.atomic import write_bytes, write_json, write_png
 from clp2p.errors import Clp2pError
 from clp2p.model.imported import ImportedImage, Inversion
 from clp2p.model.params import EditParams, RenderSettings
 from clp2p.model.session import SCHEMA_VERSION, Node, Session, image_hash, now
 from clp2p.resources import resources_dir
-from clp2p.workflows.output import write_json
 
 FORMAT = "clp2p-session"
 NPZ_URL = "data:application/x-npz;base64,"
@@ -136,51 +136,8 @@ def from_json(data: object, base: Path | None = None) -> Session:
     nodes: list[Node] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(data["nodes"]):
-        where = f"$.nodes[{i}]"
-        node_id = raw["id"]
-        if node_id in seen:
-            raise Clp2pError(f"{where}.id: '{node_id}' is used twice")
-        parent = raw["parent"]
-        if i == 0:
-            if parent is not None or raw["kind"] != "root":
-                raise Clp2pError(f"{where}: the first node must be the root (kind root, no parent)")
-        elif raw["kind"] == "root" or parent is None:
-            raise Clp2pError(f"{where}: only the first node may be a root")
-        elif parent not in seen:
-            raise Clp2pError(
-                f"{where}.parent: '{parent}' is not an earlier node (parents come first; "
-                "a parent link may not point nowhere or form a cycle)"
-            )
-        if (raw.get("params") is None) != (raw["kind"] == "root"):
-            raise Clp2pError(f"{where}.params: an edit has params, the root has none")
-        try:
-            params = EditParams.from_json(raw["params"]) if raw.get("params") else None
-        except (Clp2pError, ValueError, TypeError) as exc:
-            raise Clp2pError(f"{where}.params: {exc}") from None
-        reverses = raw.get("reverses")
-        if (reverses is not None) != (raw["kind"] == "cycle"):
-            raise Clp2pError(f"{where}.reverses: a cycle node names the ancestor it reverses")
-        if reverses is not None and not _is_ancestor(nodes, seen, parent, reverses):
-            raise Clp2pError(f"{where}.reverses: '{reverses}' is not an ancestor of this node")
-        seen[node_id] = i
-        nodes.append(
-            Node(
-                id=node_id,
-                parent=parent,
-                kind=raw["kind"],
-                prompt=raw["prompt"],
-                params=params,
-                reverses=reverses,
-                name=raw.get("name", ""),
-                note=raw.get("note", ""),
-                favourite=raw.get("favourite", False),
-                status=raw.get("status", "new"),
-                image=raw.get("image"),
-                seconds=raw.get("seconds"),
-                metrics=dict(raw.get("metrics", {})),
-                created=raw.get("created", ""),
-            )
-        )
+        nodes.append(_node(raw, i, nodes, seen))
+        seen[raw["id"]] = i
     s = data["settings"]
     try:
         settings = RenderSettings(s["seed"], s["steps"], s["guidance"], s["width"], s["height"])
@@ -197,6 +154,52 @@ def from_json(data: object, base: Path | None = None) -> Session:
         device=data.get("device", ""),
         dtype=data.get("dtype", ""),
         imported=imported,
+    )
+
+
+def _node(raw: dict, i: int, nodes: list[Node], seen: dict[str, int]) -> Node:
+    """Node ``i`` of ``$.nodes``, checked against the nodes before it (ids in ``seen``)."""
+    where = f"$.nodes[{i}]"
+    node_id = raw["id"]
+    if node_id in seen:
+        raise Clp2pError(f"{where}.id: '{node_id}' is used twice")
+    parent = raw["parent"]
+    if i == 0:
+        if parent is not None or raw["kind"] != "root":
+            raise Clp2pError(f"{where}: the first node must be the root (kind root, no parent)")
+    elif raw["kind"] == "root" or parent is None:
+        raise Clp2pError(f"{where}: only the first node may be a root")
+    elif parent not in seen:
+        raise Clp2pError(
+            f"{where}.parent: '{parent}' is not an earlier node (parents come first; "
+            "a parent link may not point nowhere or form a cycle)"
+        )
+    if (raw.get("params") is None) != (raw["kind"] == "root"):
+        raise Clp2pError(f"{where}.params: an edit has params, the root has none")
+    try:
+        params = EditParams.from_json(raw["params"]) if raw.get("params") else None
+    except (Clp2pError, ValueError, TypeError) as exc:
+        raise Clp2pError(f"{where}.params: {exc}") from None
+    reverses = raw.get("reverses")
+    if (reverses is not None) != (raw["kind"] == "cycle"):
+        raise Clp2pError(f"{where}.reverses: a cycle node names the ancestor it reverses")
+    if reverses is not None and not _is_ancestor(nodes, seen, parent, reverses):
+        raise Clp2pError(f"{where}.reverses: '{reverses}' is not an ancestor of this node")
+    return Node(
+        id=node_id,
+        parent=parent,
+        kind=raw["kind"],
+        prompt=raw["prompt"],
+        params=params,
+        reverses=reverses,
+        name=raw.get("name", ""),
+        note=raw.get("note", ""),
+        favourite=raw.get("favourite", False),
+        status=raw.get("status", "new"),
+        image=raw.get("image"),
+        seconds=raw.get("seconds"),
+        metrics=dict(raw.get("metrics", {})),
+        created=raw.get("created", ""),
     )
 
 
@@ -333,9 +336,7 @@ def save(
             folder.mkdir(exist_ok=True)
             target = folder / f"{key}.png"
             if not target.exists():
-                tmp = folder / f".{key}.tmp.png"
-                Image.fromarray(image).save(tmp)
-                tmp.replace(target)
+                write_png(target, image)
             refs[key] = f"{folder.name}/{key}.png"
     inversion_ref = ""
     if session.imported is not None:
@@ -347,8 +348,6 @@ def save(
             folder.mkdir(exist_ok=True)
             target = folder / f"{inversion.data_hash}.npz"
             if not target.exists():
-                tmp = folder / f".{inversion.data_hash}.tmp.npz"
-                tmp.write_bytes(blob)
-                tmp.replace(target)
+                write_bytes(target, blob)
             inversion_ref = f"{folder.name}/{target.name}"
     write_json(path, to_json(session, refs, inversion_ref))

@@ -1,73 +1,22 @@
 """Rendering session nodes with reuse: each rendered branch's :class:`BranchRecord` is kept in
-a least-recently-used cache under a memory budget, so rendering a child of a rendered node
-computes only the child. An evicted record is recomputed transparently from the root."""
+a least-recently-used cache under a memory budget (:mod:`clp2p.workflows.record_cache`), so
+rendering a child of a rendered node computes only the child. An evicted record is recomputed
+transparently from the root."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from clp2p.attention.control import RECORDED, BranchRecord
 from clp2p.attention.maps import AttentionMaps
-from clp2p.engine.engine import Engine, StepInfo
-from clp2p.model.params import Branch
+from clp2p.attention.records import BranchRecord, Recording
+from clp2p.engine.engine import Engine, RenderOptions, StepInfo
+from clp2p.model.params import RECORDED, Branch
 from clp2p.model.session import Session, chain_key, image_hash
-
-DEFAULT_BUDGET = 2 * 1024**3
-
-
-class RecordCache:
-    """Branch records by chain key, least recently used evicted first past ``budget`` bytes."""
-
-    def __init__(self, budget: int = DEFAULT_BUDGET) -> None:
-        self.budget = budget
-        self._items: OrderedDict[str, BranchRecord] = OrderedDict()
-        self.nbytes = 0
-        self.hits = self.misses = self.evictions = 0
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
-    def get(self, key: str) -> BranchRecord | None:
-        record = self._items.get(key)
-        if record is None:
-            self.misses += 1
-            return None
-        self._items.move_to_end(key)
-        self.hits += 1
-        return record
-
-    def put(self, key: str, record: BranchRecord) -> None:
-        size = record.nbytes
-        if key in self._items:
-            self.nbytes -= self._items.pop(key).nbytes
-        if size > self.budget:
-            return  # larger than the whole budget: not kept
-        self._evict_until(self.budget - size)
-        self._items[key] = record
-        self.nbytes += size
-
-    def clear(self) -> None:
-        self._items.clear()
-        self.nbytes = 0
-
-    def resize(self, budget: int) -> None:
-        """A new budget; the least recently used records go until the rest fits."""
-        self.budget = budget
-        self._evict_until(budget)
-
-    def _evict_until(self, limit: int) -> None:
-        """Drop the least recently used records until at most ``limit`` bytes are held."""
-        while self._items and self.nbytes > limit:
-            _, old = self._items.popitem(last=False)
-            self.nbytes -= old.nbytes
-            self.evictions += 1
+from clp2p.workflows.metrics import reversal_metrics
+from clp2p.workflows.record_cache import DEFAULT_BUDGET, RecordCache
 
 
 @dataclass(frozen=True)
@@ -88,28 +37,6 @@ class NodeRender:
     latents: np.ndarray  # (C, h, w) float32, the node's final latent
 
 
-def reversal_metrics(image: np.ndarray, ancestor: np.ndarray, shapes: bool) -> dict:
-    """Distance of a cycle reversal to the ancestor it reverses: mean absolute difference
-    (0-255), PSNR (dB; None when the images are identical), SSIM, and on the shapes model the
-    foreground mask IoU."""
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-
-    a, b = image.astype(np.float64), ancestor.astype(np.float64)
-    mae = float(np.abs(a - b).mean())
-    psnr = float(peak_signal_noise_ratio(ancestor, image, data_range=255)) if mae > 0 else None
-    side = min(image.shape[:2])
-    win = min(7, side if side % 2 else side - 1)
-    ssim = float(
-        structural_similarity(ancestor, image, channel_axis=2, data_range=255, win_size=win)
-    )
-    metrics = {"mae": round(mae, 4), "psnr": psnr and round(psnr, 3), "ssim": round(ssim, 5)}
-    if shapes:
-        from clp2p.shapes.metrics import foreground_mask, mask_iou
-
-        metrics["mask_iou"] = round(mask_iou(foreground_mask(image), foreground_mask(ancestor)), 5)
-    return metrics
-
-
 class SessionRenderer:
     """Renders nodes of sessions with one engine and a record cache."""
 
@@ -124,23 +51,16 @@ class SessionRenderer:
         images: dict[str, np.ndarray] | None = None,
         *,
         use_cache: bool = True,
+        options: RenderOptions | None = None,
         on_step: Callable[[StepInfo], None] | None = None,
         cancel: Callable[[], bool] | None = None,
-        preview_every: int = 0,
     ) -> NodeRender:
         """Render ``node_id`` as its chain from the root, starting after the deepest ancestor
-        whose record is cached. Changes nothing in ``session``: the caller stores the result
-        (see :func:`apply`)."""
+        whose record is cached, with ``options``. Changes nothing in ``session``: the caller
+        stores the result (see :func:`apply`)."""
+        options = options or RenderOptions()
         chain = session.path(node_id)
-        start, source = 0, None
-        if use_cache:
-            for j in range(len(chain) - 2, -1, -1):
-                if chain[j + 1].params.inject_uncond:
-                    continue  # records keep only the conditional half
-                source = self.cache.get(chain_key(session, chain[: j + 1]))
-                if source is not None:
-                    start = j + 1
-                    break
+        start, source = self._cached_start(session, chain) if use_cache else (0, None)
         branches = []
         for i, node in enumerate(chain[start:]):
             if i == 0 and source is None:
@@ -150,16 +70,15 @@ class SessionRenderer:
         result = self.engine.render(
             branches,
             session.settings,
-            source=source,
-            record=use_cache,
-            record_limit=self.cache.budget,
+            options=options,
+            # the cache's budget chooses which branches are recorded, after the first step
+            recording=Recording(source, self.cache if use_cache else None),
             inversion=session.imported.inversion if session.imported else None,
             on_step=on_step,
             cancel=cancel,
-            preview_every=preview_every,
         )
-        for i, record in result.records.items():
-            self.cache.put(chain_key(session, chain[: start + i + 1]), record)
+        for i in sorted(result.records, reverse=True):  # in the order the budget chose them
+            self.cache.put(chain_key(session, chain[: start + i + 1]), result.records[i])
         computed = {n.id: result.images[i] for i, n in enumerate(chain[start:])}
         image = result.images[-1]
         node = chain[-1]
@@ -167,11 +86,8 @@ class SessionRenderer:
         if node.kind == "cycle":
             ancestor = computed.get(node.reverses)
             if ancestor is None:
-                stored = session.node(node.reverses).image
-                ancestor = (images or {}).get(stored) if stored else None
-            if ancestor is None:
-                ancestor = self.render(session, node.reverses, images, use_cache=use_cache).image
-            metrics = reversal_metrics(image, ancestor, session.model == "shapes")
+                ancestor = self._ancestor(session, node.reverses, images, use_cache, options)
+            metrics = reversal_metrics(image, ancestor, self.engine.card.metrics)
         return NodeRender(
             node_id=node_id,
             image=image,
@@ -184,6 +100,33 @@ class SessionRenderer:
             images=computed,
             latents=result.latents[-1],
         )
+
+    def _ancestor(
+        self,
+        session: Session,
+        node_id: str,
+        images: dict[str, np.ndarray] | None,
+        use_cache: bool,
+        options: RenderOptions,
+    ) -> np.ndarray:
+        """The image of ``node_id``: the stored one in ``images``, else rendered."""
+        stored = session.node(node_id).image
+        ancestor = (images or {}).get(stored) if stored else None
+        if ancestor is None:
+            render = self.render(session, node_id, images, use_cache=use_cache, options=options)
+            ancestor = render.image
+        return ancestor
+
+    def _cached_start(self, session: Session, chain: list) -> tuple[int, BranchRecord | None]:
+        """Where the render of ``chain`` starts: after its deepest ancestor whose record is
+        cached (its index in the chain + 1, and the record), else at the root (0, None)."""
+        for j in range(len(chain) - 2, -1, -1):
+            if chain[j + 1].params.inject_uncond:
+                continue  # records keep only the conditional half
+            source = self.cache.get(chain_key(session, chain[: j + 1]))
+            if source is not None:
+                return j + 1, source
+        return 0, None
 
 
 def apply(session: Session, render: NodeRender) -> Session:

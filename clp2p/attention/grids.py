@@ -1,0 +1,37 @@
+"""The attention grids of a UNet at a latent size, and the grid that local blend and heatmaps
+use: both follow the model's config and the image size, never fixed resolutions."""
+
+from __future__ import annotations
+
+
+def attention_grids(unet_config, latent_hw: tuple[int, int]) -> dict[int, tuple[int, int]]:
+    """Attention grid (h, w) of each UNet level that has attention, keyed by pixel count.
+
+    Level ``l`` works on the latent downsampled ``l`` times (stride-2 convs: ceil halving).
+    """
+    h, w = latent_hw
+    levels = {i for i, t in enumerate(unet_config.down_block_types) if "Attn" in t}
+    levels |= {
+        len(unet_config.up_block_types) - 1 - i
+        for i, t in enumerate(unet_config.up_block_types)
+        if "Attn" in t
+    }
+    mid = getattr(unet_config, "mid_block_type", None) or ""
+    if "Attn" in mid:
+        levels.add(len(unet_config.down_block_types) - 1)
+    grids = {}
+    for level in sorted(levels):
+        gh, gw = h, w
+        for _ in range(level):
+            gh, gw = -(-gh // 2), -(-gw // 2)
+        grids[gh * gw] = (gh, gw)
+    return grids
+
+
+def blend_grid(grids: dict[int, tuple[int, int]], latent_hw: tuple[int, int]) -> tuple[int, int]:
+    """The grid local blend and heatmaps use by default: the largest attention grid whose side
+    is at most a quarter of the latent's (16x16 for SD 1.x at 512 px), else the smallest."""
+    limit = max(latent_hw) // 4
+    fitting = [g for g in grids.values() if max(g) <= limit]
+    pool = fitting or list(grids.values())
+    return max(pool, key=lambda g: g[0] * g[1]) if fitting else min(pool, key=lambda g: g[0] * g[1])

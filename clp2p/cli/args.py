@@ -1,0 +1,164 @@
+"""Argument groups and conversions that several commands share: the model, the sampling
+settings, the edit's injection flags. Flags are named after the model's fields (each flag's
+``dest`` is the field it sets), so an error about a field reads as the flag the user typed.
+
+Defaults and choices come from the model's own types and constants, never retyped here."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from clp2p.errors import Clp2pError
+from clp2p.model.params import (
+    PRESETS,
+    V_LAYER_KINDS,
+    CrossWindow,
+    EditParams,
+    RenderSettings,
+    StepWindow,
+    preset,
+)
+
+SETTINGS = RenderSettings()  # the sampling defaults
+
+
+def finish(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
+    """Make ``parser`` a command: ``run(args)`` carries it out, and its flags name the fields
+    they set in error messages."""
+    flags = {}
+    for action in parser._actions:  # every argument of this (sub)command
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest != "help":
+            flags[action.dest] = longs[0]
+    parser.set_defaults(run=run, field_flags=flags)
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        help="'shapes' (the embedded model, default when installed), a diffusers folder, "
+        "a .safetensors/.ckpt SD 1.x/2.x file, or a Hugging Face repo id in the local cache",
+    )
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    g.add_argument(
+        "--dtype", default="auto", help="auto (fp16 on GPU, fp32 on CPU), fp32, fp16, bf16"
+    )
+    g.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="allow downloading a Hub model that is not in the local cache",
+    )
+    g.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
+
+
+def add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling")
+    g.add_argument("--seed", type=int, default=SETTINGS.seed)
+    g.add_argument("--steps", type=int, default=SETTINGS.steps)
+    g.add_argument("--guidance", type=float, default=SETTINGS.guidance)
+    g.add_argument("--width", type=int, default=SETTINGS.width)
+    g.add_argument("--height", type=int, default=SETTINGS.height)
+
+
+def add_injection_args(p: argparse.ArgumentParser) -> None:
+    """The edit's injection flags (``clp2p edit`` and ``clp2p session add``)."""
+    g = p.add_argument_group("injection")
+    g.add_argument("--reweight", nargs="+", default=[], metavar="WORD=SCALE")
+    g.add_argument("--preset", default=EditParams().preset, choices=tuple(PRESETS))
+    g.add_argument("--k", type=float, help="local-blend silhouette threshold in [0, 1]")
+    g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
+    g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
+    g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
+    g.add_argument("--v-inject", dest="v_window", help="V value injection window: F or A:B")
+    g.add_argument("--v-blend", type=float, help="V blend beta in [0, 1]")
+    g.add_argument("--v-layers", choices=V_LAYER_KINDS)
+    g.add_argument("--blend-words", nargs="+", default=[], metavar="W")
+    g.add_argument(
+        "--inject-uncond",
+        action="store_true",
+        help="also edit the unconditional half of classifier-free guidance",
+    )
+
+
+# the injection flags that change a preset's value (``session add --kind cycle`` keeps the
+# reversed edit's parameters unless one of them is given)
+INJECTION_FIELDS = ("k", "cross", "self_window", "self_res", "v_window", "v_blend", "v_layers")
+
+
+def edit_params(args: argparse.Namespace, kind: str = "auto") -> EditParams:
+    """The edit parameters from the preset and the flags that override it."""
+    base = preset(args.preset)
+    changes: dict[str, object] = {"kind": kind}
+    if args.k is not None:
+        changes["k"] = args.k
+    if args.cross is not None:
+        changes["cross"] = CrossWindow.parse(args.cross, base.cross.default)
+    if args.self_window is not None:
+        changes["self_window"] = StepWindow.parse(args.self_window, "self_window")
+    if args.self_res is not None:
+        changes["self_res"] = _parse_res(args.self_res)
+    if args.v_window is not None:
+        changes["v_window"] = StepWindow.parse(args.v_window, "v_window")
+    if args.v_blend is not None:
+        changes["v_blend"] = args.v_blend
+    if args.v_layers is not None:
+        changes["v_layers"] = args.v_layers
+    if args.blend_words:
+        changes["blend_words"] = tuple(args.blend_words)
+    if args.reweight:
+        changes["reweight"] = tuple(_parse_reweight(r) for r in args.reweight)
+    if args.inject_uncond:
+        changes["inject_uncond"] = True
+    return base.with_(**changes)
+
+
+def _parse_res(text: str) -> int | None:
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise Clp2pError.about(
+            "{self_res} '{text}': give a side length such as 16 or 32, or 'all'", text=text
+        ) from None
+
+
+def _parse_reweight(item: str) -> tuple[str, float]:
+    word, sep, value = item.partition("=")
+    try:
+        if not sep or not word:
+            raise ValueError
+        return word, float(value)
+    except ValueError:
+        raise Clp2pError.about(
+            "{reweight} '{item}': write WORD=SCALE, e.g. smiling=2 or red=-1", item=item
+        ) from None
+
+
+def settings_from(args: argparse.Namespace) -> RenderSettings:
+    return RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
+
+
+def model_name(args: argparse.Namespace) -> str:
+    from clp2p.resources import SHAPES, shapes_model_dir
+
+    if args.model:
+        return args.model
+    if (shapes_model_dir() / "model_index.json").is_file():
+        return SHAPES
+    raise Clp2pError("give --model: a diffusers folder, a .safetensors/.ckpt file or a repo id")
+
+
+def engine_from(args: argparse.Namespace, model: str | None = None):
+    """The engine of ``--model`` (or ``model``) on ``--device`` / ``--dtype``."""
+    from clp2p.engine.engine import Engine
+
+    return Engine.load(
+        model or model_name(args),
+        args.device,
+        args.dtype,
+        allow_download=args.allow_download,
+        prediction_type=args.prediction_type,
+    )

@@ -1,0 +1,59 @@
+"""``clp2p bench overhead|session|inversion``: the benchmarks the project keeps."""
+
+from __future__ import annotations
+
+import argparse
+
+from clp2p.cli.args import finish
+from clp2p.errors import Clp2pError
+
+
+def add_parser(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks")
+    bsub = bench.add_subparsers(dest="bench", required=True)
+    over = bsub.add_parser("overhead", help="engine vs diffusers' pipeline, time and memory")
+    over.add_argument("--json", help="also write the results to this file")
+    over.add_argument("--quick", action="store_true", help="one small configuration only")
+    finish(over, cmd_overhead)
+    sess = bsub.add_parser("session", help="node-by-node chain rendering with reuse vs cold")
+    sess.add_argument("--json", help="also write the results to this file")
+    sess.add_argument("--model", help="default: the embedded shapes model")
+    sess.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    finish(sess, cmd_session)
+    binv = bsub.add_parser("inversion", help="inversion methods: cost, reconstruction, edits")
+    binv.add_argument("--json", help="also write the results to this file")
+    binv.add_argument("--model", help="default: the embedded shapes model")
+    binv.add_argument("--pairs", type=int, default=12, help="pictures (colour swaps) to invert")
+    binv.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    binv.add_argument("--examples", help="also draw a figure of examples to this PNG")
+    finish(binv, cmd_inversion)
+    binv.set_defaults(passive_threads=True)  # many renders in a row: see clp2p.cli.main
+
+
+def cmd_overhead(args: argparse.Namespace) -> int:
+    from clp2p.bench.overhead import run_overhead
+
+    run_overhead(json_path=args.json, quick=args.quick)
+    return 0
+
+
+def cmd_session(args: argparse.Namespace) -> int:
+    from clp2p.bench.session import run_session_bench
+
+    run_session_bench(json_path=args.json, model=args.model, threads=args.threads)
+    return 0
+
+
+def cmd_inversion(args: argparse.Namespace) -> int:
+    from clp2p.bench.inversion import run_inversion_bench
+
+    if args.pairs < 1:
+        raise Clp2pError(f"--pairs {args.pairs}: give at least 1")
+    run_inversion_bench(
+        json_path=args.json,
+        model=args.model,
+        pairs=args.pairs,
+        threads=args.threads,
+        examples=args.examples,
+    )
+    return 0
