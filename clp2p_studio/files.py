@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
+from clp2p import atomic
 from clp2p.errors import Clp2pError
 from clp2p.model.params import RenderSettings
 from clp2p.model.session import Session
@@ -61,10 +61,7 @@ def export_png(path: str | Path, image: np.ndarray, session: Session, node_id: s
     info = PngInfo()
     info.add_text("clp2p", json.dumps(node_parameters(session, node_id)))
     info.add_text("Software", "clp2p Studio")
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(image).save(tmp, format="PNG", pnginfo=info)
-    os.replace(tmp, path)
+    atomic.write_png(path, image, pnginfo=info)
 
 
 class Recovery:

@@ -88,7 +88,7 @@ def test_device_choice():
         choose_device("cpu", "fp16")
     with pytest.raises(Clp2pError, match="dtype 'fp8' is unknown"):
         choose_device("cpu", "fp8")
-    with pytest.raises(Clp2pError, match="--device"):
+    with pytest.raises(Clp2pError, match="device 'tpu' is unknown"):
         choose_device("tpu", None)
     if not torch.cuda.is_available():
         with pytest.raises(Clp2pError, match="no CUDA GPU"):

@@ -6,7 +6,6 @@ picture)."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clp2p import atomic
 from clp2p.model.imported import METHODS, psnr
 from clp2p.model.params import Branch, RenderSettings, preset
 
@@ -137,7 +137,7 @@ def run_inversion_bench(
     _print_report(report)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic.write_json(json_path, report)
     if examples:
         _figure(shown[:6], examples)
     return report

@@ -13,7 +13,6 @@ Peak memory is the process's peak resident memory during the run above what it h
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from clp2p import atomic
 from clp2p.model.params import CrossWindow, EditParams, StepWindow
 
 SOURCE = "a photo of a cat sitting on a wooden bench in a park"
@@ -191,5 +191,5 @@ def run_overhead(json_path: str | None = None, quick: bool = False) -> dict:
     }
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic.write_json(json_path, report)
     return report

@@ -4,13 +4,13 @@ default; the same chain in one batch is timed for reference)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clp2p import atomic
 from clp2p.model.params import RenderSettings, preset
 from clp2p.model.session import Session
 
@@ -64,7 +64,7 @@ def run_session_bench(
     }
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        atomic.write_json(json_path, report)
     return report
 
 
