@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field, replace
 
 from clp2p.errors import Clp2pError
+from clp2p.model import limits
 
 RESOLVED_KINDS = ("swap", "refine", "reweight")  # what an edit is once ``auto`` is resolved
 EDIT_KINDS = ("auto", *RESOLVED_KINDS)
@@ -20,6 +21,18 @@ V_LAYER_KINDS = ("self", "cross", "both")
 def step_index(fraction: float, steps: int) -> int:
     # round first so that 0.3 * 10 = 3.0000000000000004 counts as 3
     return math.floor(round(fraction * steps, 9))
+
+
+def _integer(obj: object, name: str) -> None:
+    """Store ``obj.name`` as an int: a whole number written as a float (``4.0``) is one; any
+    other non-integer is refused."""
+    value = getattr(obj, name)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return
+    if isinstance(value, float) and value.is_integer():
+        object.__setattr__(obj, name, int(value))
+        return
+    raise Clp2pError.about("{" + name + "} {value!r}: give a whole number", value=value)
 
 
 @dataclass(frozen=True)
@@ -158,10 +171,24 @@ class EditParams:
                 value=self.v_layers,
                 kinds=", ".join(V_LAYER_KINDS),
             )
-        if self.self_res is not None and self.self_res < 1:
+        _integer(self, "self_res")
+        if self.self_res is not None and not 1 <= self.self_res <= limits.MAX_SELF_RES:
             raise Clp2pError.about(
-                "{self_res} {value}: give a positive side length or 'all'", value=self.self_res
+                "{self_res} {value}: give a positive side length up to {limit} or 'all'",
+                value=self.self_res,
+                limit=limits.MAX_SELF_RES,
             )
+        for word, scale in self.reweight:
+            limits.text("reweight", word, limits.MAX_WORD_CHARS)
+            if not abs(limits.finite("reweight", scale)) <= limits.MAX_REWEIGHT:
+                raise Clp2pError.about(
+                    "{reweight} {word}={value:g}: give a scale in [-{limit:g}, {limit:g}]",
+                    word=word,
+                    value=scale,
+                    limit=limits.MAX_REWEIGHT,
+                )
+        for word in self.blend_words:
+            limits.text("blend_words", word, limits.MAX_WORD_CHARS)
         if self.v_blend > 0 and self.v_window.empty:
             raise Clp2pError.about(
                 "{v_blend} is set but the {v_window} window is empty: give e.g. {v_window} 0.5"
@@ -243,16 +270,39 @@ class RenderSettings:
     height: int | None = None
 
     def __post_init__(self) -> None:
+        for name in ("seed", "steps", "width", "height"):
+            _integer(self, name)
         if self.steps < 1:
             raise Clp2pError.about(
                 "{steps} {value}: give at least 1 denoising step", value=self.steps
             )
-        if self.seed < 0 or self.seed >= 2**63:
+        if self.steps > limits.MAX_STEPS:
+            raise Clp2pError.about(
+                "{steps} {value}: give at most {limit} denoising steps",
+                value=self.steps,
+                limit=limits.MAX_STEPS,
+            )
+        if self.seed < 0 or self.seed > limits.MAX_SEED:
             raise Clp2pError.about("{seed} {value}: give a seed in [0, 2**63)", value=self.seed)
+        guidance = limits.finite("guidance", self.guidance)
+        if not 0 <= guidance <= limits.MAX_GUIDANCE:
+            raise Clp2pError.about(
+                "{guidance} {value:g}: give a guidance scale in [0, {limit:g}]",
+                value=guidance,
+                limit=limits.MAX_GUIDANCE,
+            )
+        object.__setattr__(self, "guidance", guidance)
         for name, value in (("width", self.width), ("height", self.height)):
             if value is not None and value <= 0:
                 raise Clp2pError.about(
                     "{" + name + "} {value}: give a positive size in pixels", value=value
+                )
+            if value is not None and not limits.MIN_SIZE <= value <= limits.MAX_SIZE:
+                raise Clp2pError.about(
+                    "{" + name + "} {value}: give a size from {lo} to {hi} pixels",
+                    value=value,
+                    lo=limits.MIN_SIZE,
+                    hi=limits.MAX_SIZE,
                 )
 
     def at_size(self, native: int, multiple: int) -> RenderSettings:

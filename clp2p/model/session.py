@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
 
 from clp2p.errors import Clp2pError
+from clp2p.model import limits
 from clp2p.model.edits import infer_kind
 from clp2p.model.imported import ImportedImage
 from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams, RenderSettings
@@ -59,6 +61,13 @@ class Node:
     seconds: float | None = None
     metrics: dict = field(default_factory=dict)
     created: str = field(default_factory=now)
+
+    def __post_init__(self) -> None:
+        limits.text("prompt", self.prompt, limits.MAX_PROMPT_CHARS)
+        limits.text("name", self.name, limits.MAX_NAME_CHARS)
+        limits.text("note", self.note, limits.MAX_NOTE_CHARS)
+        if self.seconds is not None:
+            limits.finite("seconds", self.seconds)
 
 
 @dataclass(frozen=True)
@@ -131,7 +140,14 @@ class Session:
         return cls(settings=settings, model=model, nodes=(root,), imported=imported)
 
     def _next_id(self) -> str:
-        return f"n{max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1}"
+        number = max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1
+        node_id = f"n{number}"
+        if not re.match(limits.NODE_ID_PATTERN, node_id):
+            raise Clp2pError(
+                f"this session has used node ids up to n{number - 1}: start a new session "
+                "from a node of it (export the branch you need)"
+            )
+        return node_id
 
     def add_edit(self, parent: str, prompt: str, params: EditParams, kind: str | None = None):
         """A child of ``parent`` editing its image toward ``prompt``. ``kind`` is swap, refine

@@ -315,29 +315,23 @@ def save(
     embed: bool = False,
 ) -> None:
     """Write atomically. Images go to ``<name>.images/<hash>.png`` beside the file, or into
-    the JSON as data URLs with ``embed``."""
-    from PIL import Image
-
+    the JSON as data URLs with ``embed``. The whole document is checked against the schema
+    first: a session that would not load again is refused and nothing is written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    refs: dict[str, str] = {}
+    folder = path.parent / f"{path.stem}.images"
     used = {n.image for n in session.nodes if n.image}
     if session.imported is not None:
         used.add(session.imported.input)
-    folder = path.parent / f"{path.stem}.images"
+    pending: list[tuple[Path, Callable[[Path], None]]] = []  # files to write beside
+    refs: dict[str, str] = {}
     for key, image in (images or {}).items():
         if key not in used:
             continue
         if embed:
-            buf = io.BytesIO()
-            Image.fromarray(image).save(buf, format="PNG")
-            refs[key] = "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+            refs[key] = "data:image/png;base64," + base64.b64encode(_png(image)).decode()
         else:
-            folder.mkdir(exist_ok=True)
-            target = folder / f"{key}.png"
-            if not target.exists():
-                write_png(target, image)
             refs[key] = f"{folder.name}/{key}.png"
+            pending.append((folder / f"{key}.png", lambda p, image=image: write_png(p, image)))
     inversion_ref = ""
     if session.imported is not None:
         inversion = session.imported.inversion
@@ -345,9 +339,38 @@ def save(
         if embed:
             inversion_ref = NPZ_URL + base64.b64encode(blob).decode()
         else:
-            folder.mkdir(exist_ok=True)
             target = folder / f"{inversion.data_hash}.npz"
-            if not target.exists():
-                write_bytes(target, blob)
             inversion_ref = f"{folder.name}/{target.name}"
-    write_json(path, to_json(session, refs, inversion_ref))
+            pending.append((target, lambda p, blob=blob: write_bytes(p, blob)))
+    document = to_json(session, refs, inversion_ref)
+    _check_document(document, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for target, write in pending:
+        folder.mkdir(exist_ok=True)
+        if not target.exists():
+            write(target)
+    write_json(path, document)
+
+
+def _png(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _check_document(document: dict, path: Path) -> None:
+    """Refuse to write a document that :func:`load` would refuse."""
+    from jsonschema.exceptions import best_match
+
+    try:
+        json.dumps(document, allow_nan=False)
+    except ValueError:
+        raise Clp2pError(f"'{path.name}' was not saved: a value is not a finite number") from None
+    error = best_match(_validator().iter_errors(document))
+    if error is not None:
+        raise Clp2pError(
+            f"'{path.name}' was not saved: {_json_path(error.absolute_path)}: "
+            f"{_short(error.message)}"
+        )

@@ -1,0 +1,42 @@
+"""The bounds every input must keep, in one place: the model's types enforce them, the
+session schema (``resources/schemas/session-v2.schema.json``) states the same numbers (a test
+holds them equal), and the CLI and the studio take their ranges from here. A value outside
+them is refused where it is typed, so a file clp2p writes always loads again."""
+
+from __future__ import annotations
+
+import math
+
+from clp2p.errors import Clp2pError
+
+MAX_STEPS = 1000  # denoising steps (the schedulers' training schedules have 1000)
+MAX_GUIDANCE = 100.0  # classifier-free guidance scale
+MIN_SIZE, MAX_SIZE = 8, 8192  # image width and height in pixels
+MAX_SEED = 2**63 - 1
+MAX_PROMPT_CHARS = 4096
+MAX_NAME_CHARS = 1024
+MAX_NOTE_CHARS = 100_000
+MAX_SELF_RES = 4096  # side of the largest self-attention grid an edit may name
+MAX_REWEIGHT = 1000.0  # |scale| of a re-weighted word
+MAX_WORD_CHARS = 256  # a blend or re-weight word
+NODE_ID_PATTERN = r"^n[0-9]{1,9}$"
+
+
+def finite(field: str, value: float) -> float:
+    """``value`` as a float, refused when it is not a finite number (NaN and infinity are not
+    JSON: a session holding them would not load)."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise Clp2pError.about("{" + field + "} {value}: give a finite number", value=value)
+    return number
+
+
+def text(field: str, value: str, limit: int) -> str:
+    """``value`` refused when longer than ``limit`` characters."""
+    if len(value) > limit:
+        raise Clp2pError.about(
+            "{" + field + "} is {n} characters long: shorten it to at most {limit}",
+            n=len(value),
+            limit=limit,
+        )
+    return value
