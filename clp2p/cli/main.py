@@ -42,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     except Clp2pError as exc:
         print(f"clp2p: error: {exc.render(args.field_flags)}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file or folder the command could not read or write
+        where = f" '{exc.filename}'" if exc.filename else ""
+        print(f"clp2p: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -116,16 +116,25 @@ def _render(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out:
         out.mkdir(parents=True, exist_ok=True)
-    differ = []
+    differ, failed = [], []
     for node_id in ids:
-        result = renderer.render(session, node_id, images, use_cache=not args.no_cache)
+        try:
+            result = renderer.render(session, node_id, images, use_cache=not args.no_cache)
+        except Clp2pError as exc:  # the other nodes go on; this one is named at the end
+            failed.append(node_id)
+            print(f"{node_id}: FAILED {exc.render(args.field_flags)}")
+            continue
         stored = session.node(node_id).image
+        missing = result.hash not in images  # e.g. its file was lost or damaged
         images[result.hash] = result.image
         state = "new"
         if stored is None:
             session = apply(session, result)
+            _store(args.file, session, node_id, result, images)
         elif stored == result.hash:
             state = "same"
+            if missing:  # the image file is written again
+                _store(args.file, session, node_id, result, images)
         else:
             state = "DIFFERS"
             differ.append(node_id)
@@ -133,11 +142,34 @@ def _render(args: argparse.Namespace) -> int:
             atomic.write_png(out / f"{node_id}.png", result.image)
         metrics = describe_metrics(result.metrics)
         print(f"{node_id}: {state} {result.hash[:12]} {result.seconds:.2f} s {metrics}".rstrip())
-    session_io.save(session, args.file, images)
     if differ:
         print(f"{len(differ)} node(s) differ from the stored images: {', '.join(differ)}")
-        return 1
-    return 0
+    if failed:
+        print(f"{len(failed)} node(s) failed: {', '.join(failed)}; the others are saved")
+        return 2
+    return 1 if differ else 0
+
+
+def _store(path: str, rendered: Session, node_id: str, result, images: dict) -> None:
+    """Save one node's render at once (a later failure or a kill loses nothing), into the
+    file as it is now: a change another command made meanwhile is kept, and the result is
+    stored only if the node still stands for what was rendered."""
+    from clp2p.model.session import chain_key
+    from clp2p.workflows.session_render import apply
+
+    current, on_disk = _load(path)
+    try:
+        same = chain_key(current, current.path(node_id)) == chain_key(
+            rendered, rendered.path(node_id)
+        )
+    except Clp2pError:  # the node was deleted meanwhile
+        same = False
+    if not same:
+        print(f"{node_id}: changed in the file meanwhile; its render is not stored")
+        return
+    if current.node(node_id).image is None:
+        current = apply(current, result)
+    session_io.save(current, path, {**on_disk, **images})
 
 
 def _show(args: argparse.Namespace) -> int:

@@ -5,9 +5,9 @@ arrays) beside the file or embedded."""
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
+import zipfile
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -18,8 +18,9 @@ from clp2p.atomic import write_bytes, write_json, write_png
 from clp2p.errors import Clp2pError
 from clp2p.model.imported import ImportedImage, Inversion
 from clp2p.model.params import EditParams, RenderSettings
-from clp2p.model.session import SCHEMA_VERSION, Node, Session, image_hash, now
+from clp2p.model.session import SCHEMA_VERSION, Node, Session, now
 from clp2p.resources import resources_dir
+from clp2p.workflows import session_assets
 
 FORMAT = "clp2p-session"
 NPZ_URL = "data:application/x-npz;base64,"
@@ -209,14 +210,16 @@ def _imported(raw: dict, prompt: str, settings: RenderSettings, base: Path | Non
     ref = raw["data"]
     try:
         if ref.startswith(NPZ_URL):
-            blob = base64.b64decode(ref[len(NPZ_URL) :], validate=True)
+            blob = session_assets.check_npz(
+                base64.b64decode(ref[len(NPZ_URL) :], validate=True), settings
+            )
         elif not re.fullmatch(r"[^/\\]+\.images/[0-9a-f]{64}\.npz", ref):
             raise ValueError("it must be NAME.images/<hash>.npz beside the session file")
         elif base is None:
             raise OSError("no folder to read it from")
         else:
-            blob = (base / ref).read_bytes()
-    except (OSError, ValueError) as exc:
+            blob = session_assets.check_npz(session_assets.read_npz(base, ref), settings)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise Clp2pError(
             f"$.inversion.data: cannot read the inversion arrays '{_short(ref, 80)}' ({exc}); "
             "keep the session's .images folder beside it, or save with embedded images"
@@ -287,25 +290,10 @@ def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
     data = json.loads(text)
     images: dict[str, np.ndarray] = {}
     for key, ref in (data.get("images") or {}).items():
-        image = _read_image(path.parent, ref, key)
+        image = session_assets.read_image(path.parent, ref, key, session.settings)
         if image is not None:
             images[key] = image
     return session, images
-
-
-def _read_image(base: Path, ref: str, key: str) -> np.ndarray | None:
-    from PIL import Image
-
-    try:
-        if ref.startswith("data:image/png;base64,"):
-            raw = io.BytesIO(base64.b64decode(ref.split(",", 1)[1], validate=True))
-        else:
-            raw = base / ref
-        with Image.open(raw) as im:
-            image = np.asarray(im.convert("RGB"))
-    except (OSError, ValueError):
-        return None  # a missing image is re-rendered on demand
-    return image if image_hash(image) == key else None
 
 
 def save(
@@ -328,7 +316,10 @@ def save(
         if key not in used:
             continue
         if embed:
-            refs[key] = "data:image/png;base64," + base64.b64encode(_png(image)).decode()
+            refs[key] = (
+                "data:image/png;base64,"
+                + base64.b64encode(session_assets.png_bytes(image)).decode()
+            )
         else:
             refs[key] = f"{folder.name}/{key}.png"
             pending.append((folder / f"{key}.png", lambda p, image=image: write_png(p, image)))
@@ -347,17 +338,10 @@ def save(
     path.parent.mkdir(parents=True, exist_ok=True)
     for target, write in pending:
         folder.mkdir(exist_ok=True)
-        if not target.exists():
+        if not session_assets.holds(target):
             write(target)
+            session_assets.remember(target)
     write_json(path, document)
-
-
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _check_document(document: dict, path: Path) -> None:

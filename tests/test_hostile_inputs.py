@@ -1,0 +1,188 @@
+"""Hostile session files and folders: nothing outside a session's folder is read or written,
+nothing is decoded before its size is known, and every refusal is one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clp2p.cli.main import main
+from clp2p.errors import Clp2pError
+from clp2p.model.params import RenderSettings
+from clp2p.model.session import Session, image_hash
+from clp2p.workflows import session_io
+
+PROMPT = "a red circle on a white background"
+
+
+def _saved(tmp_path, size: int = 64):
+    """A one-node session with a rendered root image saved beside it."""
+    image = np.random.default_rng(0).integers(0, 255, (size, size, 3), dtype=np.uint8)
+    key = image_hash(image)
+    session = Session.new(PROMPT, RenderSettings(steps=4, width=size, height=size), "shapes")
+    session = session.update("n1", status="rendered", image=key)
+    path = tmp_path / "s.json"
+    session_io.save(session, path, {key: image})
+    return path, key, image
+
+
+def _set_ref(path, key: str, ref: str) -> None:
+    doc = json.loads(path.read_text())
+    doc["images"][key] = ref
+    path.write_text(json.dumps(doc))
+
+
+def test_an_image_ref_outside_the_folder_is_never_read(tmp_path):
+    path, key, image = _saved(tmp_path)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    Image.fromarray(image).save(outside / f"{key}.png")
+    for ref in (
+        str(outside / f"{key}.png"),  # absolute
+        f"../elsewhere/{key}.png",
+        f"s.images/../elsewhere/{key}.png",
+        f"elsewhere/{key}.png",  # not a .images folder
+    ):
+        _set_ref(path, key, ref)
+        _, images = session_io.load(path)
+        assert key not in images, ref
+
+
+def test_a_link_out_of_the_images_folder_is_not_followed(tmp_path):
+    path, key, image = _saved(tmp_path)
+    secret = tmp_path / "secret.png"
+    Image.fromarray(image).save(secret)
+    target = tmp_path / "s.images" / f"{key}.png"
+    target.unlink()
+    target.symlink_to(secret)
+    _, images = session_io.load(path)
+    assert key not in images
+
+
+def test_exporting_never_copies_a_file_from_outside(tmp_path):
+    path, key, image = _saved(tmp_path)
+    outside = tmp_path / "x.images"
+    outside.mkdir()
+    Image.fromarray(image).save(outside / f"{key}.png")
+    (tmp_path / "s.images" / f"{key}.png").unlink()
+    _set_ref(path, key, f"../x.images/{key}.png")
+    assert main(["session", "export", str(path), "--out", str(tmp_path / "out" / "e.json")]) == 0
+    assert not (tmp_path / "out" / "e.images").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
+def test_a_fifo_in_the_images_folder_does_not_hang_the_load(tmp_path):
+    path, key, _ = _saved(tmp_path)
+    target = tmp_path / "s.images" / f"{key}.png"
+    target.unlink()
+    os.mkfifo(target)
+    _, images = session_io.load(path)  # returns: a FIFO is not a regular file
+    assert key not in images
+
+
+def test_a_picture_larger_than_the_session_is_not_decoded(tmp_path):
+    path, key, _ = _saved(tmp_path)
+    big = tmp_path / "s.images" / f"{key}.png"
+    Image.new("RGB", (12000, 12000)).save(big)  # 144 Mpx, a small file
+    assert big.stat().st_size < 1_000_000
+    _, images = session_io.load(path)
+    assert key not in images
+
+
+def test_a_planted_link_at_an_image_target_is_replaced_not_followed(tmp_path):
+    path, key, image = _saved(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "s.images" / f"{key}.png"
+    target.unlink()
+    target.symlink_to(victim)
+    session, images = session_io.load(path)
+    session_io.save(session, path, {key: image})
+    assert victim.read_text() == "keep me"
+    assert not target.is_symlink()
+    assert key in session_io.load(path)[1]
+
+
+def test_a_damaged_image_file_is_written_again(tmp_path):
+    path, key, image = _saved(tmp_path)
+    target = tmp_path / "s.images" / f"{key}.png"
+    target.write_bytes(b"")  # emptied
+    session, _ = session_io.load(path)
+    session_io.save(session, path, {key: image})
+    assert key in session_io.load(path)[1]
+
+
+def test_saving_keeps_the_files_mode_and_leaves_no_temporary_files(tmp_path):
+    path, key, image = _saved(tmp_path)
+    os.chmod(path, 0o640)
+    session, images = session_io.load(path)
+    session_io.save(session, path, images)
+    assert path.stat().st_mode & 0o777 == 0o640
+    leftovers = [p.name for p in tmp_path.rglob("*") if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def _zip_bomb(member_size: int) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("latents.npy", b"\0" * member_size)
+    return buf.getvalue()
+
+
+def test_inversion_arrays_are_size_checked_before_they_are_inflated(tmp_path):
+    path, key, image = _saved(tmp_path)
+    doc = json.loads(path.read_text())
+    bomb = _zip_bomb(400 * 2**20)  # 400 MiB of zeros, a small file
+    name = "0" * 64
+    (tmp_path / "s.images" / f"{name}.npz").write_bytes(bomb)
+    doc["inversion"] = {
+        "method": "direct",
+        "input": key,
+        "data": f"s.images/{name}.npz",
+        "data_hash": name,
+    }
+    path.write_text(json.dumps(doc))
+    with pytest.raises(Clp2pError, match="larger than this session's pictures can have"):
+        session_io.load(path)
+
+
+def test_cli_file_errors_are_one_line(tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    target = folder / "s.json"
+    os.chmod(folder, 0o500)
+    try:
+        code = main(["session", "new", str(target), "--prompt", PROMPT])
+    finally:
+        os.chmod(folder, 0o700)
+    err = capsys.readouterr().err
+    if os.geteuid() == 0:  # root writes anyway
+        assert code == 0
+        return
+    assert code == 2 and err.startswith("clp2p: error: cannot use") and err.count("\n") == 1
+
+
+def test_a_failing_node_loses_no_other_render(tmp_path, capsys):
+    path = str(tmp_path / "s.json")
+    assert main(["session", "new", path, "--prompt", PROMPT, "--steps", "3"]) == 0
+    blue, green = "a blue circle on a white background", "a green circle on a white background"
+    # valid as a node, refused at render time: 'dog' is not a word of the target
+    assert (
+        main(["session", "add", path, "--parent", "n1", "--target", blue, "--cross=0.2,dog=0.5"])
+        == 0
+    )
+    assert main(["session", "add", path, "--parent", "n1", "--target", green]) == 0
+    capsys.readouterr()
+    assert main(["session", "render", path]) == 2
+    out = capsys.readouterr().out
+    assert "n2: FAILED cross-attention word 'dog' is not in the prompt" in out
+    assert "1 node(s) failed: n2; the others are saved" in out
+    session, images = session_io.load(path)
+    assert [n.status for n in session.nodes] == ["rendered", "new", "rendered"]
+    assert all(session.node(n).image in images for n in ("n1", "n3"))
