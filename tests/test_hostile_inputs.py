@@ -186,3 +186,74 @@ def test_a_failing_node_loses_no_other_render(tmp_path, capsys):
     session, images = session_io.load(path)
     assert [n.status for n in session.nodes] == ["rendered", "new", "rendered"]
     assert all(session.node(n).image in images for n in ("n1", "n3"))
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"format": "clp2p-edit"},  # no fields
+        {"format": "clp2p-edit", "source": "a", "model": "shapes", "settings": [], "targets": []},
+        {
+            "format": "clp2p-edit",
+            "source": "a red circle",
+            "model": "shapes",
+            "settings": {"seed": 0, "steps": 4, "guidance": 4, "width": None, "height": None},
+            "targets": [{"prompt": "a blue circle", "params": {"k": "high"}}],
+        },
+    ],
+)
+def test_damaged_edit_records_are_one_line(tmp_path, capsys, record):
+    path = tmp_path / "edit.json"
+    path.write_text(json.dumps(record))
+    assert main(["edit", "--from", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"clp2p: error: --from '{path}'") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".ckpt"])
+def test_damaged_checkpoints_are_one_line(tmp_path, capsys, suffix):
+    path = tmp_path / f"model{suffix}"
+    path.write_bytes(b"not a checkpoint" * 100)
+    code = main(
+        ["generate", "--model", str(path), "--prompt", "a", "--out", str(tmp_path / "a.png")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "is not a readable SD 1.x/2.x checkpoint" in err and err.count("\n") == 1
+
+
+def test_a_chain_thousands_deep_shows(tmp_path, capsys):
+    session = Session.new(PROMPT, RenderSettings(steps=4), "shapes")
+    from clp2p.model.params import preset
+
+    parent = "n1"
+    for i in range(1500):
+        colour = "blue" if i % 2 == 0 else "red"
+        session, parent = session.add_edit(
+            parent, f"a {colour} circle on a white background", preset("cl-p2p")
+        )
+    path = tmp_path / "deep.json"
+    session_io.save(session, path)
+    assert main(["session", "show", str(path)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 1502
+
+
+def test_the_token_limit_follows_the_text_encoder(tiny_engine):
+    """A hand-assembled folder whose tokenizer claims no limit (10**30) still renders: the
+    limit is what the text encoder's position embeddings take."""
+    tokenizer = tiny_engine.pipe.tokenizer
+    saved = tokenizer.model_max_length
+    tokenizer.model_max_length = int(1e30)
+    try:
+        from clp2p.engine.engine import Engine
+
+        engine = Engine(tiny_engine.pipe, _choice(tiny_engine), name="tiny")
+        assert engine.max_tokens == tiny_engine.pipe.text_encoder.config.max_position_embeddings
+    finally:
+        tokenizer.model_max_length = saved
+
+
+def _choice(engine):
+    from clp2p.engine.loading import DeviceChoice
+
+    return DeviceChoice(engine.device, engine.dtype)

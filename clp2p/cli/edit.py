@@ -70,7 +70,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from clp2p import atomic
 
     out = Path(args.out)
-    if out.suffix.lower() != ".png":
+    if out.suffix.lower() != ".png" or out.is_dir():
         raise Clp2pError(f"--out '{out}' must be a .png file")
     settings = settings_from(args)
     engine = engine_from(args)
@@ -91,12 +91,24 @@ def _apply_record(args: argparse.Namespace) -> list[tuple[str, EditParams]]:
         raise Clp2pError(f"--from '{path}': cannot read an edit record ({exc})") from None
     if record.get("format") != "clp2p-edit":
         raise Clp2pError(f"--from '{path}' is not an edit.json written by clp2p edit")
-    args.source = args.source or record["source"]
-    args.model = args.model or record["model"]
-    s = record["settings"]
-    args.seed, args.steps, args.guidance = s["seed"], s["steps"], s["guidance"]
-    args.width, args.height = s["width"], s["height"]
-    return [(t["prompt"], EditParams.from_json(t["params"])) for t in record["targets"]]
+    try:
+        args.source = args.source or str(record["source"])
+        args.model = args.model or str(record["model"])
+        s = record["settings"]
+        args.seed, args.steps, args.guidance = s["seed"], s["steps"], s["guidance"]
+        args.width, args.height = s["width"], s["height"]
+        return [(str(t["prompt"]), EditParams.from_json(t["params"])) for t in record["targets"]]
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        if isinstance(exc, Clp2pError):
+            raise exc.prefixed(f"--from '{_escape(path)}': ") from None
+        raise Clp2pError(
+            f"--from '{path}': the edit record is damaged ({type(exc).__name__}: {exc}); "
+            "re-run the edit from its flags"
+        ) from None
+
+
+def _escape(path: Path) -> str:
+    return str(path).replace("{", "{{").replace("}", "}}")
 
 
 def cmd_edit(args: argparse.Namespace) -> int:

@@ -46,6 +46,15 @@ def main(argv: list[str] | None = None) -> int:
         where = f" '{exc.filename}'" if exc.filename else ""
         print(f"clp2p: error: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # a fault of clp2p's own: one line (CLP2P_DEBUG=1 shows more)
+        if os.environ.get("CLP2P_DEBUG"):
+            raise
+        print(
+            f"clp2p: internal error: {type(exc).__name__}: {exc} (please report it; "
+            "CLP2P_DEBUG=1 shows where it happened)",
+            file=sys.stderr,
+        )
+        return 3
 
 
 if __name__ == "__main__":

@@ -177,8 +177,12 @@ def _show(args: argparse.Namespace) -> int:
     s = session.settings
     print(f"model {session.model}, seed {s.seed}, {s.steps} steps, guidance {s.guidance}")
 
-    def walk(node_id: str, depth: int) -> None:
-        n = session.node(node_id)
+    children: dict[str | None, list] = {}
+    for n in session.nodes:
+        children.setdefault(n.parent, []).append(n)
+    stack = [(session.root, 0)]  # depth first, without recursion: chains may be deep
+    while stack:
+        n, depth = stack.pop()
         mark = "*" if n.favourite else " "
         extra = f" (reverses {n.reverses})" if n.reverses else ""
         name = f" [{n.name}]" if n.name else ""
@@ -188,10 +192,7 @@ def _show(args: argparse.Namespace) -> int:
             f"{'  ' * depth}{mark}{n.id} {n.kind}{extra}{name}{params}: '{n.prompt}' "
             f"{n.status}{' ' + metrics if metrics else ''}"
         )
-        for child in session.children(node_id):
-            walk(child.id, depth + 1)
-
-    walk(session.root.id, 0)
+        stack.extend((child, depth + 1) for child in reversed(children.get(n.id, [])))
     return 0
 
 

@@ -100,7 +100,9 @@ class Engine:
         self.name = name
         self.card = card or ModelCard()  # what clp2p knows of the model beyond its configs
         self.tokenizer = pipe.tokenizer
-        self.max_tokens = int(pipe.tokenizer.model_max_length)
+        # what the text encoder can take: a hand-assembled tokenizer config may claim 10**30
+        positions = getattr(pipe.text_encoder.config, "max_position_embeddings", None)
+        self.max_tokens = int(min(pipe.tokenizer.model_max_length, positions or 10**9))
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         ucfg = pipe.unet.config
         self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)

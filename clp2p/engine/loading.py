@@ -137,10 +137,18 @@ def load_pipeline(
                 f"'{model}' is not a .safetensors or .ckpt checkpoint: "
                 "give one, or a diffusers folder"
             )
-        config = _single_file_config(path, prediction_type)
-        pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config), local_files_only=True, **kwargs
-        )
+        try:
+            config = _single_file_config(path, prediction_type)
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), config=str(config), local_files_only=True, **kwargs
+            )
+        except (Clp2pError, OSError):
+            raise
+        except Exception as exc:  # a damaged or foreign file: pickle, safetensors, key errors
+            raise Clp2pError(
+                f"'{model}' is not a readable SD 1.x/2.x checkpoint ({type(exc).__name__}: "
+                f"{_first_line(exc)}): check the file, or give a diffusers folder"
+            ) from None
     elif _looks_like_repo_id(model):
         pipe = _from_hub_cache(model, allow_download, kwargs)
     else:
@@ -159,6 +167,11 @@ def model_card(model: str) -> ModelCard:
     checkpoint or a Hub id has none."""
     path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
     return ModelCard.read(path) if path.is_dir() else ModelCard()
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 def _looks_like_repo_id(model: str) -> bool:
