@@ -86,8 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             window, "clp2p Studio", "The last session did not end cleanly. Restore its autosave?"
         )
         if answer == QMessageBox.StandardButton.Yes:
-            session, images = recovery.load()
-            window.set_document(Document(session, images))
+            restored, problem = recovery.restore()
+            if restored is not None:
+                window.set_document(Document(*restored))
+            else:
+                QMessageBox.warning(window, "clp2p Studio", problem)
     if args.session and not window.files.open_path(args.session) and args.screenshot:
         print(f"clp2p-studio: error: {window.messages[-1]}", file=sys.stderr)
         return 2

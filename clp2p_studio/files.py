@@ -87,6 +87,19 @@ class Recovery:
     def load(self):
         return session_io.load(self.file)
 
+    def restore(self) -> tuple[tuple[Session, dict] | None, str]:
+        """The autosaved session and its images, or None and what happened: a damaged
+        autosave is set aside (renamed, never deleted) so that the next start is clean."""
+        try:
+            return self.load(), ""
+        except Clp2pError as exc:
+            kept = self.dir / f"session.damaged-{os.getpid()}-{len(list(self.dir.iterdir()))}.json"
+            try:
+                self.file.replace(kept)
+            except OSError as move:
+                return None, f"The autosave cannot be restored ({exc}) or set aside ({move})."
+            return None, f"The autosave cannot be restored ({exc}); it is kept as {kept}."
+
     def clear(self) -> None:
         self.file.unlink(missing_ok=True)
         folder = self.dir / "session.images"

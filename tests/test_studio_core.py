@@ -199,3 +199,19 @@ def test_document_keys_attention_by_what_the_image_depends_on(qapp):
     doc.undo_stack.undo()
     doc.undo_stack.undo()
     assert doc.attention("n2")[0] is maps  # the first n2 came back, and its maps with it
+
+
+def test_a_damaged_autosave_is_set_aside_not_fatal(tmp_path):
+    from clp2p_studio.files import Recovery
+
+    recovery = Recovery(tmp_path)
+    recovery.mark_running()
+    recovery.file.write_text('{"format": "clp2p-session", "schema_version": 2, "nodes": [')
+    assert recovery.crashed_with_autosave()
+    restored, problem = recovery.restore()
+    assert restored is None
+    assert "cannot be restored" in problem and "kept as" in problem
+    assert not recovery.file.exists()  # the next start is clean
+    assert not recovery.crashed_with_autosave()
+    kept = [p for p in recovery.dir.iterdir() if p.name.startswith("session.damaged-")]
+    assert len(kept) == 1 and kept[0].read_text().endswith('"nodes": [')
