@@ -53,8 +53,7 @@ class Clp2pError(ValueError):
     def prefixed(self, template: str, /, **values: object) -> Clp2pError:
         """This error inside a context, e.g. ``"{cross} {word}: "`` before a window's error."""
         inner = self.template if self.template is not None else _escape(self.render())
-        error = Clp2pError.about(template + inner, **values, **self.values)
-        return error
+        return Clp2pError.about(template + inner, **values, **self.values)
 
 
 def _escape(text: str) -> str:

@@ -100,15 +100,11 @@ def _apply_record(args: argparse.Namespace) -> list[tuple[str, EditParams]]:
         return [(str(t["prompt"]), EditParams.from_json(t["params"])) for t in record["targets"]]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, Clp2pError):
-            raise exc.prefixed(f"--from '{_escape(path)}': ") from None
+            raise exc.prefixed("--from '{path}': ", path=str(path)) from None
         raise Clp2pError(
             f"--from '{path}': the edit record is damaged ({type(exc).__name__}: {exc}); "
             "re-run the edit from its flags"
         ) from None
-
-
-def _escape(path: Path) -> str:
-    return str(path).replace("{", "{{").replace("}", "}}")
 
 
 def cmd_edit(args: argparse.Namespace) -> int:
