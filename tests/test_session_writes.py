@@ -25,7 +25,7 @@ TARGET = "a blue circle on a white background"
 
 
 def _schema() -> dict:
-    return json.loads((resources_dir() / "schemas" / "session-v2.schema.json").read_text())
+    return json.loads((resources_dir() / "schemas" / "session-v3.schema.json").read_text())
 
 
 def test_the_schema_states_the_models_limits():

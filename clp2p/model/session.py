@@ -25,7 +25,7 @@ from clp2p.model.edits import infer_kind
 from clp2p.model.imported import ImportedImage
 from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams, RenderSettings
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NODE_KINDS = ("root", *RESOLVED_KINDS, "cycle")
 STATUSES = ("new", "rendered")
 
@@ -83,6 +83,14 @@ class Session:
     device: str = ""
     dtype: str = ""
     imported: ImportedImage | None = None
+    # the highest node number this session has given out: a deleted node's id is never given
+    # to a new node (its renders, previews and maps stay its own)
+    issued: int = 1
+
+    def __post_init__(self) -> None:
+        highest = max((_number(n.id) for n in self.nodes), default=1)
+        if self.issued < highest:
+            object.__setattr__(self, "issued", highest)
 
     # ---- queries ------------------------------------------------------------------------
     @property
@@ -140,7 +148,7 @@ class Session:
         return cls(settings=settings, model=model, nodes=(root,), imported=imported)
 
     def _next_id(self) -> str:
-        number = max(int(n.id[1:]) for n in self.nodes if n.id[1:].isdigit()) + 1
+        number = self.issued + 1
         node_id = f"n{number}"
         if not re.match(limits.NODE_ID_PATTERN, node_id):
             raise Clp2pError(
@@ -163,7 +171,7 @@ class Session:
                 "{kind} '{value}': an edit is {kinds}", value=kind, kinds=", ".join(RESOLVED_KINDS)
             )
         node = Node(self._next_id(), parent, kind, prompt, params.with_(kind=kind))
-        return replace(self, nodes=self.nodes + (node,)), node.id
+        return self._added(node), node.id
 
     def add_cycle(
         self, node_id: str, ancestor: str | None = None, params: EditParams | None = None
@@ -182,7 +190,15 @@ class Session:
         prompt = self.node(target).prompt
         params = base.with_(kind=infer_kind(node.prompt, prompt, base))
         child = Node(self._next_id(), node_id, "cycle", prompt, params, reverses=target)
-        return replace(self, nodes=self.nodes + (child,)), child.id
+        return self._added(child), child.id
+
+    def _added(self, node: Node) -> Session:
+        return replace(self, nodes=self.nodes + (node,), issued=_number(node.id))
+
+    def issuing_from(self, issued: int) -> Session:
+        """The session giving out node numbers after ``issued`` (at least): e.g. after an undo
+        took back a node, the next node still gets a fresh id."""
+        return self if issued <= self.issued else replace(self, issued=issued)
 
     def with_settings(self, settings: RenderSettings) -> Session:
         """The session with new root sampling settings. An imported picture's inversion holds
@@ -213,6 +229,11 @@ class Session:
         self.node(node_id)
         nodes = tuple(replace(n, **changes) if n.id == node_id else n for n in self.nodes)
         return replace(self, nodes=nodes)
+
+
+def _number(node_id: str) -> int:
+    """The number of an id ``n<number>``; 0 for an id of another form."""
+    return int(node_id[1:]) if node_id[:1] == "n" and node_id[1:].isdigit() else 0
 
 
 def chain_key(session: Session, chain: list[Node]) -> str:

@@ -1,4 +1,4 @@
-"""Session files: versioned JSON validated against ``resources/schemas/session-v2.schema.json``,
+"""Session files: versioned JSON validated against ``resources/schemas/session-v3.schema.json``,
 migrations for older versions, atomic writes, and images (and an imported picture's inversion
 arrays) beside the file or embedded."""
 
@@ -31,8 +31,17 @@ def _v1_to_v2(doc: dict) -> dict:
     return {**doc, "schema_version": 2}
 
 
+def _v2_to_v3(doc: dict) -> dict:
+    """Version 3 stores the highest node number given out (``issued``), so that a deleted
+    node's id is never reused; before, it was the highest number among the nodes."""
+    nodes = doc.get("nodes")
+    ids = [n.get("id") for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
+    numbers = [int(i[1:]) for i in ids if isinstance(i, str) and i[:1] == "n" and i[1:].isdigit()]
+    return {**doc, "schema_version": 3, "issued": max(numbers, default=1)}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 @cache
@@ -64,6 +73,7 @@ def to_json(
         "dtype": session.dtype,
         "settings": session.settings.to_json(),
         "nodes": [_node_json(n) for n in session.nodes],
+        "issued": session.issued,
     }
     if images:
         data["images"] = dict(images)
@@ -155,6 +165,7 @@ def from_json(data: object, base: Path | None = None) -> Session:
         device=data.get("device", ""),
         dtype=data.get("dtype", ""),
         imported=imported,
+        issued=data["issued"],
     )
 
 
