@@ -86,6 +86,11 @@ def _new(args: argparse.Namespace) -> int:
 
 
 def _add(args: argparse.Namespace) -> int:
+    with session_io.locked(args.file):  # a render storing a node meanwhile waits, then merges
+        return _add_locked(args)
+
+
+def _add_locked(args: argparse.Namespace) -> int:
     session, images = _load(args.file)
     if args.kind == "cycle":
         explicit = any(getattr(args, f) is not None for f in INJECTION_FIELDS)
@@ -152,24 +157,28 @@ def _render(args: argparse.Namespace) -> int:
 
 def _store(path: str, rendered: Session, node_id: str, result, images: dict) -> None:
     """Save one node's render at once (a later failure or a kill loses nothing), into the
-    file as it is now: a change another command made meanwhile is kept, and the result is
-    stored only if the node still stands for what was rendered."""
+    file as it is now, holding its lock: a change another command made meanwhile is kept,
+    and the result is stored only if the node still stands for what was rendered."""
     from clp2p.model.session import chain_key
     from clp2p.workflows.session_render import apply
 
-    current, on_disk = _load(path)
-    try:
-        same = chain_key(current, current.path(node_id)) == chain_key(
-            rendered, rendered.path(node_id)
-        )
-    except Clp2pError:  # the node was deleted meanwhile
-        same = False
-    if not same:
-        print(f"{node_id}: changed in the file meanwhile; its render is not stored")
-        return
-    if current.node(node_id).image is None:
-        current = apply(current, result)
-    session_io.save(current, path, {**on_disk, **images})
+    with session_io.locked(path):
+        current = session_io.read(path)[0]  # images: this render's, in memory since its start
+        try:
+            same = chain_key(current, current.path(node_id)) == chain_key(
+                rendered, rendered.path(node_id)
+            )
+        except Clp2pError:  # the node was deleted meanwhile
+            same = False
+        if not same:
+            print(f"{node_id}: changed in the file meanwhile; its render is not stored")
+            return
+        if current.node(node_id).image is None:
+            current = apply(current, result)
+        images[result.hash] = result.image
+        if {n.image for n in current.nodes if n.image} - set(images):
+            images.update(_load(path)[1])  # another program stored renders meanwhile
+        session_io.save(current, path, images)
 
 
 def _show(args: argparse.Namespace) -> int:

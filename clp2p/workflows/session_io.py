@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import zipfile
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -19,45 +19,14 @@ from clp2p.errors import Clp2pError
 from clp2p.model.imported import ImportedImage, Inversion
 from clp2p.model.params import EditParams, RenderSettings
 from clp2p.model.session import SCHEMA_VERSION, Node, Session, now
-from clp2p.resources import resources_dir
 from clp2p.workflows import session_assets
+from clp2p.workflows.session_lock import SessionChanged as SessionChanged  # re-exported
+from clp2p.workflows.session_lock import Stamp, check_unchanged, locked, stamp
+from clp2p.workflows.session_schema import MIGRATIONS as MIGRATIONS  # re-exported
+from clp2p.workflows.session_schema import json_path, migrate, short, validator
 
 FORMAT = "clp2p-session"
 NPZ_URL = "data:application/x-npz;base64,"
-
-
-def _v1_to_v2(doc: dict) -> dict:
-    """Version 2 added the optional ``inversion`` (imported pictures); nothing else changed."""
-    return {**doc, "schema_version": 2}
-
-
-def _v2_to_v3(doc: dict) -> dict:
-    """Version 3 stores the highest node number given out (``issued``), so that a deleted
-    node's id is never reused; before, it was the highest number among the nodes."""
-    nodes = doc.get("nodes")
-    ids = [n.get("id") for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
-    numbers = [int(i[1:]) for i in ids if isinstance(i, str) and i[:1] == "n" and i[1:].isdigit()]
-    return {**doc, "schema_version": 3, "issued": max(numbers, default=1)}
-
-
-# MIGRATIONS[v] turns a version-v document into a version v+1 one.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
-
-
-@cache
-def _validator():
-    from jsonschema import Draft202012Validator
-
-    path = resources_dir() / "schemas" / f"session-v{SCHEMA_VERSION}.schema.json"
-    schema = json.loads(path.read_text(encoding="utf-8"))
-    return Draft202012Validator(schema)
-
-
-def _json_path(parts) -> str:
-    out = "$"
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
 
 
 def to_json(
@@ -114,24 +83,6 @@ def _node_json(n: Node) -> dict:
     }
 
 
-def migrate(data: dict) -> dict:
-    """Bring an older document up to :data:`SCHEMA_VERSION`; refuse newer ones."""
-    version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise Clp2pError("$.schema_version: missing or not an integer; is this a clp2p session?")
-    if version > SCHEMA_VERSION:
-        raise Clp2pError(
-            f"this session was written by a newer clp2p (schema version {version}; this one "
-            f"reads up to {SCHEMA_VERSION}): update clp2p to open it"
-        )
-    while version < SCHEMA_VERSION:
-        if version not in MIGRATIONS:
-            raise Clp2pError(f"$.schema_version: version {version} is not supported")
-        data = MIGRATIONS[version](data)
-        version = data["schema_version"]
-    return data
-
-
 def from_json(data: object, base: Path | None = None) -> Session:
     """Validate a parsed document and build the session. Every problem is a
     :class:`Clp2pError` naming the JSON path of the first bad field. ``base``: the folder
@@ -141,9 +92,9 @@ def from_json(data: object, base: Path | None = None) -> Session:
     data = migrate(data)
     from jsonschema.exceptions import best_match
 
-    error = best_match(_validator().iter_errors(data))
+    error = best_match(validator().iter_errors(data))
     if error is not None:
-        raise Clp2pError(f"{_json_path(error.absolute_path)}: {_short(error.message)}")
+        raise Clp2pError(f"{json_path(error.absolute_path)}: {short(error.message)}")
     nodes: list[Node] = []
     seen: dict[str, int] = {}
     for i, raw in enumerate(data["nodes"]):
@@ -232,7 +183,7 @@ def _imported(raw: dict, prompt: str, settings: RenderSettings, base: Path | Non
             blob = session_assets.check_npz(session_assets.read_npz(base, ref), settings)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
         raise Clp2pError(
-            f"$.inversion.data: cannot read the inversion arrays '{_short(ref, 80)}' ({exc}); "
+            f"$.inversion.data: cannot read the inversion arrays '{short(ref, 80)}' ({exc}); "
             "keep the session's .images folder beside it, or save with embedded images"
         ) from None
     try:
@@ -270,10 +221,6 @@ def _is_ancestor(nodes: list[Node], seen: dict[str, int], start: str, target: st
     return False
 
 
-def _short(message: str, n: int = 160) -> str:
-    return message if len(message) <= n else message[: n - 3] + "..."
-
-
 def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
@@ -283,20 +230,34 @@ def parse(text: str, base: Path | None = None) -> Session:
         data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise Clp2pError(
-            f"$: not valid JSON ({_short(str(exc), 100)}): the file is damaged"
+            f"$: not valid JSON ({short(str(exc), 100)}): the file is damaged"
         ) from None
     return from_json(data, base)
 
 
-def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
-    """A session and the images it carries (hash -> RGB uint8), read-only: never writes."""
-    path = Path(path)
+def _read_text(path: Path) -> tuple[str, Stamp]:
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            version = Stamp.of(os.fstat(f.fileno()))
+            return f.read().decode("utf-8"), version
     except FileNotFoundError:
         raise Clp2pError(f"session file '{path}' does not exist") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise Clp2pError(f"cannot read session file '{path}': {exc}") from None
+
+
+def read(path: str | Path) -> tuple[Session, Stamp]:
+    """The session alone (its images not read) and the version of the file it came from."""
+    path = Path(path)
+    text, version = _read_text(path)
+    return parse(text, path.parent), version
+
+
+def load_stamped(path: str | Path) -> tuple[Session, dict[str, np.ndarray], Stamp]:
+    """A session, the images it carries (hash -> RGB uint8) and the version of the file they
+    came from (for :func:`save`'s ``expect``). Read-only: never writes."""
+    path = Path(path)
+    text, version = _read_text(path)
     session = parse(text, path.parent)
     data = json.loads(text)
     images: dict[str, np.ndarray] = {}
@@ -304,7 +265,16 @@ def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
         image = session_assets.read_image(path.parent, ref, key, session.settings)
         if image is not None:
             images[key] = image
+    return session, images, version
+
+
+def load(path: str | Path) -> tuple[Session, dict[str, np.ndarray]]:
+    """A session and the images it carries (hash -> RGB uint8), read-only: never writes."""
+    session, images, _ = load_stamped(path)
     return session, images
+
+
+ANY_VERSION = object()  # save's default: replace whatever the file is now
 
 
 def save(
@@ -312,10 +282,16 @@ def save(
     path: str | Path,
     images: dict[str, np.ndarray] | None = None,
     embed: bool = False,
-) -> None:
-    """Write atomically. Images go to ``<name>.images/<hash>.png`` beside the file, or into
-    the JSON as data URLs with ``embed``. The whole document is checked against the schema
-    first: a session that would not load again is refused and nothing is written."""
+    *,
+    expect: Stamp | None | object = ANY_VERSION,
+) -> Stamp | None:
+    """Write atomically, holding the folder's lock; the new file's version is returned.
+    Images go to ``<name>.images/<hash>.png`` beside the file, or into the JSON as data URLs
+    with ``embed``; an image of the session that ``images`` lacks keeps its file beside when
+    that file holds it. The whole document is checked against the schema first: a session
+    that would not load again is refused and nothing is written. ``expect``: the version the
+    caller loaded (None: there was no file); a file changed since is not replaced
+    (:class:`SessionChanged`)."""
     path = Path(path)
     folder = path.parent / f"{path.stem}.images"
     used = {n.image for n in session.nodes if n.image}
@@ -323,6 +299,9 @@ def save(
         used.add(session.imported.input)
     pending: list[tuple[Path, Callable[[Path], None]]] = []  # files to write beside
     refs: dict[str, str] = {}
+    for key in sorted(used - set(images or {})) if not embed else ():
+        if session_assets.holds(folder / f"{key}.png"):  # written earlier, still whole
+            refs[key] = f"{folder.name}/{key}.png"
     for key, image in (images or {}).items():
         if key not in used:
             continue
@@ -347,12 +326,16 @@ def save(
     document = to_json(session, refs, inversion_ref)
     _check_document(document, path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for target, write in pending:
-        folder.mkdir(exist_ok=True)
-        if not session_assets.holds(target):
-            write(target)
-            session_assets.remember(target)
-    write_json(path, document)
+    with locked(path):
+        if expect is not ANY_VERSION:
+            check_unchanged(path, expect)
+        for target, write in pending:
+            folder.mkdir(exist_ok=True)
+            if not session_assets.holds(target):
+                write(target)
+                session_assets.remember(target)
+        write_json(path, document)
+        return stamp(path)
 
 
 def _check_document(document: dict, path: Path) -> None:
@@ -363,9 +346,8 @@ def _check_document(document: dict, path: Path) -> None:
         json.dumps(document, allow_nan=False)
     except ValueError:
         raise Clp2pError(f"'{path.name}' was not saved: a value is not a finite number") from None
-    error = best_match(_validator().iter_errors(document))
+    error = best_match(validator().iter_errors(document))
     if error is not None:
         raise Clp2pError(
-            f"'{path.name}' was not saved: {_json_path(error.absolute_path)}: "
-            f"{_short(error.message)}"
+            f"'{path.name}' was not saved: {json_path(error.absolute_path)}: {short(error.message)}"
         )

@@ -85,8 +85,10 @@ class SessionRenderer:
         metrics: dict = {}
         if node.kind == "cycle":
             ancestor = computed.get(node.reverses)
-            if ancestor is None:
-                ancestor = self._ancestor(session, node.reverses, images, use_cache, options)
+            if ancestor is None:  # the same progress and cancel reach this render
+                ancestor = self._ancestor(
+                    session, node.reverses, images, use_cache, options, on_step, cancel
+                )
             metrics = reversal_metrics(image, ancestor, self.engine.card.metrics)
         return NodeRender(
             node_id=node_id,
@@ -108,12 +110,22 @@ class SessionRenderer:
         images: dict[str, np.ndarray] | None,
         use_cache: bool,
         options: RenderOptions,
+        on_step: Callable[[StepInfo], None] | None,
+        cancel: Callable[[], bool] | None,
     ) -> np.ndarray:
         """The image of ``node_id``: the stored one in ``images``, else rendered."""
         stored = session.node(node_id).image
         ancestor = (images or {}).get(stored) if stored else None
         if ancestor is None:
-            render = self.render(session, node_id, images, use_cache=use_cache, options=options)
+            render = self.render(
+                session,
+                node_id,
+                images,
+                use_cache=use_cache,
+                options=options,
+                on_step=on_step,
+                cancel=cancel,
+            )
             ancestor = render.image
         return ancestor
 

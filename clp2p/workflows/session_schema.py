@@ -1,0 +1,68 @@
+"""The session file's schema (``resources/schemas/session-v<N>.schema.json``) and the
+migrations that bring older documents up to it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import cache
+
+from clp2p.errors import Clp2pError
+from clp2p.model.session import SCHEMA_VERSION
+from clp2p.resources import resources_dir
+
+
+def _v1_to_v2(doc: dict) -> dict:
+    """Version 2 added the optional ``inversion`` (imported pictures); nothing else changed."""
+    return {**doc, "schema_version": 2}
+
+
+def _v2_to_v3(doc: dict) -> dict:
+    """Version 3 stores the highest node number given out (``issued``), so that a deleted
+    node's id is never reused; before, it was the highest number among the nodes."""
+    nodes = doc.get("nodes")
+    ids = [n.get("id") for n in nodes if isinstance(n, dict)] if isinstance(nodes, list) else []
+    numbers = [int(i[1:]) for i in ids if isinstance(i, str) and i[:1] == "n" and i[1:].isdigit()]
+    return {**doc, "schema_version": 3, "issued": max(numbers, default=1)}
+
+
+# MIGRATIONS[v] turns a version-v document into a version v+1 one.
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+
+
+@cache
+def validator():
+    from jsonschema import Draft202012Validator
+
+    path = resources_dir() / "schemas" / f"session-v{SCHEMA_VERSION}.schema.json"
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    return Draft202012Validator(schema)
+
+
+def json_path(parts) -> str:
+    out = "$"
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+    return out
+
+
+def migrate(data: dict) -> dict:
+    """Bring an older document up to :data:`SCHEMA_VERSION`; refuse newer ones."""
+    version = data.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise Clp2pError("$.schema_version: missing or not an integer; is this a clp2p session?")
+    if version > SCHEMA_VERSION:
+        raise Clp2pError(
+            f"this session was written by a newer clp2p (schema version {version}; this one "
+            f"reads up to {SCHEMA_VERSION}): update clp2p to open it"
+        )
+    while version < SCHEMA_VERSION:
+        if version not in MIGRATIONS:
+            raise Clp2pError(f"$.schema_version: version {version} is not supported")
+        data = MIGRATIONS[version](data)
+        version = data["schema_version"]
+    return data
+
+
+def short(message: str, n: int = 160) -> str:
+    return message if len(message) <= n else message[: n - 3] + "..."
