@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         if answer == QMessageBox.StandardButton.Yes:
             restored, problem = recovery.restore()
             if restored is not None:
-                window.set_document(Document(*restored))
+                window.set_document(Document(*restored, unsaved=True))
             else:
                 QMessageBox.warning(window, "clp2p Studio", problem)
+        else:
+            recovery.discard()
     if args.session and not window.files.open_path(args.session) and args.screenshot:
         print(f"clp2p-studio: error: {window.messages[-1]}", file=sys.stderr)
         return 2

@@ -3,6 +3,8 @@ snapshots), render results kept apart from the undo history, images, file path, 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoCommand, QUndoStack
@@ -13,6 +15,9 @@ from clp2p.workflows import session_io
 from clp2p.workflows.session_render import NodeRender
 
 from .results import NodeResult, RenderResults
+
+if TYPE_CHECKING:
+    from clp2p.workflows.session_lock import Stamp
 
 
 class _Snapshot(QUndoCommand):
@@ -30,9 +35,12 @@ class _Snapshot(QUndoCommand):
 class Document(QObject):
     """A session, its images (hash -> RGB uint8), its render results and its file. Results
     are keyed by what a node's image depends on (:func:`chain_key`), so undoing a tree edit
-    never loses them, a node that comes back shows its image and maps again, and a new node
-    that reuses a deleted node's id shows nothing of it. The render fields of
-    :attr:`session`'s nodes (status, image, seconds, metrics) are a view of :attr:`results`."""
+    never loses them and a node that comes back shows its image and maps again. The render
+    fields of :attr:`session`'s nodes (status, image, seconds, metrics) are a view of
+    :attr:`results`. Node ids are never given out twice: :attr:`issued` is the highest node
+    number any state of the document has given out, undone ones included, and
+    :attr:`session` gives out numbers after it. :attr:`stamp` is the version of :attr:`path`
+    the document was loaded from or last saved as (None: there was no file)."""
 
     changed = Signal()
     pathChanged = Signal(str)
@@ -43,11 +51,13 @@ class Document(QObject):
         images: dict[str, np.ndarray] | None = None,
         path: str | None = None,
         unsaved: bool = False,
+        stamp: Stamp | None = None,
     ) -> None:
         super().__init__()
         self.undo_stack = QUndoStack(self)
         self.images: dict[str, np.ndarray] = dict(images or {})
-        self.path = path
+        self.path, self.stamp = path, stamp
+        self.issued = session.issued
         self.results = RenderResults()
         self._results_saved = not unsaved  # e.g. an imported picture: nothing on disk yet
         self._base = session
@@ -83,8 +93,14 @@ class Document(QObject):
     def _key(session: Session, node_id: str) -> str:
         return chain_key(session, session.path(node_id))
 
+    def would_show(self, session: Session, node_id: str) -> bool:
+        """Whether a render of ``node_id`` made from ``session`` is what this document shows
+        for that node now: the node is here and its image depends on the same things."""
+        ids = {n.id for n in self.session.nodes}
+        return node_id in ids and self._key(session, node_id) == self._key(self.session, node_id)
+
     def _overlay(self) -> Session:
-        s = self._base
+        s = self._base.issuing_from(self.issued)
         for node in s.nodes:
             result = self.results.result(self._key(s, node.id))
             if result is not None:
@@ -95,6 +111,7 @@ class Document(QObject):
 
     def _set_base(self, session: Session) -> None:
         self._base = session
+        self.issued = max(self.issued, session.issued)
         self._view = self._overlay()
         self.changed.emit()
 
@@ -103,18 +120,19 @@ class Document(QObject):
         """An undoable change of the tree (add, delete, rename, annotate, favourite, ...)."""
         self.undo_stack.push(_Snapshot(self, self._base, session, text))
 
-    def store_result(self, render: NodeRender) -> None:
-        """A finished render: image, metrics and attention maps, for its node and every node
-        it computed on the way. Not an undo step."""
-        s = self._view
-        ids = {n.id for n in s.nodes}
+    def store_result(self, render: NodeRender, session: Session) -> None:
+        """A finished render of ``session``, the snapshot its job was made from: image,
+        metrics and attention maps, for its node and every node it computed on the way, each
+        under its chain key in ``session``. A node whose chain or settings changed meanwhile
+        does not show it (until the change is undone). Not an undo step."""
+        ids = {n.id for n in session.nodes}
         # render.images is in batch order: the i-th computed node is branch i of the maps
         for branch, (node_id, image) in enumerate(render.images.items()):
             if node_id not in ids:
                 continue
             digest = image_hash(image)
             self.images[digest] = image
-            key = self._key(s, node_id)
+            key = self._key(session, node_id)
             if node_id == render.node_id:
                 result = NodeResult(digest, round(render.seconds, 3), dict(render.metrics))
             else:  # computed on the way: the time and metrics of its own render stay
@@ -128,15 +146,18 @@ class Document(QObject):
     # ---- files ----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str) -> Document:
-        session, images = session_io.load(path)
-        return cls(session, images, path)
+        session, images, stamp = session_io.load_stamped(path)
+        return cls(session, images, path, stamp=stamp)
 
     def save(self, path: str | None = None) -> str:
-        """Save (atomically) to ``path`` or the current file; the document becomes clean."""
+        """Save (atomically) to ``path`` or the current file; the document becomes clean.
+        Its own file is replaced only if it is still the version :attr:`stamp` names
+        (:class:`~clp2p.workflows.session_io.SessionChanged` otherwise)."""
         target = path or self.path
         if not target:
             raise ValueError("no file name: use Save As")
-        session_io.save(self.session, target, self.images)
+        own = {"expect": self.stamp} if target == self.path else {}
+        self.stamp = session_io.save(self.session, target, self.images, **own)
         self.undo_stack.setClean()
         self._results_saved = True
         if target != self.path:

@@ -32,8 +32,9 @@ FALLBACK_FRAME = 64  # the import frame's side before a model says its native si
 class EngineJobs(QObject):
     """Starts jobs on ``jobs`` for ``window``: renders go to the document they were started
     for, an import becomes the window's new document (``set_document``), failures become
-    messages (``notify``), and a render's preview shows on ``window.canvas`` while its node
-    is selected (``current``)."""
+    messages (``notify``), a job cancelled before its result is applied changes nothing, and
+    a render's preview shows on ``window.canvas`` while its node is selected (``current``)
+    and the document would show its result (``Document.would_show``)."""
 
     def __init__(self, window: MainWindow, jobs: JobQueue, settings: StudioSettings) -> None:
         super().__init__(window)
@@ -79,37 +80,41 @@ class EngineJobs(QObject):
 
     # ---- render ---------------------------------------------------------------------------
     def render_node(self, node_id: str | None) -> asyncio.Future | None:
-        """Render ``node_id`` of the window's document; its result goes to that document."""
+        """Render ``node_id`` of the window's document; its result goes to that document,
+        for the session as it was when the render started."""
         if node_id is None:
             return None
         doc = self.window.doc
-        job = RenderJob(doc.session, node_id, dict(doc.images), self.settings.preview_every)
-        future = self.jobs.submit(Job("render", job, f"render {node_id}"))
-        future.add_done_callback(lambda f: self._rendered(doc, f))
+        render = RenderJob(doc.session, node_id, dict(doc.images), self.settings.preview_every)
+        job = Job("render", render, f"render {node_id}")
+        future = self.jobs.submit(job)
+        future.add_done_callback(lambda f: self._rendered(doc, job, f))
         return future
 
-    def _rendered(self, doc: Document, future: asyncio.Future) -> None:
+    def _rendered(self, doc: Document, job: Job, future: asyncio.Future) -> None:
         self.window.canvas.set_preview(None)
-        if not self._succeeded(future, "render"):
+        if not self._succeeded(future, job):
             return
         if doc is not self.window.doc:
             return  # the session was closed while rendering
         result = future.result()
-        doc.store_result(result)
+        doc.store_result(result, job.payload.session)
         metrics = describe_metrics(result.metrics)
         self._say(f"rendered {result.node_id} in {result.seconds:.1f} s {metrics}", 8000)
 
-    def _succeeded(self, future: asyncio.Future, what: str) -> bool:
-        """Whether a finished job has a result; says why not in the status bar."""
+    def _succeeded(self, future: asyncio.Future, job: Job) -> bool:
+        """Whether a finished job has a result to apply; says why not in the status bar. A
+        job cancelled after its last step has none: cancel holds until a result is applied."""
         self.progress.hide()
         self.eta.setText("")
         if future.cancelled():
             return False
         error = future.exception()
-        if isinstance(error, RenderCancelled):
-            self._say(f"{what} cancelled: nothing changed", 5000)
-        elif error is not None:
-            self.window.notify(f"{what} failed: {error}")
+        if isinstance(error, RenderCancelled) or (error is None and job.cancel.is_set()):
+            self._say(f"{job.kind} cancelled: nothing changed", 5000)
+            return False
+        if error is not None:
+            self.window.notify(f"{job.kind} failed: {error}")
         return error is None
 
     # ---- import ---------------------------------------------------------------------------
@@ -134,13 +139,14 @@ class EngineJobs(QObject):
     ) -> asyncio.Future:
         """Invert a picture on the engine thread; it becomes a new (unsaved) session."""
         settings = self.window.doc.session.settings
-        job = ImportJob(image, prompt, settings, method, fit, file, inner_steps)
-        future = self.jobs.submit(Job("import", job, f"import {file or 'image'} ({method})"))
-        future.add_done_callback(self._imported)
+        payload = ImportJob(image, prompt, settings, method, fit, file, inner_steps)
+        job = Job("import", payload, f"import {file or 'image'} ({method})")
+        future = self.jobs.submit(job)
+        future.add_done_callback(lambda f: self._imported(job, f))
         return future
 
-    def _imported(self, future: asyncio.Future) -> None:
-        if not self._succeeded(future, "import"):
+    def _imported(self, job: Job, future: asyncio.Future) -> None:
+        if not self._succeeded(future, job):
             return
         session, images = future.result()
         self.window.set_document(Document(session, images, unsaved=True))
@@ -171,5 +177,7 @@ class EngineJobs(QObject):
         self.progress.setValue(info.step)
         self.eta.setText(f"ETA {info.eta:.1f} s")
         preview = info.preview if job.kind == "render" else None
-        if preview is not None and job.payload.node_id == self.window.current():
+        if preview is None or job.payload.node_id != self.window.current():
+            return
+        if self.window.doc.would_show(job.payload.session, job.payload.node_id):
             self.window.canvas.set_preview(preview[-1])

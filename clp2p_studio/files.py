@@ -7,6 +7,8 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,53 +66,100 @@ def export_png(path: str | Path, image: np.ndarray, session: Session, node_id: s
     atomic.write_png(path, image, pnginfo=info)
 
 
-class Recovery:
-    """Autosave to ``data_dir/autosave/session.json``; a marker file says the studio is
-    running, so a marker left behind at start means the last run did not end cleanly."""
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is running; False where that cannot be told (Windows, where
+    ``os.kill`` would end it)."""
+    if os.name == "nt" or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except PermissionError:  # someone else's process
+        return True
+    except (OSError, OverflowError):  # ProcessLookupError: no such process
+        return False
+    return True
 
-    def __init__(self, data_dir: str | Path) -> None:
-        self.dir = Path(data_dir) / "autosave"
+
+class Recovery:
+    """Autosave of one studio instance to its own folder ``data_dir/autosave/<pid>/``: the
+    session (``session.json`` and its images folder) and a ``running`` marker holding the
+    pid. The folder of an instance no longer running that holds an autosave is a crash, to
+    offer at start; restored or declined it is removed, damaged it is set aside. Folders of
+    running instances are left alone, and a clean exit removes only the instance's own."""
+
+    def __init__(self, data_dir: str | Path, pid: int | None = None) -> None:
+        self.root = Path(data_dir) / "autosave"
+        self.pid = os.getpid() if pid is None else pid
+        self.dir = self.root / str(self.pid)
         self.file = self.dir / "session.json"
         self.marker = self.dir / "running"
+        self._running = False
+
+    def crash(self) -> Path | None:
+        """The folder of the latest autosave of an instance no longer running, if any. A
+        folder named for this pid counts until :meth:`mark_running`: an earlier process
+        that had the same pid left it."""
+        found = []
+        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            try:
+                pid = int((folder / "running").read_text())
+                saved = (folder / "session.json").stat().st_mtime_ns
+            except (OSError, ValueError):
+                continue  # not an instance's folder, or nothing autosaved in it
+            if (folder == self.dir and not self._running) or (
+                folder != self.dir and not _alive(pid)
+            ):
+                found.append((saved, folder))
+        return max(found)[1] if found else None
 
     def crashed_with_autosave(self) -> bool:
-        return self.marker.exists() and self.file.exists()
+        return self.crash() is not None
 
     def mark_running(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.marker.write_text(str(os.getpid()))
+        self.marker.write_text(str(self.pid))
+        self._running = True
 
     def save(self, doc) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         session_io.save(doc.session, self.file, doc.images)
 
-    def load(self):
-        return session_io.load(self.file)
-
     def restore(self) -> tuple[tuple[Session, dict] | None, str]:
-        """The autosaved session and its images, or None and what happened: a damaged
-        autosave is set aside (renamed, never deleted) so that the next start is clean."""
+        """The crash's session and its images, or None and what happened; the crash folder
+        is removed. A damaged autosave is set aside (its folder renamed, never deleted) so
+        that the next start is clean."""
+        folder = self.crash()
+        if folder is None:
+            return None, "There is no autosave to restore."
         try:
-            return self.load(), ""
+            restored = session_io.load(folder / "session.json")
         except Clp2pError as exc:
-            kept = self.dir / f"session.damaged-{os.getpid()}-{len(list(self.dir.iterdir()))}.json"
+            n = 1
+            while (kept := self.root / f"damaged-{folder.name}-{n}").exists():
+                n += 1
             try:
-                self.file.replace(kept)
+                folder.replace(kept)
+                (kept / "running").unlink(missing_ok=True)
             except OSError as move:
                 return None, f"The autosave cannot be restored ({exc}) or set aside ({move})."
             return None, f"The autosave cannot be restored ({exc}); it is kept as {kept}."
+        shutil.rmtree(folder, ignore_errors=True)
+        return restored, ""
+
+    def discard(self) -> None:
+        """The user declined the crash's autosave: its folder is removed."""
+        folder = self.crash()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
 
     def clear(self) -> None:
+        """The document is saved: this instance's autosave goes (its marker stays)."""
         self.file.unlink(missing_ok=True)
-        folder = self.dir / "session.images"
-        if folder.is_dir():
-            for f in folder.iterdir():
-                f.unlink()
-            folder.rmdir()
+        shutil.rmtree(self.dir / "session.images", ignore_errors=True)
 
     def clean_exit(self) -> None:
-        self.clear()
-        self.marker.unlink(missing_ok=True)
+        """This instance ends cleanly: its own folder goes, no other instance's."""
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class SessionFiles(QObject):
@@ -180,26 +229,36 @@ class SessionFiles(QObject):
         )
 
     # ---- exports --------------------------------------------------------------------------
-    def export_history(self, path: str | None = None) -> None:
+    def export_history(self, path: str | None = None) -> bool:
+        """Write the whole history with embedded images to ``path`` (None: ask for one)."""
         if path is None:
             path, _ = QFileDialog.getSaveFileName(
                 self.window, "Export history", "history.json", "JSON (*.json)"
             )
-        if path:
-            self.window.doc.write_copy(path, embed=True)
+        return bool(path) and self._export(lambda: self.window.doc.write_copy(path, embed=True))
 
-    def export_image(self, path: str | None = None) -> None:
+    def export_image(self, path: str | None = None) -> bool:
+        """Write the selected node's image as a PNG with its parameters (None: ask where)."""
         doc, node_id = self.window.doc, self.window.current()
         image = doc.image(node_id) if node_id else None
         if image is None:
             self.window.notify("render the node before exporting its image")
-            return
+            return False
         if path is None:
             path, _ = QFileDialog.getSaveFileName(
                 self.window, "Export image", f"{node_id}.png", "PNG (*.png)"
             )
-        if path:
-            export_png(path, image, doc.session, node_id)
+        return bool(path) and self._export(lambda: export_png(path, image, doc.session, node_id))
+
+    def _export(self, write: Callable[[], None]) -> bool:
+        """Run ``write``; a failure (a folder as the name, no permission, a name too long, a
+        session that would not load again) is a message."""
+        try:
+            write()
+        except (OSError, ValueError) as exc:  # Clp2pError is a ValueError
+            self.window.notify(f"could not export: {exc}")
+            return False
+        return True
 
     # ---- recent files ---------------------------------------------------------------------
     def _remember(self, path: str) -> None:

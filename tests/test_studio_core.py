@@ -22,6 +22,7 @@ from fake_backend import FakeBackend, fake_attention
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
+DEAD_PID = 2**30  # above any pid_max: no such process
 
 
 def _session():
@@ -34,7 +35,7 @@ def test_document_undo_keeps_render_results(qapp):
     doc = Document(_session())
     backend = FakeBackend()
     result = backend.render(RenderJob(doc.session, "n2", {}))
-    doc.store_result(result)
+    doc.store_result(result, doc.session)
     assert doc.session.node("n2").status == "rendered" and doc.image("n2") is not None
     assert doc.session.node("n1").status == "rendered"  # computed on the way
     s2 = doc.session.update("n2", name="blue")
@@ -50,7 +51,7 @@ def test_document_undo_keeps_render_results(qapp):
 
 def test_document_save_and_open_round_trip(qapp, tmp_path):
     doc = Document(_session())
-    doc.store_result(FakeBackend().render(RenderJob(doc.session, "n2", {})))
+    doc.store_result(FakeBackend().render(RenderJob(doc.session, "n2", {})), doc.session)
     path = str(tmp_path / "s.json")
     doc.save(path)
     assert not doc.dirty and doc.path == path
@@ -186,7 +187,7 @@ def test_results_keep_attention_of_the_most_recent_renders_only(qapp):
 
 def test_document_keys_attention_by_what_the_image_depends_on(qapp):
     doc = Document(_session())
-    doc.store_result(FakeBackend().render(RenderJob(doc.session, "n2", {})))
+    doc.store_result(FakeBackend().render(RenderJob(doc.session, "n2", {})), doc.session)
     maps, branch = doc.attention("n2")
     assert branch == 1 and maps.prompts[branch].prompt == B
     assert doc.attention("n1")[1] == 0  # computed on the way: branch 0 of the same render
@@ -195,23 +196,24 @@ def test_document_keys_attention_by_what_the_image_depends_on(qapp):
         "n1", "a green circle on a white background", preset("p2p")
     )
     doc.edit(session, "Add")
-    assert new_id == "n2" and doc.attention("n2") is None
+    assert new_id == "n3" and doc.attention("n3") is None  # a fresh id, and nothing of n2's
     doc.undo_stack.undo()
     doc.undo_stack.undo()
-    assert doc.attention("n2")[0] is maps  # the first n2 came back, and its maps with it
+    assert doc.attention("n2")[0] is maps  # n2 came back, and its maps with it
 
 
 def test_a_damaged_autosave_is_set_aside_not_fatal(tmp_path):
     from clp2p_studio.files import Recovery
 
-    recovery = Recovery(tmp_path)
-    recovery.mark_running()
-    recovery.file.write_text('{"format": "clp2p-session", "schema_version": 2, "nodes": [')
+    crashed = Recovery(tmp_path, pid=DEAD_PID)
+    crashed.mark_running()
+    crashed.file.write_text('{"format": "clp2p-session", "schema_version": 2, "nodes": [')
+    recovery = Recovery(tmp_path)  # the next start
     assert recovery.crashed_with_autosave()
     restored, problem = recovery.restore()
     assert restored is None
     assert "cannot be restored" in problem and "kept as" in problem
-    assert not recovery.file.exists()  # the next start is clean
+    assert not crashed.dir.exists()  # the next start is clean
     assert not recovery.crashed_with_autosave()
-    kept = [p for p in recovery.dir.iterdir() if p.name.startswith("session.damaged-")]
-    assert len(kept) == 1 and kept[0].read_text().endswith('"nodes": [')
+    kept = [p for p in recovery.root.iterdir() if p.name.startswith("damaged-")]
+    assert len(kept) == 1 and (kept[0] / "session.json").read_text().endswith('"nodes": [')

@@ -16,6 +16,7 @@ from clp2p.model.imported import DEFAULT_METHOD, FITS, METHODS
 from clp2p.model.params import EDIT_KINDS, V_LAYER_KINDS, EditParams, RenderSettings, StepWindow
 from clp2p.model.session import NODE_KINDS, Session
 from clp2p_studio.document import Document
+from clp2p_studio.files import Recovery
 from clp2p_studio.import_dialog import METHOD_HELP, ImportDialog
 from clp2p_studio.menus import ACTIONS
 from clp2p_studio.settings import StudioSettings
@@ -25,6 +26,7 @@ from fake_backend import FakeBackend
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
+DEAD_PID = 2**30  # above any pid_max: no such process
 
 
 @pytest.fixture
@@ -176,14 +178,20 @@ def test_save_open_export_and_recent(window, loop, tmp_path):
 
 
 def test_autosave_and_crash_recovery(window, tmp_path):
+    data = tmp_path / "data"
+    window.files.recovery = Recovery(data, pid=DEAD_PID)  # as if this instance had crashed
     window.files.recovery.mark_running()
     _add_blue(window, run=False)
     window.files.autosave()
-    assert window.files.recovery.crashed_with_autosave()  # as the next start would see it
-    session, _ = window.files.recovery.load()
-    assert [n.id for n in session.nodes] == ["n1", "n2"]
+    assert Recovery(data).crashed_with_autosave()  # as the next start would see it
     window.files.recovery.clean_exit()
-    assert not window.files.recovery.crashed_with_autosave()
+    assert not Recovery(data).crashed_with_autosave()
+    window.files.recovery.mark_running()  # running again, and then a crash
+    window.files.autosave()
+    next_start = Recovery(data)
+    (session, _), problem = next_start.restore()
+    assert [n.id for n in session.nodes] == ["n1", "n2"] and problem == ""
+    assert not next_start.crashed_with_autosave()  # restored: gone from the autosaves
 
 
 def test_compare_and_shortcuts(window):
@@ -223,7 +231,7 @@ def test_slow_jobs_run_in_order_and_the_window_stays_responsive(window, loop):
 
 
 @pytest.mark.parametrize("remove", ["delete", "undo"])
-def test_a_new_node_with_a_reused_id_shows_no_stale_heatmaps(window, loop, remove):
+def test_a_new_node_gets_a_fresh_id_and_no_stale_heatmaps(window, loop, remove):
     _add_blue(window)  # n2, rendered: its heatmaps are shown
     loop.run_until_complete(_until(lambda: not window.jobs.busy))
     window.tree.select("n2")
@@ -234,8 +242,8 @@ def test_a_new_node_with_a_reused_id_shows_no_stale_heatmaps(window, loop, remov
         window.edits.undo()  # the edit's creation
     window.tree.select("n1")
     window.params.target.setText("a green circle on a white background")
-    window.params.add_button.click()  # a new, unrendered edit: it gets the id n2 again
-    assert window.current() == "n2" and window.doc.session.node("n2").status == "new"
+    window.params.add_button.click()  # a new, unrendered edit: never n2 again
+    assert window.current() == "n3" and window.doc.session.node("n3").status == "new"
     assert window.heatmaps.words(1) == []  # nothing rendered for it, so no maps to show
     assert window.heatmaps.words(0) == ["a", "red", "circle", "on", "white", "background"]
 
