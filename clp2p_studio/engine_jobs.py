@@ -85,7 +85,10 @@ class EngineJobs(QObject):
         if node_id is None:
             return None
         doc = self.window.doc
-        render = RenderJob(doc.session, node_id, dict(doc.images), self.settings.preview_every)
+        batch = self.settings.model_spec.batch
+        render = RenderJob(
+            doc.session, node_id, dict(doc.images), self.settings.preview_every, batch
+        )
         job = Job("render", render, f"render {node_id}")
         future = self.jobs.submit(job)
         future.add_done_callback(lambda f: self._rendered(doc, job, f))
@@ -100,7 +103,8 @@ class EngineJobs(QObject):
         result = future.result()
         doc.store_result(result, job.payload.session)
         metrics = describe_metrics(result.metrics)
-        self._say(f"rendered {result.node_id} in {result.seconds:.1f} s {metrics}", 8000)
+        note = f" ({result.note})" if result.note else ""  # e.g. from the root, and why
+        self._say(f"rendered {result.node_id} in {result.seconds:.1f} s {metrics}{note}", 8000)
 
     def _succeeded(self, future: asyncio.Future, job: Job) -> bool:
         """Whether a finished job has a result to apply; says why not in the status bar. A

@@ -4,6 +4,7 @@ id or a single-file checkpoint; device and dtype."""
 from __future__ import annotations
 
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -17,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from clp2p.model.devices import DEVICES, DTYPES
 from clp2p.resources import SHAPES
-from clp2p.workflows.service import ModelSpec
+from clp2p.workflows.service import FAST_MODE, ModelSpec
 
 SOURCES = [
     "Embedded shapes model",
@@ -59,6 +60,10 @@ class ModelDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("Render cache", self.cache)
+        self.fast = QCheckBox("Fast mode: batch branches")
+        self.fast.setChecked(spec.batch)
+        self.fast.setToolTip(FAST_MODE)
+        form.addRow("", self.fast)
         buttons = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
         )
@@ -99,4 +104,5 @@ class ModelDialog(QDialog):
             self.device.currentText(),
             self.dtype.currentText(),
             self.cache.value(),
+            self.fast.isChecked(),
         )

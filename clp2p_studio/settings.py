@@ -32,6 +32,7 @@ class StudioSettings:
             self._get("model/device", default.device),
             self._get("model/dtype", default.dtype),
             self.cache_mib,
+            self._get("engine/batch_branches", "false", str).lower() == "true",
         )
 
     @model_spec.setter
@@ -40,6 +41,7 @@ class StudioSettings:
         self.store.setValue("model/device", spec.device)
         self.store.setValue("model/dtype", spec.dtype)
         self.cache_mib = spec.cache_mib
+        self.store.setValue("engine/batch_branches", "true" if spec.batch else "false")
 
     @property
     def recent_files(self) -> list[str]:

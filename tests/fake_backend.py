@@ -47,6 +47,7 @@ class FakeBackend:
         self.crash_with: Exception | None = None
         self.calls: list[str] = []
         self.gate: threading.Event | None = None  # when set, a render waits for it at step 1
+        self.note = ""  # why a render did not start from its parent's record
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         self.calls.append(f"load {spec.model}")
@@ -89,6 +90,7 @@ class FakeBackend:
             computed=len(chain),
             images=images,
             latents=np.zeros((4, 8, 8), dtype=np.float32),
+            note=self.note,
         )
 
     def import_image(

@@ -6,7 +6,10 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import time
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +260,126 @@ def _choice(engine):
     from clp2p.engine.loading import DeviceChoice
 
     return DeviceChoice(engine.device, engine.dtype)
+
+
+# ---- outputs checked before a render -------------------------------------------------------
+def _read_only_folder(tmp_path):
+    """A folder this process cannot write in: a 0o500 folder, or for root (who writes there
+    anyway) the read-only /proc/sys."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        os.chmod(folder, 0o500)
+        return folder
+    if os.access("/proc/sys", os.W_OK):
+        pytest.skip("no folder here is read-only to root")
+    return Path("/proc/sys")
+
+
+@pytest.mark.parametrize("command", ["generate", "edit", "invert"])
+def test_an_output_in_a_read_only_place_is_refused_before_loading(
+    tmp_path, capsys, monkeypatch, command
+):
+    from clp2p.engine.engine import Engine
+
+    monkeypatch.setattr(Engine, "load", classmethod(lambda *a, **k: pytest.fail("loaded")))
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (64, 64)).save(picture)
+    out = {"generate": "x.png", "edit": "e", "invert": "s.json"}[command]
+    argv = {
+        "generate": ["generate", "--prompt", PROMPT],
+        "edit": ["edit", "--source", PROMPT, "--target", "a blue circle on a white background"],
+        "invert": ["invert", str(picture), "--prompt", PROMPT],
+    }[command]
+    folder = _read_only_folder(tmp_path)
+    try:
+        code = main([*argv, "--out", str(folder / "clp2p-new" / out)])
+    finally:
+        if folder.is_relative_to(tmp_path):
+            os.chmod(folder, 0o700)
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write in '{folder}'" in err and err.count("\n") == 1, err
+    assert not (folder / "clp2p-new").exists()
+
+
+# ---- sizes the schema allows that no memory holds: refused before allocating -----------
+REFUSAL = r"^{size} needs about [\d.]+ GiB on cpu, [\d.]+ GiB is available: choose a smaller size$"
+
+
+def test_a_size_that_would_not_fit_is_refused_before_a_render_allocates(tiny_engine):
+    settings = RenderSettings(steps=1, width=8192, height=8192)
+    start = time.perf_counter()
+    with pytest.raises(Clp2pError, match=REFUSAL.format(size="8192x8192")):
+        tiny_engine.generate(PROMPT, settings)
+    with pytest.raises(Clp2pError, match=REFUSAL.format(size="4096x8192")):
+        tiny_engine.encode_image(np.zeros((8192, 4096, 3), np.uint8))  # where inversions start
+    assert time.perf_counter() - start < 10
+
+
+def test_the_estimate_follows_free_memory_batching_and_dtype(tiny_engine, monkeypatch):
+    import torch
+
+    from clp2p.engine import loading
+
+    pipe, cpu = tiny_engine.pipe, tiny_engine.device
+    need = loading.peak_bytes(pipe, cpu, tiny_engine.dtype, (32, 32))
+    apart = loading.peak_bytes(pipe, cpu, tiny_engine.dtype, (32, 32), branches=3)
+    together = loading.peak_bytes(pipe, cpu, tiny_engine.dtype, (32, 32), branches=3, per_pass=3)
+    assert need < apart < together
+    unfused = torch.device("mps")  # no fused attention: the self-attention matrix counts
+    full = loading.peak_bytes(pipe, unfused, torch.float32, (512, 512))
+    assert full > 2 * loading.peak_bytes(pipe, cpu, torch.float32, (512, 512))
+    assert full > loading.peak_bytes(pipe, unfused, torch.bfloat16, (512, 512))
+    settings = RenderSettings(steps=1, width=32, height=32)
+    monkeypatch.setattr(loading, "available_memory", lambda device: need - 1)
+    with pytest.raises(Clp2pError, match=REFUSAL.format(size="32x32")):
+        tiny_engine.generate(PROMPT, settings)
+    monkeypatch.setattr(loading, "available_memory", lambda device: need)
+    assert tiny_engine.generate(PROMPT, settings).images[0].shape == (32, 32, 3)
+
+
+def _meta_pipe(folder):
+    """A pipeline of ``folder``'s UNet and VAE configs without weights (meta tensors)."""
+    from types import SimpleNamespace
+
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(folder / "vae"))
+    return SimpleNamespace(unet=unet, vae=vae)
+
+
+def test_ordinary_sizes_fit_and_8192_squared_does_not():
+    import torch
+
+    from clp2p.engine.loading import attention_heads, available_memory, peak_bytes
+    from clp2p.resources import resources_dir, shapes_model_dir
+
+    sd15 = _meta_pipe(resources_dir() / "configs" / "sd15")
+    assert attention_heads(sd15.unet) == {0: 8, 1: 8, 2: 8, 3: 8}
+    cpu, gib = torch.device("cpu"), 2**30
+    assert peak_bytes(sd15, cpu, torch.float32, (512, 512)) < gib
+    assert peak_bytes(sd15, torch.device("cuda"), torch.float16, (512, 512)) < gib / 2
+    assert peak_bytes(sd15, cpu, torch.float32, (8192, 8192)) > 100 * gib
+    shapes = _meta_pipe(shapes_model_dir())
+    assert peak_bytes(shapes, cpu, torch.float32, (64, 64)) < 10 * 2**20
+    assert 0 < available_memory(cpu) < 2**50
+
+
+def test_the_cli_refuses_a_size_no_memory_holds_in_one_line(tmp_path, capsys, tiny_model_dir):
+    """With the shipped shapes model (generate) and through an inversion (invert)."""
+    huge = ["--width", "8192", "--height", "8192", "--steps", "2"]
+    out = tmp_path / "g.png"
+    assert main(["generate", "--prompt", PROMPT, "--out", str(out), *huge]) == 2
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(picture)
+    session = tmp_path / "i.json"
+    model = ["--model", str(tiny_model_dir)]
+    assert main(["invert", str(picture), "--prompt", PROMPT, "--out", str(session), *model, *huge])
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2
+    for line in errors:
+        assert re.match("clp2p: error: " + REFUSAL.format(size="8192x8192")[1:], line), line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]

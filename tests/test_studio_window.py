@@ -61,6 +61,14 @@ def test_add_and_render_an_edit(window, loop):
     assert window.backend.calls[-1] == "render n2"
 
 
+def test_a_render_from_further_up_says_why(window, loop):
+    window.backend.note = "rendered from the root: the cached record of n1 lacks V values"
+    _add_blue(window)
+    loop.run_until_complete(window.jobs.join())
+    message = window.statusBar().currentMessage()
+    assert message.startswith("rendered n2") and window.backend.note in message
+
+
 def test_cancel_mid_render_changes_nothing(window, loop):
     window.backend.gate = threading.Event()
     before = window.doc.session

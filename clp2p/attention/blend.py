@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from clp2p.attention.plan import EditPlan
-from clp2p.attention.records import BranchRecord
+from clp2p.attention.records import BranchRecord, to_device
 from clp2p.model.params import RECORDED
 
 
@@ -36,8 +36,8 @@ class LocalBlend:
         latents = latents.clone()
         for plan in self.plans:
             if plan.source == RECORDED:
-                src = self.record.latents[step]
-                src_maps = self.record.blend_sum[step]
+                src = to_device(self.record.latents[step], latents)
+                src_maps = to_device(self.record.blend_sum[step], maps)
             else:
                 src, src_maps = latents[plan.source], maps[plan.source]
             k = plan.params.k

@@ -8,7 +8,7 @@ import torch
 
 from clp2p.attention.layout import PassLayout
 from clp2p.attention.plan import EditPlan
-from clp2p.attention.records import BranchRecord, LayerKey
+from clp2p.attention.records import BranchRecord, LayerKey, to_device
 from clp2p.model.params import RECORDED
 
 KINDS = ("self_qkv", "cross")  # self-attention (q, k, v); cross-attention (probabilities, v)
@@ -54,7 +54,10 @@ class SourceStore:
                     f"branch {plan.branch} edits the unconditional half, "
                     "which a record does not keep"
                 )
-            return tuple(t[0] for t in getattr(self.record, kind)[key])
+            kept = getattr(self.record, kind).get(key)
+            if kept is None:  # the caller checked RecordSpec.lacks: this is a fault
+                raise ValueError(f"the record has no {kind} tensors at step {key[0]}, {key[1]}")
+            return tuple(to_device(None if t is None else t[0], tensors[0]) for t in kept)
         if layout.computes(plan.source):
             row = layout.row(plan.source, half)
             return tuple(t[row] for t in tensors)

@@ -7,9 +7,13 @@ Defaults and choices come from the model's own types and constants, never retype
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from clp2p.errors import Clp2pError
+from clp2p.model import limits
 from clp2p.model.params import (
     PRESETS,
     V_LAYER_KINDS,
@@ -24,14 +28,72 @@ SETTINGS = RenderSettings()  # the sampling defaults
 
 
 def finish(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], int]) -> None:
-    """Make ``parser`` a command: ``run(args)`` carries it out, and its flags name the fields
-    they set in error messages."""
+    """Make ``parser`` a command: ``run(args)`` carries it out, its flags name the fields they
+    set in error messages, and a flag it cannot parse is one line, as every other error."""
     flags = {}
     for action in parser._actions:  # every argument of this (sub)command
         longs = [o for o in action.option_strings if o.startswith("--")]
         if longs and action.dest != "help":
             flags[action.dest] = longs[0]
     parser.set_defaults(run=run, field_flags=flags)
+
+    one_line_errors(parser)
+
+
+def one_line_errors(parser: argparse.ArgumentParser) -> None:
+    """Errors of ``parser`` and of every parser below it are one line, as every other error
+    (argparse's own print the usage first)."""
+
+    def error(message: str):
+        hint = "" if ": give " in message else f" (see '{parser.prog} --help')"
+        print(f"clp2p: error: {message}{hint}", file=sys.stderr)
+        raise SystemExit(2)
+
+    parser.error = error
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                one_line_errors(child)
+
+
+def whole_number(text: str) -> int:
+    """An argparse type: an integer, refused in words that say what to write."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number: give e.g. 50") from None
+
+
+def number(text: str) -> float:
+    """An argparse type: a number (range and finiteness are the model's to check)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number: give e.g. 0.5") from None
+
+
+def check_text(field: str, value: str, limit: int = limits.MAX_PROMPT_CHARS) -> str:
+    """``value`` of ``field`` (e.g. a prompt), refused before anything loads when a session
+    could not store it (see :func:`clp2p.model.limits.text`)."""
+    return limits.text(field, value, limit)
+
+
+def check_output(out: Path) -> None:
+    """Refuse, before a model loads, an ``--out`` that could not be written after the render:
+    one under a regular file, or in a folder this user may not write to (the folder it goes
+    in, or the nearest one that exists when folders are to be made)."""
+    folder = out.parent
+    while not folder.exists() and not folder.is_symlink() and folder != folder.parent:
+        folder = folder.parent  # exists() is False under a regular file too
+    if not folder.is_dir():
+        raise Clp2pError(
+            f"--out '{out}' is under '{folder}', which is not a folder: give a path in a folder"
+        )
+    for place in (folder, out) if out.is_dir() else (folder,):
+        if not os.access(place, os.W_OK | os.X_OK):
+            raise Clp2pError(
+                f"--out '{out}': cannot write in '{place}': give a folder you can write to"
+            )
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -55,11 +117,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
-    g.add_argument("--seed", type=int, default=SETTINGS.seed)
-    g.add_argument("--steps", type=int, default=SETTINGS.steps)
-    g.add_argument("--guidance", type=float, default=SETTINGS.guidance)
-    g.add_argument("--width", type=int, default=SETTINGS.width)
-    g.add_argument("--height", type=int, default=SETTINGS.height)
+    g.add_argument("--seed", type=whole_number, default=SETTINGS.seed)
+    g.add_argument("--steps", type=whole_number, default=SETTINGS.steps)
+    g.add_argument("--guidance", type=number, default=SETTINGS.guidance)
+    g.add_argument("--width", type=whole_number, default=SETTINGS.width)
+    g.add_argument("--height", type=whole_number, default=SETTINGS.height)
 
 
 def add_injection_args(p: argparse.ArgumentParser) -> None:
@@ -67,12 +129,12 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("injection")
     g.add_argument("--reweight", nargs="+", default=[], metavar="WORD=SCALE")
     g.add_argument("--preset", default=EditParams().preset, choices=tuple(PRESETS))
-    g.add_argument("--k", type=float, help="local-blend silhouette threshold in [0, 1]")
+    g.add_argument("--k", type=number, help="local-blend silhouette threshold in [0, 1]")
     g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
     g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
     g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
     g.add_argument("--v-inject", dest="v_window", help="V value injection window: F or A:B")
-    g.add_argument("--v-blend", type=float, help="V blend beta in [0, 1]")
+    g.add_argument("--v-blend", type=number, help="V blend beta in [0, 1]")
     g.add_argument("--v-layers", choices=V_LAYER_KINDS)
     g.add_argument("--blend-words", nargs="+", default=[], metavar="W")
     g.add_argument(

@@ -20,6 +20,14 @@ def add_parser(sub) -> None:
     sess.add_argument("--model", help="default: the embedded shapes model")
     sess.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(sess, cmd_session)
+    recs = bsub.add_parser("records", help="session records and reuse at real model sizes")
+    recs.add_argument("--arch", choices=("sd15", "sd2"), default="sd15")
+    recs.add_argument("--size", type=int, help="default: the architecture's native size")
+    recs.add_argument("--steps", type=int, default=2, help="denoising steps of the timed renders")
+    recs.add_argument("--timing", action="store_true", help="also time depth-4 chains")
+    recs.add_argument("--json", help="also write the results to this file")
+    recs.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    finish(recs, cmd_records)
     binv = bsub.add_parser("inversion", help="inversion methods: cost, reconstruction, edits")
     binv.add_argument("--json", help="also write the results to this file")
     binv.add_argument("--model", help="default: the embedded shapes model")
@@ -41,6 +49,15 @@ def cmd_session(args: argparse.Namespace) -> int:
     from clp2p.bench.session import run_session_bench
 
     run_session_bench(json_path=args.json, model=args.model, threads=args.threads)
+    return 0
+
+
+def cmd_records(args: argparse.Namespace) -> int:
+    from clp2p.bench.records import run_records_bench
+    from clp2p.model.params import RenderSettings
+
+    RenderSettings(steps=args.steps, width=args.size, height=args.size)  # checks the bounds
+    run_records_bench(args.arch, args.size, args.steps, args.timing, args.json, args.threads)
     return 0
 
 

@@ -12,12 +12,17 @@ from clp2p.cli.args import (
     add_injection_args,
     add_model_args,
     add_sampling_args,
+    check_output,
+    check_text,
     edit_params,
     engine_from,
     finish,
     settings_from,
+    whole_number,
 )
 from clp2p.errors import Clp2pError
+from clp2p.model.align import word_tokens
+from clp2p.model.edits import resolve_edit
 from clp2p.model.imported import DEFAULT_INNER_STEPS, DEFAULT_METHOD, FITS, METHODS
 from clp2p.model.params import EDIT_KINDS, EditParams
 
@@ -54,7 +59,7 @@ def add_parsers(sub) -> None:
     inv.add_argument("--fit", default=FITS[0], choices=FITS, help="fill the frame or show it whole")
     inv.add_argument(
         "--inner-steps",
-        type=int,
+        type=whole_number,
         default=DEFAULT_INNER_STEPS,
         help="null-text: optimisation steps per step",
     )
@@ -72,6 +77,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".png" or out.is_dir():
         raise Clp2pError(f"--out '{out}' must be a .png file")
+    check_output(out)
+    check_text("prompt", args.prompt)
     settings = settings_from(args)
     engine = engine_from(args)
     result = engine.generate(args.prompt, settings)
@@ -86,10 +93,12 @@ def _apply_record(args: argparse.Namespace) -> list[tuple[str, EditParams]]:
     (only --out, --model, --device and --dtype may change)."""
     path = Path(args.from_file)
     try:
+        if path.exists() and not path.is_file():  # a folder; a FIFO would wait for a writer
+            raise OSError("it is not a regular file")
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: not UTF-8, not JSON
         raise Clp2pError(f"--from '{path}': cannot read an edit record ({exc})") from None
-    if record.get("format") != "clp2p-edit":
+    if not isinstance(record, dict) or record.get("format") != "clp2p-edit":
         raise Clp2pError(f"--from '{path}' is not an edit.json written by clp2p edit")
     try:
         args.source = args.source or str(record["source"])
@@ -113,6 +122,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise Clp2pError(f"--out '{out}' is a file: give a folder")
+    check_output(out)
     if args.from_file:
         targets = _apply_record(args)
     else:
@@ -123,6 +133,9 @@ def cmd_edit(args: argparse.Namespace) -> int:
         if not prompts:
             raise Clp2pError("give at least one --target PROMPT")
         targets = [(t, params) for t in prompts]
+    check_text("source", args.source)
+    for target, params in targets:  # the word-level rules need no tokenizer: before loading
+        resolve_edit(word_tokens(args.source), word_tokens(check_text("target", target)), params)
     settings = settings_from(args)
     engine = engine_from(args)
     result = engine.edit(args.source, targets, settings)
@@ -155,20 +168,33 @@ def _write_session(folder: Path, result, model: str) -> None:
     session_io.save(session, folder / "session.json", images)
 
 
+def _session_out(args: argparse.Namespace) -> Path:
+    """``--out`` of ``invert``, checked before anything is read or loaded: a new .json file
+    (or one to replace with ``--force``) in a folder that can take it and its images."""
+    out = Path(args.out)
+    if out.suffix.lower() != ".json" or out.is_dir():
+        what = "is a folder" if out.is_dir() else "is not a .json file"
+        raise Clp2pError(f"--out '{out}' {what}: give a .json session file")
+    if out.exists() and not args.force:
+        raise Clp2pError(f"--out '{out}' exists: pick another name or add --force")
+    check_output(out)
+    beside = out.parent / f"{out.stem}.images"  # where the images go
+    if not args.embed_images and (beside.exists() or beside.is_symlink()) and not beside.is_dir():
+        raise Clp2pError(f"'{beside}' is not a folder: move it, or add --embed-images")
+    return out
+
+
 def cmd_invert(args: argparse.Namespace) -> int:
     from clp2p.model.imported import read_image
     from clp2p.workflows import session_io
     from clp2p.workflows.picture_import import import_image
 
-    out = Path(args.out)
-    if out.suffix.lower() != ".json":
-        raise Clp2pError(f"--out '{out}' must be a .json session file")
-    if out.exists() and not args.force:
-        raise Clp2pError(f"--out '{out}' exists: pick another name or add --force")
+    out = _session_out(args)
     if args.inner_steps < 1:
         raise Clp2pError(f"--inner-steps {args.inner_steps}: give at least 1")
-    image = read_image(args.image)
+    check_text("prompt", args.prompt)
     settings = settings_from(args)
+    image = read_image(args.image)
     engine = engine_from(args)
     last = [-1]
 

@@ -12,6 +12,7 @@ from clp2p.errors import Clp2pError
 
 def build_parser() -> argparse.ArgumentParser:
     from clp2p.cli import bench, edit, eval, session
+    from clp2p.cli.args import one_line_errors
 
     parser = argparse.ArgumentParser(
         prog="clp2p",
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     session.add_parser(sub)
     eval.add_parser(sub)
     bench.add_parser(sub)
+    one_line_errors(parser)
     return parser
 
 

@@ -11,6 +11,7 @@ from clp2p.cli.args import (
     add_injection_args,
     add_model_args,
     add_sampling_args,
+    check_output,
     edit_params,
     engine_from,
     finish,
@@ -21,6 +22,7 @@ from clp2p.errors import Clp2pError
 from clp2p.model.session import NODE_KINDS, Session, describe_metrics
 from clp2p.workflows import session_io
 from clp2p.workflows.record_cache import DEFAULT_BUDGET
+from clp2p.workflows.service import FAST_MODE
 
 
 def add_parser(sub) -> None:
@@ -50,6 +52,7 @@ def add_parser(sub) -> None:
     render.add_argument("--node", action="append", default=[], help="only these nodes")
     render.add_argument("--out", help="also write each node's image as DIR/<node>.png")
     render.add_argument("--no-cache", action="store_true", help="render every chain from the root")
+    render.add_argument("--batch", action="store_true", help=FAST_MODE)
     render.add_argument(
         "--cache-mib",
         type=int,
@@ -108,23 +111,29 @@ def _add_locked(args: argparse.Namespace) -> int:
 
 
 def _render(args: argparse.Namespace) -> int:
+    from clp2p.engine.engine import RenderOptions
     from clp2p.workflows.session_render import SessionRenderer, apply
 
     session, images = _load(args.file)
     ids = args.node or [n.id for n in session.nodes]
     for node_id in ids:
         session.node(node_id)
-    engine = engine_from(args, args.model or session.model)
     if args.cache_mib < 0:
         raise Clp2pError(f"--cache-mib {args.cache_mib}: give a size in MiB, 0 or more")
-    renderer = SessionRenderer(engine, args.cache_mib * 2**20)
     out = Path(args.out) if args.out else None
+    if out:
+        check_output(out / f"{ids[0]}.png")
+    engine = engine_from(args, args.model or session.model)
+    renderer = SessionRenderer(engine, args.cache_mib * 2**20)
+    options = RenderOptions(batch_branches=args.batch)
     if out:
         out.mkdir(parents=True, exist_ok=True)
     differ, failed = [], []
     for node_id in ids:
         try:
-            result = renderer.render(session, node_id, images, use_cache=not args.no_cache)
+            result = renderer.render(
+                session, node_id, images, use_cache=not args.no_cache, options=options
+            )
         except Clp2pError as exc:  # the other nodes go on; this one is named at the end
             failed.append(node_id)
             print(f"{node_id}: FAILED {exc.render(args.field_flags)}")
@@ -147,6 +156,8 @@ def _render(args: argparse.Namespace) -> int:
             atomic.write_png(out / f"{node_id}.png", result.image)
         metrics = describe_metrics(result.metrics)
         print(f"{node_id}: {state} {result.hash[:12]} {result.seconds:.2f} s {metrics}".rstrip())
+        if result.note:  # a cached record could not serve it
+            print(f"{node_id}: {result.note}")
     if differ:
         print(f"{len(differ)} node(s) differ from the stored images: {', '.join(differ)}")
     if failed:

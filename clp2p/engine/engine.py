@@ -20,7 +20,7 @@ from clp2p.attention.plan import build_plans
 from clp2p.attention.processor import controlled_attention
 from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
 from clp2p.attention.records import BranchRecord, BranchRecorder, Recording
-from clp2p.engine.loading import DeviceChoice, choose_device, load_pipeline, model_card
+from clp2p.engine.loading import DeviceChoice, choose_device, fits_memory, load_pipeline, model_card
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.align import PromptTokens, tokenize
 from clp2p.model.card import ModelCard
@@ -96,8 +96,7 @@ class Engine:
         self, pipe, choice: DeviceChoice, name: str = "", card: ModelCard | None = None
     ) -> None:
         self.pipe = pipe
-        self.device, self.dtype = choice.device, choice.dtype
-        self.name = name
+        self.device, self.dtype, self.name = choice.device, choice.dtype, name
         self.card = card or ModelCard()  # what clp2p knows of the model beyond its configs
         self.tokenizer = pipe.tokenizer
         # what the text encoder can take: a hand-assembled tokenizer config may claim 10**30
@@ -132,6 +131,11 @@ class Engine:
         """``settings`` at this model's size (see :meth:`RenderSettings.at_size`)."""
         return settings.at_size(self.native_size, self.size_multiple)
 
+    def check_memory(self, height: int, width: int, branches: int = 1, batch: bool = False):
+        """Refuse a render that would not fit in the device's free memory, before it allocates."""
+        kw = {"tokens": self.max_tokens, "branches": branches, "per_pass": branches if batch else 1}
+        fits_memory(self.pipe, self.device, self.dtype, (height, width), **kw)
+
     def resolve(
         self, branches: list[Branch], source: str | None = None
     ) -> tuple[list[Branch], list[PromptTokens], PromptTokens | None]:
@@ -155,9 +159,9 @@ class Engine:
         settings: RenderSettings,
         source: BranchRecord | None,
         inversion: Inversion | None,
+        batch: bool,
     ) -> _Inputs:
-        """Stage 1: resolve settings and branches, check the recorded source and the
-        inversion against them."""
+        """Stage 1: resolve settings and branches; check the source, inversion and memory."""
         settings = self.resolve_settings(settings)
         branches, prompts, src_tokens = self.resolve(
             branches, source.prompt if source is not None else None
@@ -165,6 +169,7 @@ class Engine:
         if source is not None and len(source.latents) != settings.steps:
             raise Clp2pError("the recorded source was rendered with other settings")
         latent_hw = (settings.height // self.vae_scale, settings.width // self.vae_scale)
+        self.check_memory(settings.height, settings.width, len(branches), batch)
         if inversion is not None:
             inversion.check(settings)
             if tuple(inversion.latents.shape[2:]) != latent_hw:
@@ -196,6 +201,7 @@ class Engine:
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """The latent (1, C, h, w) of an RGB uint8 image (H, W, 3): the VAE posterior's mean,
         scaled as the UNet expects."""
+        self.check_memory(*np.shape(image)[:2])  # an inversion starts here
         vae = self.pipe.vae
         x = torch.tensor(np.asarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
         x = (x / 127.5 - 1.0).to(self.device, vae.dtype)
@@ -242,7 +248,8 @@ class Engine:
         processors are restored in every case."""
         start = time.perf_counter()
         recording = recording or Recording()
-        inputs = self._inputs(branches, settings, recording.source, inversion)
+        batch = options.batch_branches
+        inputs = self._inputs(branches, settings, recording.source, inversion, batch)
         controller = self._controller(inputs, options.heatmaps, recording)
         with torch.inference_mode():
             latents = self._denoise(inputs, controller, options, inversion, on_step, cancel)
@@ -282,7 +289,7 @@ class Engine:
             stats,
             inputs.latent_hw,
             source=recording.source,
-            records=BranchRecorder(prompts, used, steps, recording.keep),
+            records=BranchRecorder(prompts, used, steps, recording.keep, recording.spec),
         )
 
     def _denoise(

@@ -7,12 +7,15 @@ or a Hugging Face repo id already in the local cache (downloading only when allo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from clp2p.attention.grids import attention_grids, blend_grid
 from clp2p.errors import Clp2pError
+from clp2p.model import limits
 from clp2p.model.card import ModelCard
 from clp2p.model.devices import DTYPES
 from clp2p.resources import SHAPES, resources_dir, shapes_model_dir
@@ -59,6 +62,107 @@ def choose_device(device: str | None = None, dtype: str | None = None) -> Device
     if dev.type == "cpu" and dt == torch.float16:
         raise Clp2pError.about("{dtype} fp16 is not supported on the CPU: use fp32 (or bf16)")
     return DeviceChoice(dev, dt)
+
+
+def available_memory(device: torch.device) -> int:
+    """Bytes a render may still allocate on ``device``: on CUDA the free memory plus what
+    torch's allocator holds unused; on MPS the recommended working set less what is in use;
+    on the CPU the RAM the system can give without swapping (``MemAvailable``), within the
+    process's cgroup limit."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type == "mps" and hasattr(torch.mps, "recommended_max_memory"):
+        return torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()
+    try:
+        import psutil  # a dependency of accelerate
+
+        ram = psutil.virtual_memory().available
+    except ImportError:
+        ram = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return min(ram, _cgroup_room())
+
+
+def _cgroup_room() -> int:
+    """What the process's cgroup (v2) still allows, or a number larger than any RAM."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = Path("/sys/fs/cgroup/memory.current").read_text().strip()
+        return int(limit) - int(used)
+    except (OSError, ValueError):  # no cgroup v2 here, or no limit ("max")
+        return 2**62
+
+
+def attention_heads(unet) -> dict[int, int]:
+    """The most heads of a self-attention layer (diffusers' ``attn1``) at each UNet level that
+    has attention (0: the full latent grid; level ``l`` works on it halved ``l`` times)."""
+    config = unet.config
+    deepest, ups = len(config.down_block_types) - 1, len(config.up_block_types) - 1
+    heads: dict[int, int] = {}
+    for name, module in unet.named_modules():
+        if not name.endswith(".attn1"):
+            continue
+        block, index = name.split(".")[:2]
+        if block == "down_blocks":
+            level = int(index)
+        elif block == "up_blocks":
+            level = ups - int(index)
+        else:  # mid_block
+            level = deepest
+        heads[level] = max(heads.get(level, 0), int(module.heads))
+    return heads
+
+
+def peak_bytes(
+    pipe,
+    device: torch.device,
+    dtype: torch.dtype,
+    size: tuple[int, int],
+    *,
+    tokens: int = 77,
+    branches: int = 1,
+    per_pass: int = 1,
+    guided: bool = True,
+) -> int:
+    """Estimated peak bytes of a render of ``branches`` at ``size`` (height, width) pixels,
+    ``per_pass`` branches to a UNet pass, besides the weights: the latents and the heatmaps'
+    running self-attention sum, plus the largest of what one step materialises:
+    cross-attention scores and probabilities (float32, ``tokens`` keys), the self-attention
+    probabilities (rows x heads x pixels², unless the device runs fused attention kernels,
+    as CPUs and CUDA do), the heatmaps' self-attention probabilities at the blend grid
+    (float32), and the decoder's activations at full size. Not counted: activations that
+    grow with the pixels but not their square (the UNet's, edit sources kept for a step)."""
+    item, fused = dtype.itemsize, device.type in ("cpu", "cuda")
+    scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
+    latent = (size[0] // scale, size[1] // scale)
+    rows = per_pass * (2 if guided else 1)
+    heads = attention_heads(pipe.unet)
+    # decoding: the last decoder block works at full size on the channels of the block before
+    # it (upsampled) and its own, each as input and output (256 + 128 channels for SD's VAE)
+    channels = pipe.vae.config.block_out_channels
+    step = 2 * (channels[min(1, len(channels) - 1)] + channels[0]) * size[0] * size[1] * item
+    if not fused:  # the VAE's mid-block attention: one head over the latent grid
+        step = max(step, (latent[0] * latent[1]) ** 2 * item)
+    for level, n_heads in heads.items():
+        h, w = latent
+        for _ in range(level):
+            h, w = -(-h // 2), -(-w // 2)
+        step = max(step, 2 * rows * n_heads * h * w * tokens * 4)
+        if not fused:
+            step = max(step, rows * n_heads * (h * w) ** 2 * item)
+    bh, bw = blend_grid(attention_grids(pipe.unet.config, latent), latent)
+    blend = (bh * bw) ** 2 * 4  # one head-mean self-attention map at the blend grid
+    step = max(step, per_pass * max(heads.values(), default=1) * blend)
+    latents = 4 * branches * pipe.unet.config.in_channels * latent[0] * latent[1] * 4
+    return latents + branches * blend + step
+
+
+def fits_memory(pipe, device: torch.device, dtype: torch.dtype, size: tuple[int, int], **kw):
+    """Refuse a render at ``size`` (height, width) whose :func:`peak_bytes` (``kw``: its
+    arguments) exceed the memory ``device`` has free: one line, before anything is allocated."""
+    need = peak_bytes(pipe, device, dtype, size, **kw)
+    where = f"{size[1]}x{size[0]}"
+    limits.memory(where, need, available_memory(device), device.type)
 
 
 def _common_kwargs() -> dict:

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import stat
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from clp2p.errors import Clp2pError
+from clp2p.model import limits
 
 METHODS = ("null-text", "negative-prompt", "direct")
 # the default: exact source, one sampling pass, and the best edits on the shapes world
@@ -111,31 +115,85 @@ class Inversion:
             )
 
 
+# The largest picture clp2p imports: the largest it renders. Its header is checked before a
+# pixel is decoded, so a small file that claims gigapixels costs nothing.
+MAX_PICTURE_SIDE = limits.MAX_SIZE
+MAX_PICTURE_PIXELS = MAX_PICTURE_SIDE * MAX_PICTURE_SIDE
+PICTURE_FORMATS = ("PNG", "JPEG", "WEBP")
+
+
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 (H, W, 3) image from a PNG, JPEG or WebP file."""
-    from PIL import Image, UnidentifiedImageError
+    """An RGB uint8 (H, W, 3) picture from a PNG, JPEG or WebP file. Only a regular file is
+    opened (a FIFO or a device is refused without waiting on it), and it is decoded only
+    after its header shows at most :data:`MAX_PICTURE_PIXELS` pixels. Every refusal is one
+    line that names the file and what to change."""
+    from PIL import Image
 
     path = Path(path)
-    if not path.is_file():
-        raise Clp2pError(f"image '{path}' does not exist: give the path of a PNG, JPEG or WebP")
-    try:
-        with Image.open(path) as im:
-            if im.format not in ("PNG", "JPEG", "WEBP"):
-                raise Clp2pError(
-                    f"image '{path}' is {im.format or 'of an unknown format'}: "
-                    "convert it to PNG, JPEG or WebP"
-                )
-            image = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, Clp2pError):
-            raise
+    try:  # non-blocking: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
         raise Clp2pError(
-            f"cannot read image '{path}' ({exc.__class__.__name__}): the file is damaged or "
-            "not an image; give a PNG, JPEG or WebP"
+            f"image '{path}' does not exist: give the path of a PNG, JPEG or WebP"
         ) from None
-    if min(image.shape[:2]) < 8:
-        raise Clp2pError(f"image '{path}' is {image.shape[1]}x{image.shape[0]}: too small")
-    return image
+    except OSError as exc:
+        raise Clp2pError(
+            f"cannot open image '{path}' ({exc.strerror}): give a file you can read"
+        ) from None
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(kind) else "not a regular file"
+        raise Clp2pError(f"image '{path}' is {what}: give a PNG, JPEG or WebP file")
+    # PIL's own bomb checks are errors too
+    with os.fdopen(fd, "rb") as file, warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            with Image.open(file) as im:
+                _check_header(path, im.format, im.size)
+                return _rgb(im)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_large(path, "") from None
+        except Clp2pError:
+            raise
+        except Exception as exc:  # PIL on a hostile file: OSError, SyntaxError, struct...
+            raise Clp2pError(
+                f"cannot read image '{path}' ({type(exc).__name__}): the file is damaged "
+                "or not an image; give a PNG, JPEG or WebP"
+            ) from None
+
+
+def _check_header(path: Path, format: str | None, size: tuple[int, int]) -> None:
+    if format not in PICTURE_FORMATS:
+        raise Clp2pError(
+            f"image '{path}' is {format or 'of an unknown format'}: convert it to PNG, JPEG or WebP"
+        )
+    width, height = size
+    if width * height > MAX_PICTURE_PIXELS:
+        raise _too_large(path, f" ({width}x{height})")
+    if min(width, height) < limits.MIN_SIZE:
+        raise Clp2pError(
+            f"image '{path}' is {width}x{height}: give a picture at least "
+            f"{limits.MIN_SIZE} pixels on each side"
+        )
+
+
+def _too_large(path: Path, size: str) -> Clp2pError:
+    return Clp2pError(
+        f"image '{path}' is too large{size}: clp2p imports pictures of up to "
+        f"{MAX_PICTURE_PIXELS:,} pixels ({MAX_PICTURE_SIDE}x{MAX_PICTURE_SIDE}); scale it down"
+    )
+
+
+def _rgb(im) -> np.ndarray:
+    """The decoded picture as RGB uint8: 16-bit grey scaled to 8 bits (PIL would clip it),
+    a palette's transparency dropped as an RGBA picture's alpha is."""
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        grey = (np.asarray(im).astype(np.uint32) >> 8).astype(np.uint8)
+        return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return np.asarray(im.convert("RGB"))
 
 
 def fit_image(image: np.ndarray, width: int, height: int, fit: str = "crop") -> np.ndarray:

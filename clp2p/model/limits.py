@@ -32,11 +32,36 @@ def finite(field: str, value: float) -> float:
 
 
 def text(field: str, value: str, limit: int) -> str:
-    """``value`` refused when longer than ``limit`` characters."""
+    """``value`` refused when longer than ``limit`` characters, or when it holds characters
+    that are not text (lone surrogates: bytes that were not UTF-8), which no file can store."""
     if len(value) > limit:
         raise Clp2pError.about(
             "{" + field + "} is {n} characters long: shorten it to at most {limit}",
             n=len(value),
             limit=limit,
         )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise Clp2pError.about(
+            "{" + field + "} holds bytes that are not UTF-8 text (at character {at}): "
+            "type it again as plain text",
+            at=exc.start,
+        ) from None
     return value
+
+
+def memory(what: str, need: int, available: int, device: str) -> None:
+    """Refuse ``what`` (e.g. ``512x8192``) when the estimated peak ``need`` in bytes exceeds
+    the ``available`` bytes of ``device``: before a render allocates, not after the system
+    starts swapping or kills the process."""
+    if need > available:
+        raise Clp2pError(
+            f"{what} needs about {_gib(need)} on {device}, {_gib(available)} is available: "
+            "choose a smaller size"
+        )
+
+
+def _gib(n: int) -> str:
+    gib = n / 2**30
+    return f"{gib:.0f} GiB" if gib >= 10 else f"{gib:.1f} GiB"

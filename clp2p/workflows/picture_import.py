@@ -50,11 +50,11 @@ def import_image(
     on_step: Callable[[int, int], None] | None = None,
     cancel: Callable[[], bool] | None = None,
 ):
-    """A new session whose root is ``image`` (any size, fitted to the render size with
-    ``fit``) inverted under ``prompt``; its root is rendered (the reconstruction, with its
-    PSNR against the fitted input). Returns ``(session, images)`` (hash -> RGB uint8, the
-    fitted input included)."""
+    """A new session whose root is ``image`` (any size, fitted to the render size with ``fit``)
+    inverted under ``prompt`` and rendered (the reconstruction, with its PSNR against the
+    fitted input). Returns ``(session, images)`` (hash -> RGB uint8, the fitted input too)."""
     settings = engine.resolve_settings(settings)
+    engine.check_memory(settings.height, settings.width)  # before the picture is resized
     fitted = fit_image(image, settings.width, settings.height, fit)
     progress = _Progress(on_step, settings.steps)
     result = invert(

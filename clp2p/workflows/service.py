@@ -32,15 +32,23 @@ __all__ = [
 ]
 
 
+FAST_MODE = (
+    "fast mode: all branches of a render in one batch; images may differ by float rounding "
+    "from a render one branch at a time (cached and cold renders then differ)"
+)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What to load: ``model`` as ``clp2p --model`` takes it, device and dtype names, and the
-    memory budget of the session render cache in MiB."""
+    memory budget of the session render cache in MiB; ``batch``: fast mode (renders take
+    all branches in one batch), which needs no reload."""
 
     model: str = SHAPES
     device: str = AUTO
     dtype: str = AUTO
     cache_mib: int = DEFAULT_BUDGET // 2**20
+    batch: bool = False  # fast mode: see FAST_MODE
 
     def same_model(self, other: ModelSpec) -> bool:
         return (self.model, self.device, self.dtype) == (other.model, other.device, other.dtype)
@@ -65,6 +73,7 @@ class RenderJob:
     node_id: str
     images: dict[str, np.ndarray]
     preview_every: int = 5
+    batch: bool = False  # fast mode
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,7 @@ class EngineService:
             job.images,
             on_step=on_step,
             cancel=cancel,
-            options=RenderOptions(preview_every=job.preview_every),
+            options=RenderOptions(preview_every=job.preview_every, batch_branches=job.batch),
         )
 
     def import_image(

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import re
+import stat
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -225,25 +227,62 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not a number JSON allows")
 
 
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # e.g. 1e400: a session holding it could not be saved again
+        raise ValueError(f"{short(text, 20)} is too large a number")
+    return number
+
+
+MAX_DEPTH = 16  # a session document nests 5 levels; deeper is damage, never read further
+
+
+def _too_deep(data: object) -> bool:
+    """Whether ``data`` nests containers deeper than :data:`MAX_DEPTH` (without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+    return False
+
+
 def parse(text: str, base: Path | None = None) -> Session:
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as exc:
         raise Clp2pError(
             f"$: not valid JSON ({short(str(exc), 100)}): the file is damaged"
         ) from None
+    if _too_deep(data):
+        raise Clp2pError(
+            f"$: values are nested more than {MAX_DEPTH} levels deep: the file is damaged"
+        )
     return from_json(data, base)
 
 
 def _read_text(path: Path) -> tuple[str, Stamp]:
+    """The file's text and version. Only a regular file is read: opening does not wait on a
+    FIFO, and a device is never read."""
     try:
-        with open(path, "rb") as f:
-            version = Stamp.of(os.fstat(f.fileno()))
-            return f.read().decode("utf-8"), version
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise Clp2pError(f"session file '{path}' does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise Clp2pError(f"cannot read session file '{path}': {exc}") from None
+    except OSError as exc:
+        raise Clp2pError(f"cannot read session file '{path}': {exc.strerror or exc}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        what = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise Clp2pError(f"cannot read session file '{path}': it is {what}")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            return f.read().decode("utf-8"), Stamp.of(st)
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Clp2pError(f"cannot read session file '{path}': {exc}") from None
 
 
 def read(path: str | Path) -> tuple[Session, Stamp]:

@@ -13,7 +13,8 @@ import numpy as np
 from clp2p.attention.maps import AttentionMaps
 from clp2p.attention.records import BranchRecord, Recording
 from clp2p.engine.engine import Engine, RenderOptions, StepInfo
-from clp2p.model.params import RECORDED, Branch
+from clp2p.model.params import RECORDED, Branch, EditParams
+from clp2p.model.reuse import RecordSpec
 from clp2p.model.session import Session, chain_key, image_hash
 from clp2p.workflows.metrics import reversal_metrics
 from clp2p.workflows.record_cache import DEFAULT_BUDGET, RecordCache
@@ -35,14 +36,24 @@ class NodeRender:
     computed: int
     images: dict[str, np.ndarray]  # node id -> image for every computed node of the chain
     latents: np.ndarray  # (C, h, w) float32, the node's final latent
+    note: str = ""  # why a cached record could not serve it, when one could not
 
 
 class SessionRenderer:
     """Renders nodes of sessions with one engine and a record cache."""
 
-    def __init__(self, engine: Engine, budget: int = DEFAULT_BUDGET) -> None:
+    def __init__(
+        self, engine: Engine, budget: int = DEFAULT_BUDGET, max_self_res: int | None = None
+    ) -> None:
         self.engine = engine
         self.cache = RecordCache(budget)
+        self.max_self_res = max_self_res  # the largest self-attention grid records keep
+
+    def spec(self, session: Session) -> RecordSpec:
+        """What records of ``session``'s branches keep: what its edits need (the default
+        edit's needs while it has none), self-attention capped at ``max_self_res``."""
+        edits = [n.params for n in session.nodes if n.params is not None] or [EditParams()]
+        return RecordSpec.serving(edits, self.max_self_res)
 
     def render(
         self,
@@ -60,7 +71,7 @@ class SessionRenderer:
         stores the result (see :func:`apply`)."""
         options = options or RenderOptions()
         chain = session.path(node_id)
-        start, source = self._cached_start(session, chain) if use_cache else (0, None)
+        start, source, note = self._cached_start(session, chain) if use_cache else (0, None, "")
         branches = []
         for i, node in enumerate(chain[start:]):
             if i == 0 and source is None:
@@ -72,7 +83,7 @@ class SessionRenderer:
             session.settings,
             options=options,
             # the cache's budget chooses which branches are recorded, after the first step
-            recording=Recording(source, self.cache if use_cache else None),
+            recording=Recording(source, self.cache if use_cache else None, self.spec(session)),
             inversion=session.imported.inversion if session.imported else None,
             on_step=on_step,
             cancel=cancel,
@@ -101,6 +112,7 @@ class SessionRenderer:
             computed=len(branches),
             images=computed,
             latents=result.latents[-1],
+            note=note,
         )
 
     def _ancestor(
@@ -129,16 +141,24 @@ class SessionRenderer:
             ancestor = render.image
         return ancestor
 
-    def _cached_start(self, session: Session, chain: list) -> tuple[int, BranchRecord | None]:
+    def _cached_start(self, session: Session, chain: list) -> tuple[int, BranchRecord | None, str]:
         """Where the render of ``chain`` starts: after its deepest ancestor whose record is
-        cached (its index in the chain + 1, and the record), else at the root (0, None)."""
+        cached and holds what the next edit needs (its index in the chain + 1, and the
+        record), else at the root (0, None); and, when a deeper cached record could not serve,
+        why."""
+        steps, note = session.settings.steps, ""
         for j in range(len(chain) - 2, -1, -1):
-            if chain[j + 1].params.inject_uncond:
-                continue  # records keep only the conditional half
+            params = chain[j + 1].params
+            if params.inject_uncond:  # records keep only the conditional half
+                continue
             source = self.cache.get(chain_key(session, chain[: j + 1]))
-            if source is not None:
-                return j + 1, source
-        return 0, None
+            if source is None:
+                continue
+            lacks = source.spec.lacks(params, steps)
+            if not lacks:
+                return j + 1, source, f"rendered from {chain[j].id}: {note}" if note else ""
+            note = note or f"the cached record of {chain[j].id} lacks {lacks}"
+        return 0, None, f"rendered from the root: {note}" if note else ""
 
 
 def apply(session: Session, render: NodeRender) -> Session:
