@@ -82,3 +82,13 @@ def test_a_child_needing_more_than_the_record_renders_from_further_up(tiny_engin
     s, n5 = s.add_edit("n3", "a yellow square on a white background", EditParams(self_res=None))
     again = renderer.render(s, n5)
     assert again.computed == 1 and again.note == ""
+
+
+def test_the_default_budget_follows_the_host_memory(monkeypatch):
+    from clp2p.engine import loading
+    from clp2p.workflows.record_cache import default_budget
+
+    monkeypatch.setattr(loading, "available_memory", lambda device: 40 * 2**30)
+    assert default_budget() == 20 * 2**30  # half of what the system can give
+    monkeypatch.setattr(loading, "available_memory", lambda device: 2**29)
+    assert default_budget() == 2**30  # never under 1 GiB

@@ -14,8 +14,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
-
 from clp2p import atomic
 from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
 from clp2p.model.reuse import FULL, RecordSpec
@@ -54,7 +52,10 @@ def run_records_bench(
     timing: bool = False,
     json_path: str | None = None,
     threads: int | None = None,
+    timed: list[str] | None = None,
 ) -> dict:
+    import torch
+
     from clp2p.bench.overhead import build_sd15_random
     from clp2p.engine.engine import Engine
     from clp2p.engine.loading import choose_device, quiet_libraries
@@ -69,7 +70,8 @@ def run_records_bench(
     rows = _sizes(engine, size)
     if timing:
         for row in rows:
-            row.update(_timing(engine, EDITS[row["edit"]], size, steps))
+            if row["edit"] in (timed or EDITS):
+                row.update(_timing(engine, EDITS[row["edit"]], size, steps))
     report = {
         "benchmark": "records",
         "arch": arch,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from clp2p.bench.records import EDITS
 from clp2p.cli.args import finish
 from clp2p.errors import Clp2pError
 
@@ -25,6 +26,9 @@ def add_parser(sub) -> None:
     recs.add_argument("--size", type=int, help="default: the architecture's native size")
     recs.add_argument("--steps", type=int, default=2, help="denoising steps of the timed renders")
     recs.add_argument("--timing", action="store_true", help="also time depth-4 chains")
+    recs.add_argument(
+        "--timed-edits", nargs="+", choices=tuple(EDITS), default=list(EDITS), metavar="EDIT"
+    )
     recs.add_argument("--json", help="also write the results to this file")
     recs.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(recs, cmd_records)
@@ -57,7 +61,9 @@ def cmd_records(args: argparse.Namespace) -> int:
     from clp2p.model.params import RenderSettings
 
     RenderSettings(steps=args.steps, width=args.size, height=args.size)  # checks the bounds
-    run_records_bench(args.arch, args.size, args.steps, args.timing, args.json, args.threads)
+    run_records_bench(
+        args.arch, args.size, args.steps, args.timing, args.json, args.threads, args.timed_edits
+    )
     return 0
 
 

@@ -8,7 +8,17 @@ from collections import OrderedDict
 
 from clp2p.attention.records import BranchRecord
 
-DEFAULT_BUDGET = 2 * 1024**3
+def default_budget() -> int:
+    """Half the host memory the system can give now (records live in host memory, also when
+    the model runs on a GPU), at least 1 GiB."""
+    import torch
+
+    from clp2p.engine.loading import available_memory
+
+    return max(2**30, available_memory(torch.device("cpu")) // 2)
+
+
+DEFAULT_BUDGET = default_budget()  # the CLI's and the model dialog's default
 
 
 class RecordCache:
