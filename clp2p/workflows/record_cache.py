@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from clp2p.attention.records import BranchRecord
 
+
 def default_budget() -> int:
     """Half the host memory the system can give now (records live in host memory, also when
     the model runs on a GPU), at least 1 GiB."""
