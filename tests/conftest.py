@@ -4,6 +4,7 @@ import pytest
 import torch
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+A_ROOT = "a red circle on a white background"  # the fake window's root prompt
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -36,3 +37,25 @@ def loop(qapp):
     yield event_loop
     event_loop.close()
     asyncio.set_event_loop(None)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, loop):
+    """The main window over the scriptable fake engine, on a one-root session, model loaded."""
+    from PySide6.QtCore import QSettings
+
+    from clp2p.model.params import RenderSettings
+    from clp2p.model.session import Session
+    from clp2p_studio.document import Document
+    from clp2p_studio.settings import StudioSettings
+    from clp2p_studio.window import MainWindow
+    from fake_backend import FakeBackend
+
+    settings = StudioSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    w = MainWindow(FakeBackend(steps=4), settings, tmp_path / "data")
+    w.confirm = lambda question: True
+    qtbot.addWidget(w)
+    w.set_document(Document(Session.new(A_ROOT, RenderSettings(steps=4), "shapes")))
+    loop.run_until_complete(w.engine_jobs.load_model())
+    yield w
+    w.jobs.shutdown()

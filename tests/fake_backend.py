@@ -125,3 +125,15 @@ class FakeBackend:
         except Clp2pError as exc:
             return str(exc)
         return None
+
+
+async def until(condition, timeout: float = 10.0):
+    """Wait on the event loop until ``condition()`` holds."""
+    import asyncio
+
+    waited = 0.0
+    while not condition():
+        await asyncio.sleep(0.02)
+        waited += 0.02
+        if waited > timeout:
+            raise TimeoutError("condition not reached")

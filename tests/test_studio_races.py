@@ -13,7 +13,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
 
 from clp2p.errors import RenderCancelled
 from clp2p.model.params import RenderSettings, preset
@@ -22,9 +21,7 @@ from clp2p.workflows import session_io
 from clp2p.workflows.session_render import SessionRenderer
 from clp2p_studio.document import Document
 from clp2p_studio.files import Recovery
-from clp2p_studio.settings import StudioSettings
-from clp2p_studio.window import MainWindow
-from fake_backend import FakeBackend
+from fake_backend import until
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
@@ -32,34 +29,11 @@ G = "a green circle on a white background"
 DEAD_PID = 2**30  # above any pid_max: no such process
 
 
-@pytest.fixture
-def window(qtbot, tmp_path, loop):
-    settings = StudioSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(FakeBackend(steps=4), settings, tmp_path / "data")
-    w.confirm = lambda question: True
-    qtbot.addWidget(w)
-    w.set_document(Document(Session.new(A, RenderSettings(steps=4), "shapes")))
-    loop.run_until_complete(w.engine_jobs.load_model())
-    yield w
-    w.jobs.shutdown()
-
-
-async def _until(condition, timeout: float = 10.0):
-    import asyncio
-
-    waited = 0.0
-    while not condition():
-        await asyncio.sleep(0.02)
-        waited += 0.02
-        if waited > timeout:
-            raise TimeoutError("condition not reached")
-
-
 def _held_at_step_1(window, loop, start):
     """Start a job with ``start()`` and wait until it reports step 1 and waits at the gate."""
     window.backend.gate = threading.Event()
     future = start()
-    loop.run_until_complete(_until(lambda: window.engine_jobs.progress.value() >= 1))
+    loop.run_until_complete(until(lambda: window.engine_jobs.progress.value() >= 1))
     return future
 
 

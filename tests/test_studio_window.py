@@ -9,7 +9,6 @@ import threading
 
 import pytest
 from PIL import Image
-from PySide6.QtCore import QSettings
 
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.imported import DEFAULT_METHOD, FITS, METHODS
@@ -19,27 +18,12 @@ from clp2p_studio.document import Document
 from clp2p_studio.files import Recovery
 from clp2p_studio.import_dialog import METHOD_HELP, ImportDialog
 from clp2p_studio.menus import ACTIONS
-from clp2p_studio.settings import StudioSettings
 from clp2p_studio.tree import KIND_COLOURS, KIND_LETTERS
-from clp2p_studio.window import MainWindow
-from fake_backend import FakeBackend
+from fake_backend import until
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
 DEAD_PID = 2**30  # above any pid_max: no such process
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, loop):
-    backend = FakeBackend(steps=4)
-    settings = StudioSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(backend, settings, tmp_path / "data")
-    w.confirm = lambda question: True
-    qtbot.addWidget(w)
-    w.set_document(Document(Session.new(A, RenderSettings(steps=4), "shapes")))
-    loop.run_until_complete(w.engine_jobs.load_model())
-    yield w
-    w.jobs.shutdown()
 
 
 def _add_blue(window, run=True):
@@ -73,7 +57,7 @@ def test_cancel_mid_render_changes_nothing(window, loop):
     window.backend.gate = threading.Event()
     before = window.doc.session
     future = window.engine_jobs.render_node("n1")
-    loop.run_until_complete(_until(lambda: window.engine_jobs.progress.value() >= 1))
+    loop.run_until_complete(until(lambda: window.engine_jobs.progress.value() >= 1))
     window.jobs.cancel_all()
     window.backend.gate.set()
     with pytest.raises(RenderCancelled):
@@ -89,7 +73,7 @@ def test_import_shows_progress_and_cancel_keeps_the_open_session(window, loop):
     window.backend.gate = threading.Event()
     before = window.doc
     future = window.engine_jobs.import_image(picture, A, "null-text", "fit", "a.png")
-    loop.run_until_complete(_until(lambda: window.engine_jobs.progress.value() >= 1))
+    loop.run_until_complete(until(lambda: window.engine_jobs.progress.value() >= 1))
     assert not window.engine_jobs.progress.isHidden()
     window.jobs.cancel_all()
     window.backend.gate.set()
@@ -138,7 +122,7 @@ def test_inline_validation_blocks_bad_edits(window):
 def test_undo_redo_of_tree_operations(window, loop):
     _add_blue(window, run=False)
     window.edits.reverse_node("n2")
-    loop.run_until_complete(_until(lambda: not window.jobs.busy))
+    loop.run_until_complete(until(lambda: not window.jobs.busy))
     assert [n.kind for n in window.doc.session.nodes] == ["root", "swap", "cycle"]
     window.edits.rename_node("n2", "blue | first try")
     assert window.doc.session.node("n2").note == "first try"
@@ -167,7 +151,7 @@ def test_menu_actions_apply_to_the_selected_node(window):
 
 def test_save_open_export_and_recent(window, loop, tmp_path):
     _add_blue(window)
-    loop.run_until_complete(_until(lambda: not window.jobs.busy))
+    loop.run_until_complete(until(lambda: not window.jobs.busy))
     path = str(tmp_path / "s.json")
     assert window.files.save_as(path) and not window.doc.dirty
     window.files.export_history(str(tmp_path / "h.json"))
@@ -209,17 +193,6 @@ def test_compare_and_shortcuts(window):
     assert shortcuts["&Render selected"] == "Ctrl+Return" and shortcuts["&Cancel"] == "Esc"
 
 
-async def _until(condition, timeout: float = 10.0):
-    import asyncio
-
-    waited = 0.0
-    while not condition():
-        await asyncio.sleep(0.02)
-        waited += 0.02
-        if waited > timeout:
-            raise TimeoutError("condition not reached")
-
-
 def test_slow_jobs_run_in_order_and_the_window_stays_responsive(window, loop):
     window.backend.delay = 0.05
     first = window.engine_jobs.render_node("n1")
@@ -241,7 +214,7 @@ def test_slow_jobs_run_in_order_and_the_window_stays_responsive(window, loop):
 @pytest.mark.parametrize("remove", ["delete", "undo"])
 def test_a_new_node_gets_a_fresh_id_and_no_stale_heatmaps(window, loop, remove):
     _add_blue(window)  # n2, rendered: its heatmaps are shown
-    loop.run_until_complete(_until(lambda: not window.jobs.busy))
+    loop.run_until_complete(until(lambda: not window.jobs.busy))
     window.tree.select("n2")
     assert window.heatmaps.words(1) == ["a", "blue", "circle", "on", "white", "background"]
     if remove == "delete":
