@@ -76,17 +76,22 @@ def test_a_render_shows_only_for_the_settings_it_was_made_with(window, loop):
 # -- 2. node ids are never given out twice --------------------------------------------------
 
 
-def test_undo_an_add_then_add_gives_a_fresh_id_and_nothing_of_the_old_render(window, loop):
-    _held_at_step_1(window, loop, lambda: _add(window, B, run=True))  # n2, rendering
-    window.edits.undo()  # the add of n2
-    _add(window, G, run=False)
-    assert window.current() == "n3" and [n.id for n in window.doc.session.nodes] == ["n1", "n3"]
+def _release_and_check_n3_shows_nothing(window, loop) -> None:
+    """Let the held render of n2 finish: n3 never shows its preview, image or maps."""
     previews = _previews(window)
     window.backend.gate.set()
     loop.run_until_complete(window.jobs.join())
     assert True not in previews
     assert window.doc.session.node("n3").status == "new" and window.doc.image("n3") is None
     assert window.heatmaps.words(1) == []
+
+
+def test_undo_an_add_then_add_gives_a_fresh_id_and_nothing_of_the_old_render(window, loop):
+    _held_at_step_1(window, loop, lambda: _add(window, B, run=True))  # n2, rendering
+    window.edits.undo()  # the add of n2
+    _add(window, G, run=False)
+    assert window.current() == "n3" and [n.id for n in window.doc.session.nodes] == ["n1", "n3"]
+    _release_and_check_n3_shows_nothing(window, loop)
 
 
 def test_delete_during_a_render_then_add_gives_a_fresh_id(window, loop):
@@ -94,12 +99,7 @@ def test_delete_during_a_render_then_add_gives_a_fresh_id(window, loop):
     window.edits.delete_node("n2")
     _add(window, G, run=False)
     assert window.current() == "n3"
-    previews = _previews(window)
-    window.backend.gate.set()
-    loop.run_until_complete(window.jobs.join())
-    assert True not in previews
-    assert window.doc.session.node("n3").status == "new" and window.doc.image("n3") is None
-    assert window.heatmaps.words(1) == []
+    _release_and_check_n3_shows_nothing(window, loop)
     window.edits.undo()
     window.edits.undo()  # n2 is back, with the render it was deleted during
     assert window.doc.session.node("n2").status == "rendered"

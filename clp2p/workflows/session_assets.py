@@ -20,6 +20,7 @@ import numpy as np
 from clp2p.model import limits
 from clp2p.model.params import RenderSettings
 from clp2p.model.session import image_hash
+from clp2p.workflows.session_lock import Stamp
 
 
 def read_npz(base: Path, ref: str) -> bytes:
@@ -103,17 +104,16 @@ def max_pixels(settings: RenderSettings) -> int:
     return width * height
 
 
-# Files beside sessions known to hold what their name says: (path, size, mtime) of each.
-_VERIFIED: set[tuple[str, int, int]] = set()
+# Files beside sessions known to hold what their name says: (path, version) of each.
+_VERIFIED: set[tuple[str, Stamp]] = set()
 
 
-def _stamp(path: Path) -> tuple[str, int, int] | None:
+def _stamp(path: Path) -> tuple[str, Stamp] | None:
     try:
         st = path.lstat()
     except OSError:
         return None
-    where = os.path.abspath(path)
-    return (where, st.st_size, st.st_mtime_ns) if stat.S_ISREG(st.st_mode) else None
+    return (os.path.abspath(path), Stamp.of(st)) if stat.S_ISREG(st.st_mode) else None
 
 
 def remember(path: Path) -> None:
