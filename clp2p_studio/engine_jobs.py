@@ -87,7 +87,12 @@ class EngineJobs(QObject):
         doc = self.window.doc
         batch = self.settings.model_spec.batch
         render = RenderJob(
-            doc.session, node_id, dict(doc.images), self.settings.preview_every, batch
+            doc.session,
+            node_id,
+            dict(doc.images),
+            self.settings.preview_every,
+            batch,
+            session_file=doc.path,  # its records spill beside it
         )
         job = Job("render", render, f"render {node_id}")
         future = self.jobs.submit(job)

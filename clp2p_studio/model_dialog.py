@@ -20,6 +20,12 @@ from clp2p.model.devices import DEVICES, DTYPES
 from clp2p.resources import SHAPES
 from clp2p.workflows.service import FAST_MODE, ModelSpec
 
+SPILL_TIP = (
+    "disk space for what edits reuse when the render cache is full: records go to the folder "
+    "NAME.records beside a saved session's file NAME and are read back from there, also after "
+    "a restart; the least recently used go first; an unsaved session keeps none"
+)
+
 SOURCES = [
     "Embedded shapes model",
     "Diffusers folder",
@@ -60,6 +66,14 @@ class ModelDialog(QDialog):
         form.addRow("Device", self.device)
         form.addRow("Precision", self.dtype)
         form.addRow("Render cache", self.cache)
+        self.spill = QSpinBox()
+        self.spill.setRange(0, 1024 * 1024)
+        self.spill.setSingleStep(1024)
+        self.spill.setSuffix(" MiB")
+        self.spill.setSpecialValueText("off")
+        self.spill.setValue(spec.spill_mib)
+        self.spill.setToolTip(SPILL_TIP)
+        form.addRow("Records on disk", self.spill)
         self.fast = QCheckBox("Fast mode: batch branches")
         self.fast.setChecked(spec.batch)
         self.fast.setToolTip(FAST_MODE)
@@ -105,4 +119,5 @@ class ModelDialog(QDialog):
             self.dtype.currentText(),
             self.cache.value(),
             self.fast.isChecked(),
+            self.spill.value(),
         )

@@ -11,7 +11,7 @@ MAX_RECENT = 10
 
 class StudioSettings:
     """Typed access to the persisted settings (model, device, dtype, recent files, autosave,
-    cache budget). Tests pass a QSettings on a temporary INI file."""
+    cache budget, records on disk). Tests pass a QSettings on a temporary INI file."""
 
     def __init__(self, store: QSettings | None = None) -> None:
         self.store = store or QSettings("clp2p", "clp2p Studio")
@@ -33,6 +33,7 @@ class StudioSettings:
             self._get("model/dtype", default.dtype),
             self.cache_mib,
             self._get("engine/batch_branches", "false", str).lower() == "true",
+            self.spill_mib,
         )
 
     @model_spec.setter
@@ -42,6 +43,7 @@ class StudioSettings:
         self.store.setValue("model/dtype", spec.dtype)
         self.cache_mib = spec.cache_mib
         self.store.setValue("engine/batch_branches", "true" if spec.batch else "false")
+        self.spill_mib = spec.spill_mib
 
     @property
     def recent_files(self) -> list[str]:
@@ -69,6 +71,14 @@ class StudioSettings:
     @cache_mib.setter
     def cache_mib(self, value: int) -> None:
         self.store.setValue("engine/cache_mib", int(value))
+
+    @property
+    def spill_mib(self) -> int:
+        return max(0, self._get("engine/spill_mib", ModelSpec.spill_mib, int))
+
+    @spill_mib.setter
+    def spill_mib(self, value: int) -> None:
+        self.store.setValue("engine/spill_mib", int(value))
 
     @property
     def preview_every(self) -> int:

@@ -30,6 +30,9 @@ def test_a_render_job_carries_fast_mode_to_the_engine():
     seen = []
 
     class Renderer:
+        def spill_to(self, folder, limit):
+            pass
+
         def render(self, session, node_id, images, **kwargs):
             seen.append(kwargs["options"].batch_branches)
 

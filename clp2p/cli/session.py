@@ -22,6 +22,7 @@ from clp2p.errors import Clp2pError
 from clp2p.model.session import NODE_KINDS, Session, describe_metrics
 from clp2p.workflows import session_io
 from clp2p.workflows.record_cache import DEFAULT_BUDGET
+from clp2p.workflows.record_spill import DEFAULT_SPILL, records_folder
 from clp2p.workflows.service import FAST_MODE
 
 
@@ -58,6 +59,14 @@ def add_parser(sub) -> None:
         type=int,
         default=DEFAULT_BUDGET // 2**20,
         help="memory budget of the render cache (MiB)",
+    )
+    render.add_argument(
+        "--spill-mib",
+        type=int,
+        default=DEFAULT_SPILL // 2**20,
+        help="disk space for the records the render cache evicts, kept in FILE.records/ "
+        "beside the session for later renders, least recently used deleted first "
+        "(MiB; 0: off; default %(default)s)",
     )
     add_model_args(render)
     finish(render, _render)
@@ -120,11 +129,15 @@ def _render(args: argparse.Namespace) -> int:
         session.node(node_id)
     if args.cache_mib < 0:
         raise Clp2pError(f"--cache-mib {args.cache_mib}: give a size in MiB, 0 or more")
+    if args.spill_mib < 0:
+        raise Clp2pError(f"--spill-mib {args.spill_mib}: give a size in MiB, 0 (off) or more")
     out = Path(args.out) if args.out else None
     if out:
         check_output(out / f"{ids[0]}.png")
     engine = engine_from(args, args.model or session.model)
     renderer = SessionRenderer(engine, args.cache_mib * 2**20)
+    if not args.no_cache:
+        renderer.spill_to(records_folder(args.file), args.spill_mib * 2**20)
     options = RenderOptions(batch_branches=args.batch)
     if out:
         out.mkdir(parents=True, exist_ok=True)
@@ -158,12 +171,21 @@ def _render(args: argparse.Namespace) -> int:
         print(f"{node_id}: {state} {result.hash[:12]} {result.seconds:.2f} s {metrics}".rstrip())
         if result.note:  # a cached record could not serve it
             print(f"{node_id}: {result.note}")
+    if renderer.cache.spill is not None:
+        print(_records_held(renderer.cache))
     if differ:
         print(f"{len(differ)} node(s) differ from the stored images: {', '.join(differ)}")
     if failed:
         print(f"{len(failed)} node(s) failed: {', '.join(failed)}; the others are saved")
         return 2
     return 1 if differ else 0
+
+
+def _records_held(cache) -> str:
+    return (
+        f"records: {len(cache)} in memory ({cache.nbytes / 2**30:.2f} GiB), "
+        f"{cache.spilled} on disk ({cache.spilled_bytes / 2**30:.2f} GiB) in {cache.spill.folder}"
+    )
 
 
 def _store(path: str, rendered: Session, node_id: str, result, images: dict) -> None:

@@ -18,6 +18,7 @@ from clp2p.model.params import EditParams, RenderSettings
 from clp2p.model.session import Session
 from clp2p.resources import SHAPES
 from clp2p.workflows.record_cache import DEFAULT_BUDGET
+from clp2p.workflows.record_spill import DEFAULT_SPILL, records_folder
 from clp2p.workflows.session_render import NodeRender, SessionRenderer
 
 # What the studio's engine thread may use (the studio never imports the engine itself).
@@ -42,13 +43,15 @@ FAST_MODE = (
 class ModelSpec:
     """What to load: ``model`` as ``clp2p --model`` takes it, device and dtype names, and the
     memory budget of the session render cache in MiB; ``batch``: fast mode (renders take
-    all branches in one batch), which needs no reload."""
+    all branches in one batch); ``spill_mib``: the disk space for the records the cache
+    evicts, beside a saved session's file (0: off). Neither of the last two needs a reload."""
 
     model: str = SHAPES
     device: str = AUTO
     dtype: str = AUTO
     cache_mib: int = DEFAULT_BUDGET // 2**20
     batch: bool = False  # fast mode: see FAST_MODE
+    spill_mib: int = DEFAULT_SPILL // 2**20
 
     def same_model(self, other: ModelSpec) -> bool:
         return (self.model, self.device, self.dtype) == (other.model, other.device, other.dtype)
@@ -67,13 +70,15 @@ class ModelInfo:
 @dataclass(frozen=True)
 class RenderJob:
     """Render one node of a session snapshot; ``images`` (hash -> RGB) are the stored images a
-    reversal may compare against."""
+    reversal may compare against; ``session_file``: where the session is saved (None: not
+    saved), beside which the cache's records spill."""
 
     session: Session
     node_id: str
     images: dict[str, np.ndarray]
     preview_every: int = 5
     batch: bool = False  # fast mode
+    session_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -99,10 +104,12 @@ class EngineService:
         self.info: ModelInfo | None = None
 
     def load(self, spec: ModelSpec) -> ModelInfo:
-        """Load the model of ``spec``; when only the cache budget changed, the loaded model
-        stays and its cache shrinks or grows to the new budget."""
+        """Load the model of ``spec``; when only the cache budget, the spill or fast mode
+        changed, the loaded model stays and its cache shrinks or grows to the new budget."""
         if spec.cache_mib < 0:
             raise Clp2pError(f"render cache {spec.cache_mib} MiB: give 0 MiB or more")
+        if spec.spill_mib < 0:
+            raise Clp2pError(f"records on disk {spec.spill_mib} MiB: give 0 MiB (off) or more")
         budget = spec.cache_mib * 2**20
         if self.info is not None and self.renderer is not None and self.info.spec.same_model(spec):
             self.renderer.cache.resize(budget)
@@ -128,6 +135,9 @@ class EngineService:
     ) -> NodeRender:
         if self.renderer is None:
             raise Clp2pError("no model is loaded: pick one in Model settings")
+        folder = records_folder(job.session_file) if job.session_file else None
+        limit = self.info.spec.spill_mib * 2**20 if self.info is not None else 0
+        self.renderer.spill_to(folder, limit)  # an unsaved session spills nowhere
         return self.renderer.render(
             job.session,
             job.node_id,

@@ -1,23 +1,28 @@
 """Rendering session nodes with reuse: each rendered branch's :class:`BranchRecord` is kept in
-a least-recently-used cache under a memory budget (:mod:`clp2p.workflows.record_cache`), so
-rendering a child of a rendered node computes only the child. An evicted record is recomputed
-transparently from the root."""
+a least-recently-used cache under a memory budget (:mod:`clp2p.workflows.record_cache`),
+optionally spilling to disk beside the session file (:mod:`clp2p.workflows.record_spill`), so
+rendering a child of a rendered node computes only the child. A record no longer kept is
+recomputed transparently from the root."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from clp2p.attention.maps import AttentionMaps
 from clp2p.attention.records import BranchRecord, Recording
 from clp2p.engine.engine import Engine, RenderOptions, StepInfo
+from clp2p.engine.fingerprint import engine_identity
 from clp2p.model.params import RECORDED, Branch, EditParams
 from clp2p.model.reuse import RecordSpec
 from clp2p.model.session import Session, chain_key, image_hash
 from clp2p.workflows.metrics import reversal_metrics
 from clp2p.workflows.record_cache import DEFAULT_BUDGET, RecordCache
+from clp2p.workflows.record_spill import RecordSpill
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,29 @@ class SessionRenderer:
         self.cache = RecordCache(budget)
         self.max_self_res = max_self_res  # the largest self-attention grid records keep
 
+    def spill_to(self, folder: Path | None, limit: int) -> None:
+        """Spill records evicted from memory to ``folder``, keeping at most ``limit`` bytes
+        there (see :func:`~clp2p.workflows.record_spill.records_folder`); None or a limit of
+        0: no spill. The first spill reads every weight once, for the engine's identity."""
+        spill = self.cache.spill
+        if folder is None or limit <= 0:
+            self.cache.spill = None
+        elif spill is not None and spill.folder == folder:
+            spill.limit = limit
+        else:
+            self.cache.spill = RecordSpill(folder, limit, engine_identity(self.engine))
+
+    @staticmethod
+    def record_key(session: Session, chain: list, options: RenderOptions) -> str:
+        """The key of the record of ``chain``'s last branch: its :func:`chain_key`, and
+        whether its render batched the branches. A batched render's bits differ by float
+        rounding, so its records never serve a render of one branch per pass, nor the other
+        way round."""
+        key = chain_key(session, chain)
+        if options.batch_branches:
+            return hashlib.sha256(f"batched\n{key}".encode()).hexdigest()
+        return key
+
     def spec(self, session: Session) -> RecordSpec:
         """What records of ``session``'s branches keep: what its edits need (the default
         edit's needs while it has none), self-attention capped at ``max_self_res``."""
@@ -71,7 +99,9 @@ class SessionRenderer:
         stores the result (see :func:`apply`)."""
         options = options or RenderOptions()
         chain = session.path(node_id)
-        start, source, note = self._cached_start(session, chain) if use_cache else (0, None, "")
+        start, source, note = 0, None, ""
+        if use_cache:
+            start, source, note = self._cached_start(session, chain, options)
         branches = []
         for i, node in enumerate(chain[start:]):
             if i == 0 and source is None:
@@ -88,8 +118,7 @@ class SessionRenderer:
             on_step=on_step,
             cancel=cancel,
         )
-        for i in sorted(result.records, reverse=True):  # in the order the budget chose them
-            self.cache.put(chain_key(session, chain[: start + i + 1]), result.records[i])
+        self._keep(session, chain, start, result.records, options)
         computed = {n.id: result.images[i] for i, n in enumerate(chain[start:])}
         image = result.images[-1]
         node = chain[-1]
@@ -114,6 +143,16 @@ class SessionRenderer:
             latents=result.latents[-1],
             note=note,
         )
+
+    def _keep(
+        self, session: Session, chain: list, start: int, records: dict, options: RenderOptions
+    ) -> None:
+        """Put the records of a render of ``chain`` from ``start`` (by branch: branch i is
+        node ``start + i``) in the cache, the deepest last: the most recently used, the last
+        to leave memory, since its children are what is rendered next."""
+        for i in sorted(records):
+            key = self.record_key(session, chain[: start + i + 1], options)
+            self.cache.put(key, records[i])
 
     def _ancestor(
         self,
@@ -141,7 +180,9 @@ class SessionRenderer:
             ancestor = render.image
         return ancestor
 
-    def _cached_start(self, session: Session, chain: list) -> tuple[int, BranchRecord | None, str]:
+    def _cached_start(
+        self, session: Session, chain: list, options: RenderOptions
+    ) -> tuple[int, BranchRecord | None, str]:
         """Where the render of ``chain`` starts: after its deepest ancestor whose record is
         cached and holds what the next edit needs (its index in the chain + 1, and the
         record), else at the root (0, None); and, when a deeper cached record could not serve,
@@ -151,7 +192,7 @@ class SessionRenderer:
             params = chain[j + 1].params
             if params.inject_uncond:  # records keep only the conditional half
                 continue
-            source = self.cache.get(chain_key(session, chain[: j + 1]))
+            source = self.cache.get(self.record_key(session, chain[: j + 1], options))
             if source is None:
                 continue
             lacks = source.spec.lacks(params, steps)
