@@ -112,7 +112,31 @@ def _text_config(folder: Path):
 
 
 def test_all_folders_present():
-    assert sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()) == NAMES
+    assert sorted(p.name for p in CONFIGS.iterdir() if p.is_dir()) == [*NAMES, "sdxl"]
+
+
+def test_sdxl_folder_is_sdxl_base_without_weights():
+    """resources/configs/sdxl mirrors stabilityai/stable-diffusion-xl-base-1.0: the parameter
+    counts of its components equal the published model's."""
+    folder = CONFIGS / "sdxl"
+    assert not [p for p in folder.rglob("*") if p.suffix in {".safetensors", ".bin", ".ckpt"}]
+    index = diffusers.DiffusionPipeline.load_config(folder)
+    assert index["_class_name"] == "StableDiffusionXLPipeline"
+    assert index["force_zeros_for_empty_prompt"] is True
+    for sub, source in (("tokenizer", "clip"), ("tokenizer_2", "clip-sd2")):
+        for file in (TOKENIZERS / source).iterdir():
+            assert (folder / sub / file.name).read_bytes() == file.read_bytes()
+    with torch.device("meta"):
+        unet = diffusers.UNet2DConditionModel.from_config(_unet_config(folder))
+        vae = diffusers.AutoencoderKL.from_config(_vae_config(folder))
+        text = transformers.CLIPTextModel(_text_config(folder))
+        text_2 = transformers.CLIPTextModelWithProjection(
+            transformers.CLIPTextConfig.from_pretrained(folder / "text_encoder_2")
+        )
+    counts = [sum(p.numel() for p in m.parameters()) for m in (unet, vae, text, text_2)]
+    assert counts == [2_567_463_684, 83_653_863, 123_060_480, 694_659_840]
+    assert _vae_config(folder)["force_upcast"] is True
+    assert _vae_config(folder)["scaling_factor"] == pytest.approx(0.13025)
 
 
 @pytest.mark.parametrize("name", NAMES)

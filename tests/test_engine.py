@@ -38,25 +38,10 @@ def test_swap_to_same_prompt_reproduces_source_exactly(tiny_engine, params):
 
 
 def test_plain_generation_equals_diffusers_pipeline(tiny_engine):
-    from diffusers import DDIMScheduler
+    from tiny import diffusers_image
 
-    pipe = tiny_engine.pipe
     ours = tiny_engine.generate(SRC, SETTINGS).images[0]
-    original = pipe.scheduler
-    pipe.scheduler = DDIMScheduler.from_config(original.config)
-    try:
-        theirs = pipe(
-            SRC,
-            num_inference_steps=SETTINGS.steps,
-            guidance_scale=SETTINGS.guidance,
-            height=32,
-            width=32,
-            generator=torch.Generator("cpu").manual_seed(SETTINGS.seed),
-            output_type="np",
-        ).images[0]
-    finally:
-        pipe.scheduler = original
-    theirs = (theirs * 255).round().astype(np.uint8)
+    theirs = diffusers_image(tiny_engine.pipe, SRC, SETTINGS)
     assert np.abs(ours.astype(int) - theirs.astype(int)).max() <= 1
 
 

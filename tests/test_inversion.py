@@ -83,7 +83,7 @@ def test_null_text_optimisation_brings_the_source_back_closer(engine, picture):
     inversion = result.inversion
     assert inversion.uncond.shape[0] == SETTINGS.steps
     assert result.unet_backward > 0 and result.unet_forward > SETTINGS.steps
-    empty = engine.encode([""]).numpy()
+    empty = engine.unconditional().tokens.numpy()
     plain = Inversion(
         "null-text",
         PROMPT,

@@ -29,6 +29,15 @@ def add_parser(sub) -> None:
     recs.add_argument(
         "--timed-edits", nargs="+", choices=tuple(EDITS), default=list(EDITS), metavar="EDIT"
     )
+    recs.add_argument(
+        "--cold-depths",
+        nargs="+",
+        type=int,
+        choices=(1, 2, 3, 4),
+        default=[1, 2, 3, 4],
+        metavar="DEPTH",
+        help="the depths whose cold render is timed too (default: all)",
+    )
     recs.add_argument("--json", help="also write the results to this file")
     recs.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(recs, cmd_records)
@@ -62,7 +71,14 @@ def cmd_records(args: argparse.Namespace) -> int:
 
     RenderSettings(steps=args.steps, width=args.size, height=args.size)  # checks the bounds
     run_records_bench(
-        args.arch, args.size, args.steps, args.timing, args.json, args.threads, args.timed_edits
+        args.arch,
+        args.size,
+        args.steps,
+        args.timing,
+        args.json,
+        args.threads,
+        args.timed_edits,
+        args.cold_depths,
     )
     return 0
 

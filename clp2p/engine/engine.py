@@ -21,6 +21,8 @@ from clp2p.attention.processor import controlled_attention
 from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
 from clp2p.attention.records import BranchRecord, BranchRecorder, Recording
 from clp2p.engine.loading import DeviceChoice, choose_device, fits_memory, load_pipeline, model_card
+from clp2p.engine.text import Embeds, TextEncoders
+from clp2p.engine.vae import image_latent, keep_vae_precise, latent_images
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.align import PromptTokens, tokenize
 from clp2p.model.card import ModelCard
@@ -99,9 +101,9 @@ class Engine:
         self.device, self.dtype, self.name = choice.device, choice.dtype, name
         self.card = card or ModelCard()  # what clp2p knows of the model beyond its configs
         self.tokenizer = pipe.tokenizer
-        # what the text encoder can take: a hand-assembled tokenizer config may claim 10**30
-        positions = getattr(pipe.text_encoder.config, "max_position_embeddings", None)
-        self.max_tokens = int(min(pipe.tokenizer.model_max_length, positions or 10**9))
+        self.text = TextEncoders(pipe, self.device, self.dtype)
+        self.max_tokens = self.text.max_tokens
+        keep_vae_precise(pipe, self.dtype, self.text.xl)
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         ucfg = pipe.unet.config
         self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)
@@ -125,7 +127,10 @@ class Engine:
 
     # ---- inputs ---------------------------------------------------------------------------
     def tokens(self, prompt: str) -> PromptTokens:
-        return tokenize(prompt, self.tokenizer, self.max_tokens)
+        tokens = tokenize(prompt, self.tokenizer, self.max_tokens)
+        if self.text.xl:
+            self.text.check_words(tokens.words, tokens.spans)
+        return tokens
 
     def resolve_settings(self, settings: RenderSettings) -> RenderSettings:
         """``settings`` at this model's size (see :meth:`RenderSettings.at_size`)."""
@@ -180,35 +185,24 @@ class Engine:
         return _Inputs(tuple(branches), tuple(prompts), src_tokens, settings, latent_hw)
 
     # ---- rendering ------------------------------------------------------------------------
-    @torch.inference_mode()
-    def encode(self, prompts: list[str]) -> torch.Tensor:
-        """Text embeddings (len(prompts), T, dim), as diffusers' pipeline computes them."""
-        ids = self.tokenizer(
-            prompts,
-            padding="max_length",
-            max_length=self.max_tokens,
-            truncation=True,
-            return_tensors="pt",
-        )
-        encoder = self.pipe.text_encoder
-        mask = None
-        if getattr(encoder.config, "use_attention_mask", False):
-            mask = ids.attention_mask.to(self.device)
-        out = encoder(ids.input_ids.to(self.device), attention_mask=mask)[0]
-        return out.to(self.dtype)
+    def encode(self, prompts: list[str]) -> Embeds:
+        """Text embeddings of ``prompts`` (tokens (n, T, D), and SDXL's pooled ones), as
+        diffusers' pipeline for the model computes them (see :mod:`clp2p.engine.text`)."""
+        return self.text.encode(prompts, self.max_tokens)
 
-    @torch.no_grad()
+    def unet_output(self, z: torch.Tensor, t, embeds: Embeds) -> torch.Tensor:
+        """The UNet's output for latents ``z`` (b, C, h, w) at timestep ``t`` conditioned on
+        ``embeds`` (b rows), with SDXL's added conditions at the image size of ``z``."""
+        size = (z.shape[-2] * self.vae_scale, z.shape[-1] * self.vae_scale)
+        added = self.text.added_conditions(embeds, size)
+        return self.pipe.unet(
+            z, t, encoder_hidden_states=embeds.tokens, added_cond_kwargs=added
+        ).sample
+
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
-        """The latent (1, C, h, w) of an RGB uint8 image (H, W, 3): the VAE posterior's mean,
-        scaled as the UNet expects."""
+        """The latent (1, C, h, w) of an RGB uint8 image (H, W, 3), as the UNet expects it."""
         self.check_memory(*np.shape(image)[:2])  # an inversion starts here
-        vae = self.pipe.vae
-        x = torch.tensor(np.asarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-        x = (x / 127.5 - 1.0).to(self.device, vae.dtype)
-        z = vae.encode(x).latent_dist.mean
-        if getattr(vae.config, "shift_factor", None):
-            z = z - vae.config.shift_factor
-        return (z * vae.config.scaling_factor).to(self.dtype)
+        return image_latent(self.pipe.vae, image, self.device).to(self.dtype)
 
     def scheduler(self):
         """A fresh DDIM scheduler with the model's scheduler config (timesteps not set)."""
@@ -216,16 +210,9 @@ class Engine:
 
         return DDIMScheduler.from_config(self.pipe.scheduler.config)
 
-    @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         """Latents (B, C, h, w) to RGB uint8 images (H, W, 3)."""
-        vae = self.pipe.vae
-        z = latents.to(vae.dtype) / vae.config.scaling_factor
-        if getattr(vae.config, "shift_factor", None):
-            z = z + vae.config.shift_factor
-        image = vae.decode(z, return_dict=False)[0]
-        arr = self.pipe.image_processor.postprocess(image, output_type="np")
-        return [np.ascontiguousarray((a * 255).round().astype(np.uint8)) for a in arr]
+        return latent_images(self.pipe.vae, self.pipe.image_processor, latents)
 
     def render(
         self,
@@ -305,7 +292,7 @@ class Engine:
         final latents (branches, C, h, w)."""
         settings, n = inputs.settings, len(inputs.branches)
         # one prompt at a time: an embedding must not depend on the other prompts
-        cond = torch.cat([self.encode([b.prompt]) for b in inputs.branches])  # (n, T, D)
+        cond = Embeds.cat([self.encode([b.prompt]) for b in inputs.branches])  # n rows
         uncond = self._uncond(inversion) if settings.guidance > 1.0 else None
         scheduler = self.scheduler()
         scheduler.set_timesteps(settings.steps, device=self.device)
@@ -324,7 +311,7 @@ class Engine:
                 for group in groups:
                     controller.begin_pass(group)
                     eps.append(
-                        self._predict(latents[group], t, cond[group], u, scheduler, settings)
+                        self._predict(latents[group], t, cond.rows(group), u, scheduler, settings)
                     )
                 out = scheduler.step(torch.cat(eps), t, latents, eta=0.0)
                 prev = out.prev_sample
@@ -362,25 +349,33 @@ class Engine:
             preview = np.stack(self.decode(estimate))
         return StepInfo(i + 1, steps, elapsed, elapsed / (i + 1) * (steps - i - 1), preview)
 
-    def _uncond(self, inversion: Inversion | None) -> torch.Tensor:
-        """Unconditional embeddings (steps or 1, 1, T, D): the empty prompt's; null-text's
-        optimised ones per step; the source prompt's for negative-prompt inversion."""
-        if inversion is not None and inversion.uncond is not None:
-            return torch.tensor(inversion.uncond).to(self.device, self.dtype)[:, None]
-        if inversion is not None and inversion.method == "negative-prompt":
-            return self.encode([inversion.prompt])[None]
-        return self.encode([""])[None]
+    def unconditional(self) -> Embeds:
+        """The unconditional embedding of guidance (one row): see
+        :meth:`TextEncoders.unconditional`."""
+        return self.text.unconditional(self.max_tokens)
 
-    def _predict(self, latents, t, cond, uncond, scheduler, settings) -> torch.Tensor:
+    def _uncond(self, inversion: Inversion | None) -> list[Embeds]:
+        """Unconditional embeddings, one per step or one for all: the model's unconditional
+        one; null-text's optimised token embeddings per step (with the model's unconditional
+        pooled embedding, on SDXL); the source prompt's for negative-prompt inversion."""
+        if inversion is not None and inversion.uncond is not None:
+            base = self.unconditional()
+            tokens = torch.tensor(inversion.uncond).to(self.device, self.dtype)
+            return [base.with_tokens(u[None]) for u in tokens]
+        if inversion is not None and inversion.method == "negative-prompt":
+            return [self.encode([inversion.prompt])]
+        return [self.unconditional()]
+
+    def _predict(self, latents, t, cond: Embeds, uncond, scheduler, settings) -> torch.Tensor:
         """The guided noise prediction of ``latents`` (b, C, h, w) with embeddings ``cond``
-        (b, T, D) and ``uncond`` (1, T, D) or None without guidance."""
+        (b rows) and ``uncond`` (one row) or None without guidance."""
         b = latents.shape[0]
         if uncond is None:
             model_in = scheduler.scale_model_input(latents, t)
-            return self.pipe.unet(model_in, t, encoder_hidden_states=cond).sample
+            return self.unet_output(model_in, t, cond)
         model_in = scheduler.scale_model_input(torch.cat([latents, latents]), t)  # (2b, ...)
-        embeds = torch.cat([uncond.expand(b, -1, -1), cond])  # (2b, T, D)
-        eps_u, eps_c = self.pipe.unet(model_in, t, encoder_hidden_states=embeds).sample.chunk(2)
+        embeds = Embeds.cat([uncond.expand(b), cond])  # 2b rows
+        eps_u, eps_c = self.unet_output(model_in, t, embeds).chunk(2)
         return eps_u + settings.guidance * (eps_c - eps_u)
 
     # ---- conveniences ---------------------------------------------------------------------

@@ -37,12 +37,14 @@ class InversionResult:
 
 
 class _Counter:
-    def __init__(self, unet) -> None:
-        self.unet, self.forward, self.backward = unet, 0, 0
+    """The engine's UNet, counting its passes."""
 
-    def __call__(self, z, t, emb):
+    def __init__(self, engine) -> None:
+        self.engine, self.unet, self.forward, self.backward = engine, engine.pipe.unet, 0, 0
+
+    def __call__(self, z, t, embeds):
         self.forward += 1
-        return self.unet(z, t, encoder_hidden_states=emb).sample
+        return self.engine.unet_output(z, t, embeds)
 
 
 def invert(
@@ -61,7 +63,7 @@ def invert(
     checked between UNet passes and raises :class:`RenderCancelled`."""
     settings = _checked_settings(engine, image, prompt, settings, method)
     start = time.perf_counter()
-    unet = _Counter(engine.pipe.unet)
+    unet = _Counter(engine)
     steps = settings.steps
     total = steps + (steps * (inner_steps + 2) if method == "null-text" else 0)
     done = 0
@@ -78,7 +80,7 @@ def invert(
     with torch.no_grad():
         z0 = engine.encode_image(image)
         cond = engine.encode([prompt]).clone()
-        empty = engine.encode([""]).clone()
+        empty = engine.unconditional().clone()
         scheduler = engine.scheduler()
         scheduler.set_timesteps(steps, device=engine.device)
         trajectory = _ddim_invert(unet, scheduler, z0, cond, tick)
@@ -165,14 +167,16 @@ def _null_text(unet, scheduler, trajectory, cond, empty, guidance, inner, tick) 
     toward the next latent of the inversion trajectory, at most ``inner`` iterations. Their
     schedule for 50 steps (lr 1e-2 falling to half, early stop at loss 1e-5 + 2e-5 x step) is
     stretched to any number of steps. The guided step and the loss run in float32; on half
-    precision models the loss is scaled so its gradient does not underflow."""
+    precision models the loss is scaled so its gradient does not underflow. What is optimised
+    is the unconditional half's token embeddings (the cross-attention context); on SDXL its
+    pooled embedding and size conditioning stay the model's unconditional ones."""
     model = unet.unet
-    dtype = cond.dtype
+    dtype = cond.tokens.dtype
     loss_scale = 1.0 if dtype == torch.float32 else 2.0**14
     steps = len(trajectory) - 1
     flags = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
-    u = empty.detach().clone().float()
+    u = empty.tokens.detach().clone().float()
     z = trajectory[0].float()
     out = []
     try:
@@ -185,7 +189,7 @@ def _null_text(unet, scheduler, trajectory, cond, empty, guidance, inner, tick) 
             opt = torch.optim.Adam([u], lr=1e-2 * (1.0 - progress / 100.0))
             for j in range(inner):
                 with torch.enable_grad():
-                    out_u = unet(z.to(dtype), t, u.to(dtype)).float()
+                    out_u = unet(z.to(dtype), t, empty.with_tokens(u.to(dtype))).float()
                     guided = out_u + guidance * (out_c - out_u)
                     prev = scheduler.step(guided, t, z, eta=0.0).prev_sample
                     loss = torch.nn.functional.mse_loss(prev, target)
@@ -200,7 +204,7 @@ def _null_text(unet, scheduler, trajectory, cond, empty, guidance, inner, tick) 
             u = u.detach()
             out.append(u[0].cpu().numpy())
             with torch.no_grad():
-                out_u = unet(z.to(dtype), t, u.to(dtype)).float()
+                out_u = unet(z.to(dtype), t, empty.with_tokens(u.to(dtype))).float()
                 guided = out_u + guidance * (out_c - out_u)
                 z = scheduler.step(guided, t, z, eta=0.0).prev_sample
             tick(2)

@@ -23,6 +23,12 @@ from clp2p.resources import SHAPES, resources_dir, shapes_model_dir
 TORCH_DTYPES = dict(zip(DTYPES[1:], (torch.float32, torch.float16, torch.bfloat16), strict=True))
 # A key of the UNet's cross-attention whose width tells SD 2.x (1024) from SD 1.x (768).
 _V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
+# SDXL's second text encoder (OpenCLIP ViT-bigG) in its original checkpoint layout; the
+# refiner has it as its only text encoder (embedders.0).
+_XL_KEY = "conditioner.embedders.1.model.ln_final.weight"
+_REFINER_KEY = "conditioner.embedders.0.model.ln_final.weight"
+# The pipeline classes clp2p renders with: SD 1.x / 2.x and SDXL (base and its fine-tunes).
+PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 
 
 @dataclass(frozen=True)
@@ -194,11 +200,17 @@ def _single_file_config(path: Path, prediction_type: str | None) -> Path:
         state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
         step = state.get("global_step") if isinstance(state, dict) else None
         state = state.get("state_dict", state) if isinstance(state, dict) else {}
+        keys = set(state)
         width = state[_V2_KEY].shape[-1] if _V2_KEY in state else None
+    if _XL_KEY in keys:
+        return resources_dir() / "configs" / "sdxl"
+    if _REFINER_KEY in keys:
+        raise Clp2pError(_REFINER)
     if width is None:
         raise Clp2pError(
-            f"'{path.name}' is not a Stable Diffusion 1.x/2.x checkpoint (no UNet cross-attention "
-            "weights found): give an SD 1.x/2.x .safetensors/.ckpt or a diffusers folder"
+            f"'{path.name}' is not a Stable Diffusion 1.x/2.x or SDXL checkpoint (no UNet "
+            "cross-attention weights found): give one as .safetensors/.ckpt, or a diffusers "
+            "folder"
         )
     if width == 768:
         return resources_dir() / "configs" / "sd15"
@@ -217,10 +229,9 @@ def load_pipeline(
     allow_download: bool = False,
     prediction_type: str | None = None,
 ):
-    """A diffusers ``StableDiffusionPipeline`` on ``choice.device`` / ``choice.dtype``."""
+    """A diffusers ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` on
+    ``choice.device`` / ``choice.dtype``."""
     quiet_libraries()
-    from diffusers import StableDiffusionPipeline
-
     kwargs = _common_kwargs()
     path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
     if model == SHAPES and not (path / "model_index.json").is_file():
@@ -234,7 +245,9 @@ def load_pipeline(
                 f"'{model}' is a folder but not a diffusers model (no model_index.json): give "
                 "the folder that holds model_index.json, unet/, vae/, text_encoder/, tokenizer/"
             )
-        pipe = StableDiffusionPipeline.from_pretrained(str(path), local_files_only=True, **kwargs)
+        pipe = _pipeline_class(path / "model_index.json").from_pretrained(
+            str(path), local_files_only=True, **kwargs
+        )
     elif path.is_file():
         if path.suffix not in (".safetensors", ".ckpt"):
             raise Clp2pError(
@@ -243,14 +256,14 @@ def load_pipeline(
             )
         try:
             config = _single_file_config(path, prediction_type)
-            pipe = StableDiffusionPipeline.from_single_file(
+            pipe = _pipeline_class(config / "model_index.json").from_single_file(
                 str(path), config=str(config), local_files_only=True, **kwargs
             )
         except (Clp2pError, OSError):
             raise
         except Exception as exc:  # a damaged or foreign file: pickle, safetensors, key errors
             raise Clp2pError(
-                f"'{model}' is not a readable SD 1.x/2.x checkpoint ({type(exc).__name__}: "
+                f"'{model}' is not a readable SD checkpoint ({type(exc).__name__}: "
                 f"{_first_line(exc)}): check the file, or give a diffusers folder"
             ) from None
     elif _looks_like_repo_id(model):
@@ -284,10 +297,11 @@ def _looks_like_repo_id(model: str) -> bool:
 
 
 def _from_hub_cache(repo_id: str, allow_download: bool, kwargs: dict):
-    from diffusers import StableDiffusionPipeline
+    from huggingface_hub import hf_hub_download
 
     try:
-        return StableDiffusionPipeline.from_pretrained(
+        index = hf_hub_download(repo_id, "model_index.json", local_files_only=not allow_download)
+        return _pipeline_class(Path(index)).from_pretrained(
             repo_id, local_files_only=not allow_download, **kwargs
         )
     except OSError as exc:
@@ -297,3 +311,31 @@ def _from_hub_cache(repo_id: str, allow_download: bool, kwargs: dict):
             f"'{repo_id}' is not in the local Hugging Face cache: pass --allow-download to "
             "download it (several GB), or give a local folder or checkpoint file"
         ) from None
+
+
+_REFINER = (
+    "this is SDXL's refiner, which edits only as a second stage: give the SDXL base model (or "
+    "a fine-tune of it)"
+)
+
+
+def _pipeline_class(index: Path):
+    """The diffusers pipeline class a model folder's ``model_index.json`` names, if clp2p
+    renders with it: SD 1.x / 2.x or SDXL; the SDXL refiner and other pipelines are refused."""
+    import json
+
+    import diffusers
+
+    try:
+        data = json.loads(index.read_text())
+        name = str(data.get("_class_name", ""))
+    except (OSError, ValueError, AttributeError):
+        raise Clp2pError(f"'{index}' is not readable JSON: check the model folder") from None
+    if name not in PIPELINES:
+        if name.startswith("StableDiffusionXL") and (data.get("text_encoder") or [None])[0] is None:
+            raise Clp2pError(_REFINER)
+        raise Clp2pError(
+            f"the model is a {name or 'unnamed'} pipeline: clp2p renders with "
+            f"{' and '.join(PIPELINES)} models (SD 1.x / 2.x, SDXL)"
+        )
+    return getattr(diffusers, name)
