@@ -19,8 +19,8 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
 
 from clp2p import atomic
 from clp2p.errors import Clp2pError
-from clp2p.model.params import RenderSettings
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 from clp2p.workflows.service import ModelSpec
 
@@ -35,9 +35,12 @@ DEFAULT_PROMPT = "a red circle on a white background"
 SESSIONS = "Sessions (*.json)"
 
 
-def untitled(prompt: str = DEFAULT_PROMPT, model: str = ModelSpec.model) -> Document:
-    """A new session of one root with the engine's default sampling settings."""
-    return Document(Session.new(prompt, RenderSettings(), model))
+def untitled(
+    prompt: str = DEFAULT_PROMPT, model: str = ModelSpec.model, adapters: tuple = ()
+) -> Document:
+    """A new session of one root with the engine's default sampling settings, made with the
+    loaded model's LoRAs and embeddings (``adapters``)."""
+    return Document(Session.new(prompt, RenderSettings(), model, adapters))
 
 
 def node_parameters(session: Session, node_id: str) -> dict:
@@ -183,7 +186,9 @@ class SessionFiles(QObject):
             self.window, "New session", "Root prompt:", text=DEFAULT_PROMPT
         )
         if ok and prompt.strip():
-            self.window.set_document(untitled(prompt, self.settings.model_spec.model))
+            info = self.window.engine_jobs.model_info
+            adapters = info.adapters if info is not None else ()
+            self.window.set_document(untitled(prompt, self.settings.model_spec.model, adapters))
 
     def open_path(self, path: str) -> bool:
         try:

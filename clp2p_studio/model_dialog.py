@@ -3,6 +3,7 @@ id or a single-file checkpoint; device and dtype."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -12,6 +13,8 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSpinBox,
 )
@@ -24,6 +27,12 @@ SPILL_TIP = (
     "disk space for what edits reuse when the render cache is full: records go to the folder "
     "NAME.records beside a saved session's file NAME and are read back from there, also after "
     "a restart; the least recently used go first; an unsaved session keeps none"
+)
+
+ADAPTERS_TIP = (
+    "LoRA weights (lora: FILE:SCALE) and textual-inversion embeddings (embedding: FILE:TOKEN; "
+    "the token defaults to <file name>) loaded with the model; double-click a line to edit "
+    "it. Sessions made with them name each file by path and content hash."
 )
 
 SOURCES = [
@@ -74,6 +83,7 @@ class ModelDialog(QDialog):
         self.spill.setValue(spec.spill_mib)
         self.spill.setToolTip(SPILL_TIP)
         form.addRow("Records on disk", self.spill)
+        self._add_adapter_rows(form, spec)
         self.fast = QCheckBox("Fast mode: batch branches")
         self.fast.setChecked(spec.batch)
         self.fast.setToolTip(FAST_MODE)
@@ -91,6 +101,49 @@ class ModelDialog(QDialog):
             )
         self.source.currentIndexChanged.connect(self._source_changed)
         self._source_changed(self.source.currentIndex())
+
+    def _add_adapter_rows(self, form: QFormLayout, spec: ModelSpec) -> None:
+        """The LoRA and embedding files, one a line as the CLI takes them."""
+        self.adapters = QListWidget()
+        self.adapters.setToolTip(ADAPTERS_TIP)
+        self.adapters.setMaximumHeight(90)
+        for kind, specs in (("lora", spec.loras), ("embedding", spec.embeddings)):
+            for text in specs:
+                self._add_adapter(kind, text)
+        row = QHBoxLayout()
+        for label, kind in (("Add LoRA...", "lora"), ("Add embedding...", "embedding")):
+            button = QPushButton(label)
+            button.clicked.connect(lambda _=False, k=kind: self._browse_adapter(k))
+            row.addWidget(button)
+        remove = QPushButton("Remove")
+        remove.clicked.connect(lambda: self.adapters.takeItem(self.adapters.currentRow()))
+        row.addWidget(remove)
+        form.addRow("LoRAs, embeddings", self.adapters)
+        form.addRow("", row)
+
+    def _add_adapter(self, kind: str, text: str) -> None:
+        item = QListWidgetItem(f"{kind}: {text}")
+        item.setFlags(item.flags() | Qt.ItemFlag.ItemIsEditable)
+        self.adapters.addItem(item)
+
+    def _browse_adapter(self, kind: str) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "LoRA" if kind == "lora" else "Embedding",
+            "",
+            "Weights (*.safetensors *.pt *.bin)",
+        )
+        if path:
+            self._add_adapter(kind, f"{path}:1" if kind == "lora" else path)
+
+    def adapter_specs(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(LoRA specs, embedding specs) as listed: ``kind: FILE[:SUFFIX]`` lines."""
+        out: dict[str, list[str]] = {"lora": [], "embedding": []}
+        for i in range(self.adapters.count()):
+            kind, _, text = self.adapters.item(i).text().partition(":")
+            if kind.strip() in out and text.strip():
+                out[kind.strip()].append(text.strip())
+        return tuple(out["lora"]), tuple(out["embedding"])
 
     def _source_changed(self, index: int) -> None:
         self.location.setEnabled(index != 0)
@@ -120,4 +173,5 @@ class ModelDialog(QDialog):
             self.cache.value(),
             self.fast.isChecked(),
             self.spill.value(),
+            *self.adapter_specs(),
         )

@@ -32,14 +32,17 @@ from clp2p.model.align import normalise_word
 from clp2p.model.edits import infer_kind
 from clp2p.model.params import (
     EDIT_KINDS,
-    PRESETS,
+    REFINE_PADS,
     V_LAYER_KINDS,
     CrossWindow,
     EditParams,
     StepWindow,
-    preset,
+    layers_spec,
+    parse_layers,
 )
+from clp2p.model.presets import PRESETS, preset
 from clp2p.model.session import Session
+from clp2p.workflows.service import is_xl
 
 from .range_slider import RangeSlider
 from .root_settings import RootSettingsBox
@@ -121,7 +124,7 @@ class ParamsPanel(QWidget):
         for name in PRESETS:
             b = QPushButton(name)
             b.setToolTip(f"load the {name} preset")
-            b.clicked.connect(lambda _=False, n=name: self._apply_params(preset(n)))
+            b.clicked.connect(lambda _=False, n=name: self._apply_params(self._preset_of(n)))
             presets.addWidget(b)
         form.addRow("Preset", presets)
 
@@ -149,6 +152,12 @@ class ParamsPanel(QWidget):
         self.self_res = QComboBox()
         self.self_res.addItems(SELF_RES)
         form.addRow("Self grids <=", self.self_res)
+        self.self_layers = QLineEdit("all")
+        self.self_layers.setToolTip(
+            "self-attention injection only in layers A:B, counted from 1 in the order the UNet "
+            "runs them (FreePromptEditing: 4:14 of SD 1.x's 16), or 'all'"
+        )
+        form.addRow("Self layers", self.self_layers)
         self.v_window = RangeSlider()
         self.v_window.setAccessibleName("V injection window")
         form.addRow("V window", self.v_window)
@@ -167,6 +176,13 @@ class ParamsPanel(QWidget):
         form.addRow("V blend", row)
         self.uncond = QCheckBox("also edit the unconditional half")
         form.addRow("", self.uncond)
+        self.refine_pad = QComboBox()
+        self.refine_pad.addItems(REFINE_PADS)
+        self.refine_pad.setToolTip(
+            "a refinement's padding after the end token: reference (position p takes the "
+            "source's position p, as prompt-to-prompt) or shifted by the length difference"
+        )
+        form.addRow("Refine padding", self.refine_pad)
         self.reweight = self._table(["word", "scale"])
         form.addRow("Re-weight", self.reweight)
 
@@ -188,9 +204,9 @@ class ParamsPanel(QWidget):
 
     def _connect_changes(self) -> None:
         """Every input re-checks the edit."""
-        for w in (self.target, self.blend):
+        for w in (self.target, self.blend, self.self_layers):
             w.textChanged.connect(self._changed)
-        for w in (self.kind, self.self_res, self.v_layers):
+        for w in (self.kind, self.self_res, self.v_layers, self.refine_pad):
             w.currentIndexChanged.connect(self._changed)
         for w in (self.cross, self.self_window, self.v_window):
             w.valuesChanged.connect(self._changed)
@@ -226,15 +242,22 @@ class ParamsPanel(QWidget):
             self._apply_params(node.params)
         self._changed()
 
+    def _preset_of(self, name: str) -> EditParams:
+        """The preset ``name`` in its form for the session's model (SDXL's differs)."""
+        model = self.session.model if self.session is not None else None
+        return preset(name, is_xl(model))
+
     def _apply_params(self, p: EditParams) -> None:
         self.k.setValue(round(p.k * 100))
         self.cross.setValues(p.cross.default.start, p.cross.default.end)
         self.self_window.setValues(p.self_window.start, p.self_window.end)
         self.self_res.setCurrentText("all" if p.self_res is None else str(p.self_res))
+        self.self_layers.setText(layers_spec(p.self_layers))
         self.v_window.setValues(p.v_window.start, p.v_window.end)
         self.v_blend.setValue(p.v_blend)
         self.v_layers.setCurrentText(p.v_layers)
         self.uncond.setChecked(p.inject_uncond)
+        self.refine_pad.setCurrentText(p.refine_pad)
         self.blend.setText(" ".join(p.blend_words))
         self._fill(self.cross_words, [(w, f"{x.start:g}", f"{x.end:g}") for w, x in p.cross.words])
         self._fill(self.reweight, [(w, f"{s:g}") for w, s in p.reweight])
@@ -309,6 +332,7 @@ class ParamsPanel(QWidget):
             cross=CrossWindow(StepWindow(*self.cross.values()), per_word),
             self_window=StepWindow(*self.self_window.values()),
             self_res=None if res == "all" else int(res),
+            self_layers=parse_layers(self.self_layers.text() or "all"),
             v_window=StepWindow(*self.v_window.values()),
             v_blend=self.v_blend.value(),
             v_layers=self.v_layers.currentText(),
@@ -316,6 +340,7 @@ class ParamsPanel(QWidget):
             blend_words=tuple(self.blend.text().split()),
             reweight=reweight,
             inject_uncond=self.uncond.isChecked(),
+            refine_pad=self.refine_pad.currentText(),
             preset=getattr(self, "_preset", "custom"),
         )
 

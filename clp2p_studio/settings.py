@@ -34,6 +34,8 @@ class StudioSettings:
             self.cache_mib,
             self._get("engine/batch_branches", "false", str).lower() == "true",
             self.spill_mib,
+            self._list("model/loras"),
+            self._list("model/embeddings"),
         )
 
     @model_spec.setter
@@ -43,7 +45,15 @@ class StudioSettings:
         self.store.setValue("model/dtype", spec.dtype)
         self.cache_mib = spec.cache_mib
         self.store.setValue("engine/batch_branches", "true" if spec.batch else "false")
+        self.store.setValue("model/loras", list(spec.loras))
+        self.store.setValue("model/embeddings", list(spec.embeddings))
         self.spill_mib = spec.spill_mib
+
+    def _list(self, key: str) -> tuple[str, ...]:
+        value = self.store.value(key, [])
+        if isinstance(value, str):
+            value = [value]
+        return tuple(str(v) for v in (value or []))
 
     @property
     def recent_files(self) -> list[str]:

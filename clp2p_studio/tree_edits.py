@@ -11,8 +11,9 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QInputDialog
 
 from clp2p.errors import Clp2pError
-from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.params import EditParams
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 
 if TYPE_CHECKING:
     from .window import MainWindow

@@ -44,8 +44,8 @@ def window(qtbot, tmp_path, loop):
     """The main window over the scriptable fake engine, on a one-root session, model loaded."""
     from PySide6.QtCore import QSettings
 
-    from clp2p.model.params import RenderSettings
     from clp2p.model.session import Session
+    from clp2p.model.settings import RenderSettings
     from clp2p_studio.document import Document
     from clp2p_studio.settings import StudioSettings
     from clp2p_studio.window import MainWindow

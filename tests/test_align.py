@@ -74,6 +74,44 @@ def test_refine_mapper_new_words_keep_their_own_maps(tok):
     assert take2[:7].tolist() == [1] * 7 and m2[3, 2] == 1
 
 
+@pytest.mark.parametrize("grow", [True, False])
+def test_refine_padding_follows_the_reference_or_shifts(tok, grow):
+    short, long = tokenize("a cat on a mat", tok), tokenize("a fluffy grey cat on a mat", tok)
+    src, tgt = (short, long) if grow else (long, short)
+    ref, _ = refine_mapper(src, tgt, T)  # the default: as prompt-to-prompt's reference
+    shifted, _ = refine_mapper(src, tgt, T, "shifted")
+    end_s, end_t = src.length - 1, tgt.length - 1
+    assert ref[end_s, end_t] == shifted[end_s, end_t] == 1  # the end tokens pair up
+    for p in range(tgt.length, T):
+        assert ref[p, p] == 1 and ref[:, p].sum() == 1  # padding position p takes p
+        q = min(end_s + p - end_t, T - 1)
+        assert shifted[q, p] == 1 and shifted[:, p].sum() == 1
+    assert np.array_equal(ref[:, : tgt.length], shifted[:, : tgt.length])  # words: the same
+    assert not np.array_equal(ref, shifted)
+
+
+def test_v3_sessions_keep_their_refinements_shifted(tmp_path):
+    import json
+
+    from clp2p.model.params import EditParams
+    from clp2p.model.session import Session
+    from clp2p.model.settings import RenderSettings
+    from clp2p.workflows import session_io
+
+    session = Session.new("a cat", RenderSettings(steps=3), "shapes")
+    session, node = session.add_edit("n1", "a grey cat", EditParams(kind="refine"))
+    assert session.node(node).params.refine_pad == "reference"  # new edits: the reference
+    path = tmp_path / "s.json"
+    session_io.save(session, path)
+    assert "refine_pad" not in json.loads(path.read_text())["nodes"][1]["params"]
+    data = json.loads(path.read_text())
+    data["schema_version"] = 3  # as clp2p wrote it before: rendered with the shift
+    path.write_text(json.dumps(data))
+    assert session_io.load(path)[0].node(node).params.refine_pad == "shifted"
+    session_io.save(session_io.load(path)[0], path)
+    assert json.loads(path.read_text())["nodes"][1]["params"]["refine_pad"] == "shifted"
+
+
 def test_step_window_specs():
     assert StepWindow.parse("0.8") == StepWindow(0, 0.8)
     assert StepWindow.parse("0.1:0.6") == StepWindow(0.1, 0.6)

@@ -11,7 +11,9 @@ from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
 from clp2p.attention.records import KEEP_ALL, Recording
 from clp2p.engine.engine import RenderOptions
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.model.params import Branch, CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.model.params import Branch, CrossWindow, EditParams, StepWindow
+from clp2p.model.presets import preset
+from clp2p.model.settings import RenderSettings
 
 SRC = "a red circle on a white background"
 SETTINGS = RenderSettings(seed=3, steps=4, guidance=7.5, width=32, height=32)

@@ -6,7 +6,8 @@ import pytest
 
 from clp2p.cli.main import main
 from clp2p.errors import FIELD_LABELS, Clp2pError
-from clp2p.model.params import EditParams, RenderSettings, StepWindow
+from clp2p.model.params import EditParams, StepWindow
+from clp2p.model.settings import RenderSettings
 
 
 def test_a_rule_names_its_field_not_a_flag():

@@ -6,8 +6,8 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings
 
 from clp2p.cli.main import build_parser
-from clp2p.model.params import RenderSettings
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows.service import FAST_MODE, EngineService, ModelSpec, RenderJob
 from clp2p_studio.model_dialog import ModelDialog
 from clp2p_studio.settings import StudioSettings

@@ -8,8 +8,9 @@ import pytest
 
 from clp2p.cli.main import main
 from clp2p.engine.engine import Engine
-from clp2p.model.params import RenderSettings, preset
+from clp2p.model.presets import preset
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 
 PROMPT = "a red circle on a white background"
@@ -154,6 +155,25 @@ EARLY = {  # refused before any model loads
     "invert-steps-1e3": inv("--steps", "1e3"),
     "invert-width-8193": inv("--width", "8193"),
     "invert-prompt-100k": ["invert", "{pic}", "--prompt", LONG, "--out", "{tmp}/i.json"],
+    "new-negative-100k": new("--negative", LONG),
+    "new-negative-not-utf8": new("--negative", BAD_UTF8),
+    "new-scheduler-unknown": new("--scheduler", "heun"),
+    "new-karras-with-ddim": new("--karras"),
+    "new-lora-missing": new("--lora", "{tmp}/none.safetensors"),
+    "new-lora-not-weights": new("--lora", "{file}"),
+    "new-lora-a-folder": new("--lora", "{dir}/x.safetensors"),
+    "new-lora-scale-text": new("--lora", "{weights}:strong"),
+    "new-lora-scale-inf": new("--lora", "{weights}:inf"),
+    "new-lora-scale-huge": new("--lora", "{weights}:1e6"),
+    "new-embedding-token-colon": new("--embedding", "{weights}:a:b"),
+    "new-embedding-token-100": new("--embedding", "{weights}:" + "x" * 100),
+    "add-self-layers-zero": add("--self-layers", "0:3"),
+    "add-self-layers-one-number": add("--self-layers", "14"),
+    "add-self-layers-reversed": add("--self-layers", "14:4"),
+    "add-self-layers-huge": add("--self-layers", "1:99999"),
+    "add-refine-pad-unknown": add("--refine-pad", "left"),
+    "generate-lora-missing": gen("--lora", "{tmp}/none.safetensors"),
+    "generate-embedding-not-weights": gen("--embedding", "{file}"),
 }
 LOADING = {  # refused while the model loads: the model, device or dtype is what is wrong
     "render-model-missing": ["session", "render", "{s}", "--model", "{tmp}/none"],

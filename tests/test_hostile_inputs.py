@@ -17,8 +17,8 @@ from PIL import Image
 
 from clp2p.cli.main import main
 from clp2p.errors import Clp2pError
-from clp2p.model.params import RenderSettings
 from clp2p.model.session import Session, image_hash
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 
 PROMPT = "a red circle on a white background"
@@ -227,7 +227,7 @@ def test_damaged_checkpoints_are_one_line(tmp_path, capsys, suffix):
 
 def test_a_chain_thousands_deep_shows(tmp_path, capsys):
     session = Session.new(PROMPT, RenderSettings(steps=4), "shapes")
-    from clp2p.model.params import preset
+    from clp2p.model.presets import preset
 
     parent = "n1"
     for i in range(1500):

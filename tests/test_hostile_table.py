@@ -22,8 +22,9 @@ from PIL import Image
 from clp2p.cli.main import main
 from clp2p.errors import Clp2pError
 from clp2p.model.imported import ImportedImage, Inversion
-from clp2p.model.params import RenderSettings, preset
-from clp2p.model.session import Session, image_hash
+from clp2p.model.presets import preset
+from clp2p.model.session import SCHEMA_VERSION, Session, image_hash
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 
 PROMPT = "a red circle on a white background"
@@ -102,14 +103,15 @@ CASES = {
     "format-missing": (drop("format"), REFUSE),
     "format-other": (put("format", "clp2p-edit"), REFUSE),
     "version-missing": (drop("schema_version"), REFUSE),
-    "version-newer": (put("schema_version", 4), REFUSE),
+    "version-newer": (put("schema_version", SCHEMA_VERSION + 1), REFUSE),
     "version-huge": (put("schema_version", 10**100), REFUSE),
     "version-zero": (put("schema_version", 0), REFUSE),
     "version-negative": (put("schema_version", -1), REFUSE),
-    "version-string": (put("schema_version", "3"), REFUSE),
-    "version-float": (put("schema_version", 3.0), REFUSE),
+    "version-string": (put("schema_version", str(SCHEMA_VERSION)), REFUSE),
+    "version-float": (put("schema_version", float(SCHEMA_VERSION)), REFUSE),
     "version-bool": (put("schema_version", True), REFUSE),
     "version-1-migrates": (put("schema_version", 1), LOAD),
+    "version-3-migrates": (put("schema_version", 3), LOAD),
     "model-missing": (drop("model"), REFUSE),
     "model-empty": (put("model", ""), REFUSE),
     "model-number": (put("model", 5), REFUSE),

@@ -15,7 +15,9 @@ from clp2p.attention.records import KEEP_ALL, Recording
 from clp2p.engine.inversion import invert
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.imported import Inversion, fit_image, read_image
-from clp2p.model.params import RECORDED, Branch, RenderSettings, preset
+from clp2p.model.params import RECORDED, Branch
+from clp2p.model.presets import preset
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 from clp2p.workflows.picture_import import import_image
 from clp2p.workflows.session_render import SessionRenderer, apply

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from clp2p.engine.engine import Engine
 from clp2p.engine.loading import _V2_KEY, _single_file_config, choose_device
 from clp2p.errors import Clp2pError
-from clp2p.model.params import RenderSettings
+from clp2p.model.settings import RenderSettings
 from clp2p.resources import resources_dir
 
 SETTINGS = RenderSettings(seed=0, steps=2, guidance=5.0, width=32, height=32)
@@ -43,7 +43,7 @@ def test_v_prediction_model_renders_edits(tmp_path):
 
 
 def engine_params():
-    from clp2p.model.params import preset
+    from clp2p.model.presets import preset
 
     return preset("cl-p2p")
 

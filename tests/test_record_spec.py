@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.model.params import CrossWindow, EditParams, StepWindow
+from clp2p.model.presets import preset
 from clp2p.model.reuse import FULL, RecordSpec
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows.session_render import SessionRenderer, apply
 
 # 64 px on the tiny model: self-attention grids of 8x8 (64 pixels) and 4x4 (16 pixels)

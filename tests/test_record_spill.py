@@ -17,9 +17,11 @@ from clp2p.cli.main import main
 from clp2p.engine.engine import Engine, RenderOptions
 from clp2p.engine.fingerprint import engine_identity, weights_fingerprint
 from clp2p.engine.loading import choose_device
-from clp2p.model.params import RenderSettings, StepWindow, preset
+from clp2p.model.params import StepWindow
+from clp2p.model.presets import preset
 from clp2p.model.reuse import RecordSpec
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import record_spill, session_io
 from clp2p.workflows.record_cache import RecordCache
 from clp2p.workflows.record_spill import RecordSpill, records_folder

@@ -13,8 +13,10 @@ from clp2p.engine.engine import Engine
 from clp2p.engine.inversion import invert
 from clp2p.engine.loading import choose_device
 from clp2p.errors import Clp2pError
-from clp2p.model.params import Branch, CrossWindow, RenderSettings, StepWindow, preset
+from clp2p.model.params import Branch, CrossWindow, StepWindow
+from clp2p.model.presets import preset
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows.session_render import SessionRenderer, apply
 from tiny import diffusers_image
 
@@ -97,6 +99,10 @@ def test_session_chain_renders_the_same_from_the_cache_as_cold(xl):
     warm = renderer.render(session, grandchild)
     cold = SessionRenderer(xl).render(session, grandchild, use_cache=False)
     assert warm.computed == 1 and cold.computed == 3 and warm.hash == cold.hash
+    session = apply(session, warm)
+    session, back = session.add_cycle(grandchild, "n1")  # edit back to the root
+    cycle = renderer.render(session, back)
+    assert cycle.computed == 1 and set(cycle.metrics) >= {"mae", "psnr"}
 
 
 @pytest.mark.parametrize("method", ["null-text", "negative-prompt", "direct"])

@@ -9,8 +9,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clp2p.errors import Clp2pError
-from clp2p.model.params import RenderSettings, preset
+from clp2p.model.presets import preset
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 
 

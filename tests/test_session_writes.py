@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from clp2p.cli.main import main
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
-from clp2p.model.params import RenderSettings
-from clp2p.model.session import Session
+from clp2p.model.session import SCHEMA_VERSION, Session
+from clp2p.model.settings import SCHEDULERS, RenderSettings
 from clp2p.resources import resources_dir
 from clp2p.workflows import session_io
 
@@ -25,7 +25,8 @@ TARGET = "a blue circle on a white background"
 
 
 def _schema() -> dict:
-    return json.loads((resources_dir() / "schemas" / "session-v3.schema.json").read_text())
+    name = f"session-v{SCHEMA_VERSION}.schema.json"
+    return json.loads((resources_dir() / "schemas" / name).read_text())
 
 
 def test_the_schema_states_the_models_limits():
@@ -34,6 +35,8 @@ def test_the_schema_states_the_models_limits():
     assert settings["steps"]["maximum"] == limits.MAX_STEPS
     assert settings["guidance"]["maximum"] == limits.MAX_GUIDANCE
     assert settings["seed"]["maximum"] == limits.MAX_SEED
+    assert settings["negative"]["maxLength"] == limits.MAX_PROMPT_CHARS
+    assert tuple(settings["scheduler"]["enum"]) == SCHEDULERS
     for side in ("width", "height"):
         assert (settings[side]["minimum"], settings[side]["maximum"]) == (
             limits.MIN_SIZE,
@@ -46,6 +49,8 @@ def test_the_schema_states_the_models_limits():
     assert node["id"]["pattern"] == limits.NODE_ID_PATTERN
     params = schema["$defs"]["params"]["properties"]
     assert params["self_res"]["maximum"] == limits.MAX_SELF_RES
+    number = f"[1-9][0-9]{{0,{len(str(limits.MAX_LAYER)) - 1}}}"  # up to MAX_LAYER's digits
+    assert params["self_layers"]["pattern"] == f"^(all|{number}:{number})$"
     assert params["reweight"]["additionalProperties"]["maximum"] == limits.MAX_REWEIGHT
     assert params["blend_words"]["items"]["maxLength"] == limits.MAX_WORD_CHARS
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from clp2p.cli import eval as eval_cli
-from clp2p.model.params import RenderSettings
+from clp2p.model.settings import RenderSettings
 from clp2p.shapes import evaluate, report, world
 from clp2p.shapes.scoring import (
     KINDS,
@@ -111,7 +111,7 @@ SETTINGS = RenderSettings(steps=3, guidance=5.0)
 def test_tiny_edit_run_returns_the_table(tiny_engine, tmp_path: Path):
     pairs = make_pairs(1)
     result = evaluate.run_edit(tiny_engine, pairs, SETTINGS, evaluate.VSetting())
-    assert list(result["table"]) == ["none", "p2p", "cl-p2p", "cl-p2p+v"]
+    assert list(result["table"]) == ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v"]
     for cells in result["table"].values():
         assert set(cells) == {pairs[0].kind, "all"}
         assert cells["all"]["n"] == 1
@@ -167,7 +167,7 @@ def test_cli_eval_edit_writes_json(tiny_model_dir, tmp_path: Path, capsys):
     assert main([*argv, "--model", str(tiny_model_dir), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["task"] == "edit" and data["settings"]["steps"] == 2
-    assert set(data["table"]) == {"none", "p2p", "cl-p2p", "cl-p2p+v"}
+    assert set(data["table"]) == {"none", "p2p", "cl-p2p", "fpe", "cl-p2p+v"}
     assert len(data["pairs"]) == 1 and "examples" not in data
     assert "| swap | method |" in capsys.readouterr().out
 
@@ -181,7 +181,7 @@ SHAPES_MODEL = Path(__file__).resolve().parents[1] / "resources" / "models" / "s
 @pytest.mark.timeout(60)
 def test_shapes_model_colour_swap_keeps_geometry_with_cl_p2p():
     from clp2p.engine.engine import Engine
-    from clp2p.model.params import preset
+    from clp2p.model.presets import preset
     from clp2p.shapes.check import CheckConfig
 
     engine = Engine.load(str(SHAPES_MODEL), "cpu", "fp32")
@@ -202,7 +202,7 @@ COLOUR_PAIRS = make_pairs(3, kinds=("colour",))
 
 
 def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch):
-    from clp2p.model.params import preset
+    from clp2p.model.presets import preset
     from clp2p.shapes import picture_cycle
 
     monkeypatch.setattr(picture_cycle, "V_WINDOWS", (1.0,))
@@ -210,7 +210,7 @@ def test_tiny_picture_cycle_reverses_the_edited_picture(tiny_engine, monkeypatch
     monkeypatch.setattr(picture_cycle, "V_LAYERS", ("self",))
     pairs = make_pairs(1)
     result = picture_cycle.run_picture_cycle(tiny_engine, pairs, SETTINGS)
-    assert list(result["cells"]) == ["none", "p2p", "cl-p2p", "v1/b0.5/self"]
+    assert list(result["cells"]) == ["none", "p2p", "cl-p2p", "fpe", "v1/b0.5/self"]
     for cell in result["cells"].values():
         assert cell["n"] == 1 and cell["picture_mad"] >= 0 and 0 <= cell["picture_iou"] <= 1
     assert result["best"] in (None, "v1/b0.5/self")

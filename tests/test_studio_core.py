@@ -11,8 +11,9 @@ from typing import get_type_hints
 import pytest
 
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.model.params import RenderSettings, preset
+from clp2p.model.presets import preset
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows.service import EngineService, ModelSpec, RenderJob
 from clp2p_studio.backend import Backend
 from clp2p_studio.document import Document

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
 
-from clp2p.model.params import RenderSettings
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.resources import shapes_model_dir
 from clp2p.workflows.service import EngineService
 from clp2p_studio.document import Document

@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 
 from clp2p.errors import RenderCancelled
-from clp2p.model.params import RenderSettings, preset
+from clp2p.model.presets import preset
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 from clp2p.workflows.session_render import SessionRenderer
 from clp2p_studio.document import Document

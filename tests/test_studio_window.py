@@ -12,8 +12,9 @@ from PIL import Image
 
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.imported import DEFAULT_METHOD, FITS, METHODS
-from clp2p.model.params import EDIT_KINDS, V_LAYER_KINDS, EditParams, RenderSettings, StepWindow
+from clp2p.model.params import EDIT_KINDS, V_LAYER_KINDS, EditParams, StepWindow
 from clp2p.model.session import NODE_KINDS, Session
+from clp2p.model.settings import RenderSettings
 from clp2p_studio.document import Document
 from clp2p_studio.files import Recovery
 from clp2p_studio.import_dialog import METHOD_HELP, ImportDialog

@@ -27,16 +27,18 @@ def tiny_vae(**config):
 
 
 def diffusers_image(pipe, prompt: str, settings, **kw):
-    """What diffusers' own pipeline renders for ``prompt`` with ``settings``, sampled with
-    DDIM as the engine samples (uint8, (H, W, 3))."""
+    """What diffusers' own pipeline renders for ``prompt`` with ``settings`` (its sampler,
+    Karras sigmas and negative prompt), as uint8 (H, W, 3)."""
     import numpy as np
-    from diffusers import DDIMScheduler
+
+    from clp2p.engine.schedulers import make_scheduler
 
     original = pipe.scheduler
-    pipe.scheduler = DDIMScheduler.from_config(original.config)
+    pipe.scheduler = make_scheduler(original.config, settings.scheduler, settings.karras)
     try:
         image = pipe(
             prompt,
+            negative_prompt=settings.negative or None,
             num_inference_steps=settings.steps,
             guidance_scale=settings.guidance,
             height=settings.height,

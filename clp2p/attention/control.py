@@ -46,6 +46,7 @@ class AttentionController:
         *,
         source: BranchRecord | None = None,
         records: BranchRecorder | None = None,
+        layer_numbers: dict[str, int] | None = None,
     ) -> None:
         self.plans = sorted(plans, key=lambda p: p.branch)
         self.branches, self.steps, self.guided = branches, steps, guided
@@ -53,6 +54,7 @@ class AttentionController:
         self.sources = SourceStore(self.plans, source)
         self.blend = LocalBlend(self.plans, latent_hw, heatmaps.blend, source)
         self.recorder = records if records is not None else BranchRecorder((), 0, steps)
+        self.layer_numbers = layer_numbers or {}  # self-attention layer -> its number from 1
         self.step = 0
         self.begin_pass(list(range(branches)))
 
@@ -83,8 +85,13 @@ class AttentionController:
         layout, key = self.layout, (self.step, layer)
         for plan in self._plans:
             p = plan.params
-            inject_qk = p.self_window.contains(self.step, self.steps) and (
-                p.self_res is None or pixels <= p.self_res * p.self_res
+            inject_qk = (
+                p.self_window.contains(self.step, self.steps)
+                and (p.self_res is None or pixels <= p.self_res * p.self_res)
+                and (
+                    p.self_layers is None
+                    or p.self_layers[0] <= self.layer_numbers.get(layer, 0) <= p.self_layers[1]
+                )
             )
             inject_v = (
                 p.v_blend > 0

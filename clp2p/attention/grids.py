@@ -35,3 +35,20 @@ def blend_grid(grids: dict[int, tuple[int, int]], latent_hw: tuple[int, int]) ->
     fitting = [g for g in grids.values() if max(g) <= limit]
     pool = fitting or list(grids.values())
     return max(pool, key=lambda g: g[0] * g[1]) if fitting else min(pool, key=lambda g: g[0] * g[1])
+
+
+_GROUPS = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
+
+
+def self_layer_numbers(names) -> dict[str, int]:
+    """The self-attention layers (``...attn1...`` among the UNet's attention processor names)
+    numbered from 1 in the order the UNet runs them: down blocks, the middle block, up blocks,
+    and within each by block, attention and transformer block. (``unet.attn_processors``
+    lists the up blocks before the middle block, so its order is not the running order.)"""
+
+    def order(name: str) -> tuple:
+        parts = name.split(".")
+        return (_GROUPS.get(parts[0], 3), *(int(p) for p in parts if p.isdigit()))
+
+    layers = sorted((n for n in names if ".attn1." in f".{n}."), key=order)
+    return {name: i for i, name in enumerate(layers, start=1)}

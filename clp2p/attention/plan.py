@@ -56,7 +56,7 @@ def build_plan(
 ) -> EditPlan:
     """Tensors for one resolved edit (``params.kind`` is not ``auto``)."""
     if params.kind == "refine":
-        mapper, take = refine_mapper(src, tgt, length)
+        mapper, take = refine_mapper(src, tgt, length, params.refine_pad)
     else:
         mapper, take = swap_mapper(src, tgt, length), np.ones(length, dtype=np.float32)
     scale = np.ones(length, dtype=np.float32)

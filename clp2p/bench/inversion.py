@@ -15,7 +15,9 @@ import torch
 
 from clp2p import atomic
 from clp2p.model.imported import METHODS, psnr
-from clp2p.model.params import Branch, RenderSettings, preset
+from clp2p.model.params import Branch
+from clp2p.model.presets import preset
+from clp2p.model.settings import RenderSettings
 
 GOAL_IOU = 0.85
 

@@ -58,7 +58,8 @@ def _measure(fn) -> tuple[float, float]:
 
 
 def build_sd15_random(config_dir: Path | None = None):
-    """A StableDiffusionPipeline of SD 1.5's architecture with random weights."""
+    """A StableDiffusionPipeline of SD 1.5's architecture with random weights (or of the
+    architecture of ``config_dir``: SD 2.x, or SDXL through :func:`build_xl_random`)."""
     from diffusers import (
         AutoencoderKL,
         DDIMScheduler,
@@ -70,6 +71,8 @@ def build_sd15_random(config_dir: Path | None = None):
     from clp2p.resources import resources_dir
 
     root = config_dir or resources_dir() / "configs" / "sd15"
+    if (root / "text_encoder_2").is_dir():
+        return build_xl_random(root)
     torch.manual_seed(0)
     unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(root / "unet"))
     vae = AutoencoderKL.from_config(AutoencoderKL.load_config(root / "vae"))
@@ -83,6 +86,42 @@ def build_sd15_random(config_dir: Path | None = None):
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def build_xl_random(root: Path):
+    """A StableDiffusionXLPipeline of SDXL base's architecture (``root``: its configs) with
+    random weights."""
+    from diffusers import (
+        AutoencoderKL,
+        DDIMScheduler,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import (
+        CLIPTextConfig,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+    )
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(root / "unet"))
+    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(root / "vae"))
+    text = CLIPTextModel(CLIPTextConfig.from_pretrained(root / "text_encoder"))
+    text_2 = CLIPTextModelWithProjection(CLIPTextConfig.from_pretrained(root / "text_encoder_2"))
+    pipe = StableDiffusionXLPipeline(
+        vae=vae.eval(),
+        text_encoder=text.eval(),
+        text_encoder_2=text_2.eval(),
+        tokenizer=CLIPTokenizer.from_pretrained(root / "tokenizer"),
+        tokenizer_2=CLIPTokenizer.from_pretrained(root / "tokenizer_2"),
+        unet=unet.eval(),
+        scheduler=DDIMScheduler.from_config(DDIMScheduler.load_config(root / "scheduler")),
+        force_zeros_for_empty_prompt=True,
+        add_watermarker=False,
     )
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -109,7 +148,7 @@ def _pipeline_run(pipe, size: int, steps: int):
 def _engine_run(engine, size: int, steps: int, batched: bool = False):
     """The engine rendering the word swap of the same prompts with every control on."""
     from clp2p.engine.engine import RenderOptions
-    from clp2p.model.params import RenderSettings
+    from clp2p.model.settings import RenderSettings
 
     settings = RenderSettings(seed=0, steps=steps, guidance=7.5, width=size, height=size)
     options = RenderOptions(batch_branches=batched)

@@ -15,12 +15,14 @@ import os
 from pathlib import Path
 
 from clp2p import atomic
-from clp2p.model.params import CrossWindow, EditParams, RenderSettings, StepWindow, preset
+from clp2p.model.params import CrossWindow, EditParams, StepWindow
+from clp2p.model.presets import preset
 from clp2p.model.reuse import FULL, RecordSpec
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.resources import resources_dir
 
-ARCHS = {"sd15": ("sd15", 512), "sd2": ("sd21", 768)}  # config folder, native size
+ARCHS = {"sd15": ("sd15", 512), "sd2": ("sd21", 768), "sdxl": ("sdxl", 1024)}  # configs, size
 EDITS = {
     "p2p": preset("p2p"),
     "cl-p2p": preset("cl-p2p"),
@@ -68,11 +70,12 @@ def run_records_bench(
     pipe = build_sd15_random(resources_dir() / "configs" / folder)
     engine = Engine(pipe, choose_device("cpu", "fp32"), name=f"{arch}-random")
     print(f"{arch} architecture, random weights, {size} px, on {engine.device} ({engine.dtype})")
-    rows = _sizes(engine, size)
+    edits = edits_for(engine.text.xl)
+    rows = _sizes(engine, size, edits)
     if timing:
         for row in rows:
             if row["edit"] in (timed or EDITS):
-                row.update(_timing(engine, EDITS[row["edit"]], size, steps, cold_depths))
+                row.update(_timing(engine, edits[row["edit"]], size, steps, cold_depths))
     report = {
         "benchmark": "records",
         "arch": arch,
@@ -111,7 +114,12 @@ def _carry_timing(report: dict, path: Path) -> None:
         report["steps_timed"] = old.get("steps_timed")
 
 
-def _sizes(engine, size: int) -> list[dict]:
+def edits_for(xl: bool) -> dict[str, EditParams]:
+    """The benchmark's edits in their form for the model (the presets' SDXL form on SDXL)."""
+    return {n: preset(n, xl) if n in ("p2p", "cl-p2p") else p for n, p in EDITS.items()}
+
+
+def _sizes(engine, size: int, edits: dict[str, EditParams]) -> list[dict]:
     """Per edit kind: a node's record today and compact, projected to 50 steps."""
     from clp2p.attention.records import KEEP_ALL, Recording, layer_sizes, projected_bytes
     from clp2p.model.params import Branch
@@ -123,7 +131,7 @@ def _sizes(engine, size: int) -> list[dict]:
     full = projected_bytes(layers, FULL, PROJECTED_STEPS, per_step)
     print(f"a record keeping everything: {full / PROJECTED_STEPS / 2**20:.1f} MiB per step")
     rows = []
-    for name, params in EDITS.items():
+    for name, params in edits.items():
         spec = RecordSpec.serving([params])
         compact = projected_bytes(layers, spec, PROJECTED_STEPS, per_step)
         row = {
@@ -133,11 +141,14 @@ def _sizes(engine, size: int) -> list[dict]:
             "fraction": round(compact / full, 3),
             "records_in_default_budget": DEFAULT_BUDGET // compact,
             "depth6_chain_cached": 6 * compact <= DEFAULT_BUDGET,
+            # what a depth-6 chain needs on disk beyond the memory budget (--spill-mib)
+            "depth6_spill_gib": round(max(0, 6 * compact - DEFAULT_BUDGET) / 2**30, 2),
         }
         print(
             f"{name}: a node's record at {PROJECTED_STEPS} steps {row['compact_gib_50']:.3f} GiB "
             f"(everything: {row['full_gib_50']:.2f} GiB, x{row['fraction']:.3f}); the default "
             f"budget ({DEFAULT_BUDGET / 2**30:.0f} GiB) holds {row['records_in_default_budget']}"
+            f"; a depth-6 chain needs {row['depth6_spill_gib']:.2f} GiB of spill on disk"
         )
         rows.append(row)
     return rows

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from clp2p import atomic
-from clp2p.model.params import RenderSettings, preset
+from clp2p.model.presets import preset
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 
 GOAL = 0.6
 CHAIN = [

@@ -15,14 +15,15 @@ from pathlib import Path
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
 from clp2p.model.params import (
-    PRESETS,
+    REFINE_PADS,
     V_LAYER_KINDS,
     CrossWindow,
     EditParams,
-    RenderSettings,
     StepWindow,
-    preset,
+    parse_layers,
 )
+from clp2p.model.presets import PRESETS, preset
+from clp2p.model.settings import SCHEDULERS, RenderSettings
 
 SETTINGS = RenderSettings()  # the sampling defaults
 
@@ -96,12 +97,14 @@ def check_output(out: Path) -> None:
             )
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, adapters: bool = True) -> None:
+    """``--model``, ``--device``, ...; ``adapters``: also ``--lora`` and ``--embedding``."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
         help="'shapes' (the embedded model, default when installed), a diffusers folder, "
-        "a .safetensors/.ckpt SD 1.x/2.x file, or a Hugging Face repo id in the local cache",
+        "a .safetensors/.ckpt SD 1.x/2.x or SDXL file, or a Hugging Face repo id in the local "
+        "cache",
     )
     g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     g.add_argument(
@@ -113,6 +116,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="allow downloading a Hub model that is not in the local cache",
     )
     g.add_argument("--prediction-type", choices=("epsilon", "v_prediction"))
+    if adapters:
+        g.add_argument(
+            "--lora",
+            action="append",
+            default=[],
+            metavar="FILE[:SCALE]",
+            help="load a LoRA (.safetensors) at SCALE (default 1); repeatable",
+        )
+        g.add_argument(
+            "--embedding",
+            action="append",
+            default=[],
+            metavar="FILE[:TOKEN]",
+            help="load a textual-inversion embedding as TOKEN (default <file name>); repeatable",
+        )
 
 
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
@@ -122,6 +140,19 @@ def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--guidance", type=number, default=SETTINGS.guidance)
     g.add_argument("--width", type=whole_number, default=SETTINGS.width)
     g.add_argument("--height", type=whole_number, default=SETTINGS.height)
+    g.add_argument(
+        "--negative",
+        default=SETTINGS.negative,
+        metavar="PROMPT",
+        help="negative prompt: the unconditional half of guidance for every branch",
+    )
+    g.add_argument(
+        "--scheduler",
+        choices=SCHEDULERS,
+        default=SETTINGS.scheduler,
+        help="sampler (default ddim, the only one for imported pictures)",
+    )
+    g.add_argument("--karras", action="store_true", help="Karras sigmas (dpm++2m and euler)")
 
 
 def add_injection_args(p: argparse.ArgumentParser) -> None:
@@ -133,6 +164,10 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
     g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
     g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
+    g.add_argument(
+        "--self-layers",
+        help="self-injection only in self-attention layers A:B (counted from 1), or 'all'",
+    )
     g.add_argument("--v-inject", dest="v_window", help="V value injection window: F or A:B")
     g.add_argument("--v-blend", type=number, help="V blend beta in [0, 1]")
     g.add_argument("--v-layers", choices=V_LAYER_KINDS)
@@ -142,16 +177,32 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also edit the unconditional half of classifier-free guidance",
     )
+    g.add_argument(
+        "--refine-pad",
+        choices=REFINE_PADS,
+        help="a refinement's padding after the end token: reference (default; position p takes "
+        "the source's position p, as prompt-to-prompt) or shifted (by the length difference)",
+    )
 
 
 # the injection flags that change a preset's value (``session add --kind cycle`` keeps the
 # reversed edit's parameters unless one of them is given)
-INJECTION_FIELDS = ("k", "cross", "self_window", "self_res", "v_window", "v_blend", "v_layers")
+INJECTION_FIELDS = (
+    "k",
+    "cross",
+    "self_window",
+    "self_res",
+    "self_layers",
+    "v_window",
+    "v_blend",
+    "v_layers",
+)
 
 
-def edit_params(args: argparse.Namespace, kind: str = "auto") -> EditParams:
-    """The edit parameters from the preset and the flags that override it."""
-    base = preset(args.preset)
+def edit_params(args: argparse.Namespace, kind: str = "auto", xl: bool = False) -> EditParams:
+    """The edit parameters from the preset (its SDXL form for an SDXL model, ``xl``) and the
+    flags that override it."""
+    base = preset(args.preset, xl)
     changes: dict[str, object] = {"kind": kind}
     if args.k is not None:
         changes["k"] = args.k
@@ -161,6 +212,8 @@ def edit_params(args: argparse.Namespace, kind: str = "auto") -> EditParams:
         changes["self_window"] = StepWindow.parse(args.self_window, "self_window")
     if args.self_res is not None:
         changes["self_res"] = _parse_res(args.self_res)
+    if args.self_layers is not None:
+        changes["self_layers"] = parse_layers(args.self_layers)
     if args.v_window is not None:
         changes["v_window"] = StepWindow.parse(args.v_window, "v_window")
     if args.v_blend is not None:
@@ -173,6 +226,8 @@ def edit_params(args: argparse.Namespace, kind: str = "auto") -> EditParams:
         changes["reweight"] = tuple(_parse_reweight(r) for r in args.reweight)
     if args.inject_uncond:
         changes["inject_uncond"] = True
+    if args.refine_pad is not None:
+        changes["refine_pad"] = args.refine_pad
     return base.with_(**changes)
 
 
@@ -200,7 +255,16 @@ def _parse_reweight(item: str) -> tuple[str, float]:
 
 
 def settings_from(args: argparse.Namespace) -> RenderSettings:
-    return RenderSettings(args.seed, args.steps, args.guidance, args.width, args.height)
+    return RenderSettings(
+        args.seed,
+        args.steps,
+        args.guidance,
+        args.width,
+        args.height,
+        args.negative,
+        args.scheduler,
+        args.karras,
+    )
 
 
 def model_name(args: argparse.Namespace) -> str:
@@ -213,8 +277,16 @@ def model_name(args: argparse.Namespace) -> str:
     raise Clp2pError("give --model: a diffusers folder, a .safetensors/.ckpt file or a repo id")
 
 
-def engine_from(args: argparse.Namespace, model: str | None = None):
-    """The engine of ``--model`` (or ``model``) on ``--device`` / ``--dtype``."""
+def adapters_of(args: argparse.Namespace) -> tuple:
+    """The LoRA and embedding files of ``--lora`` / ``--embedding``, read and hashed."""
+    from clp2p.workflows.adapters import adapters_from
+
+    return adapters_from(getattr(args, "lora", []) or [], getattr(args, "embedding", []) or [])
+
+
+def engine_from(args: argparse.Namespace, model: str | None = None, adapters=None):
+    """The engine of ``--model`` (or ``model``) on ``--device`` / ``--dtype``, with the
+    adapters of ``--lora`` / ``--embedding`` (or ``adapters``)."""
     from clp2p.engine.engine import Engine
 
     return Engine.load(
@@ -223,4 +295,5 @@ def engine_from(args: argparse.Namespace, model: str | None = None):
         args.dtype,
         allow_download=args.allow_download,
         prediction_type=args.prediction_type,
+        adapters=adapters_of(args) if adapters is None else adapters,
     )

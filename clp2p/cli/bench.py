@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clp2p.bench.records import EDITS
+from clp2p.bench.records import ARCHS, EDITS
 from clp2p.cli.args import finish
 from clp2p.errors import Clp2pError
 
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     sess.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(sess, cmd_session)
     recs = bsub.add_parser("records", help="session records and reuse at real model sizes")
-    recs.add_argument("--arch", choices=("sd15", "sd2"), default="sd15")
+    recs.add_argument("--arch", choices=tuple(ARCHS), default="sd15")
     recs.add_argument("--size", type=int, help="default: the architecture's native size")
     recs.add_argument("--steps", type=int, default=2, help="denoising steps of the timed renders")
     recs.add_argument("--timing", action="store_true", help="also time depth-4 chains")
@@ -41,6 +41,11 @@ def add_parser(sub) -> None:
     recs.add_argument("--json", help="also write the results to this file")
     recs.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(recs, cmd_records)
+    bref = bsub.add_parser("refine", help="a refinement's padding: reference vs shifted")
+    bref.add_argument("--pairs", type=int, default=12, help="shapes-world pairs")
+    bref.add_argument("--json", help="also write the results to this file")
+    bref.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
+    finish(bref, cmd_refine)
     binv = bsub.add_parser("inversion", help="inversion methods: cost, reconstruction, edits")
     binv.add_argument("--json", help="also write the results to this file")
     binv.add_argument("--model", help="default: the embedded shapes model")
@@ -67,7 +72,7 @@ def cmd_session(args: argparse.Namespace) -> int:
 
 def cmd_records(args: argparse.Namespace) -> int:
     from clp2p.bench.records import run_records_bench
-    from clp2p.model.params import RenderSettings
+    from clp2p.model.settings import RenderSettings
 
     RenderSettings(steps=args.steps, width=args.size, height=args.size)  # checks the bounds
     run_records_bench(
@@ -80,6 +85,15 @@ def cmd_records(args: argparse.Namespace) -> int:
         args.timed_edits,
         args.cold_depths,
     )
+    return 0
+
+
+def cmd_refine(args: argparse.Namespace) -> int:
+    from clp2p.bench.refine import run_refine_bench
+
+    if args.pairs < 1:
+        raise Clp2pError(f"--pairs {args.pairs}: give at least 1")
+    run_refine_bench(args.pairs, args.json, args.threads)
     return 0
 
 

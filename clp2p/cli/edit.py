@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from clp2p.cli.args import (
@@ -20,11 +21,14 @@ from clp2p.cli.args import (
     settings_from,
     whole_number,
 )
+from clp2p.engine.families import is_xl
 from clp2p.errors import Clp2pError
+from clp2p.model.adapters import Adapter
 from clp2p.model.align import word_tokens
 from clp2p.model.edits import resolve_edit
 from clp2p.model.imported import DEFAULT_INNER_STEPS, DEFAULT_METHOD, FITS, METHODS
 from clp2p.model.params import EDIT_KINDS, EditParams
+from clp2p.workflows.adapters import verify
 
 
 def add_parsers(sub) -> None:
@@ -106,6 +110,9 @@ def _apply_record(args: argparse.Namespace) -> list[tuple[str, EditParams]]:
         s = record["settings"]
         args.seed, args.steps, args.guidance = s["seed"], s["steps"], s["guidance"]
         args.width, args.height = s["width"], s["height"]
+        args.negative = str(s.get("negative", ""))
+        args.scheduler, args.karras = str(s.get("scheduler", "ddim")), bool(s.get("karras"))
+        args.recorded_adapters = tuple(Adapter.from_json(a) for a in record.get("adapters", []))
         return [(str(t["prompt"]), EditParams.from_json(t["params"])) for t in record["targets"]]
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         if isinstance(exc, Clp2pError):
@@ -128,7 +135,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
     else:
         if not args.source:
             raise Clp2pError("give --source PROMPT (or --from edit.json)")
-        params = edit_params(args, args.kind)
+        params = edit_params(args, args.kind, is_xl(args.model))
         prompts = args.target or ([args.source] if params.kind == "reweight" else [])
         if not prompts:
             raise Clp2pError("give at least one --target PROMPT")
@@ -137,7 +144,10 @@ def cmd_edit(args: argparse.Namespace) -> int:
     for target, params in targets:  # the word-level rules need no tokenizer: before loading
         resolve_edit(word_tokens(args.source), word_tokens(check_text("target", target)), params)
     settings = settings_from(args)
-    engine = engine_from(args)
+    recorded = getattr(args, "recorded_adapters", None)  # --from: the record's own files
+    if recorded is not None:
+        verify(recorded)
+    engine = engine_from(args, adapters=recorded)
     result = engine.edit(args.source, targets, settings)
     record = edit_record(
         result,
@@ -145,19 +155,24 @@ def cmd_edit(args: argparse.Namespace) -> int:
         str(engine.device),
         str(engine.dtype).replace("torch.", ""),
         ["clp2p", *args.argv],
+        engine.adapters,
     )
-    write_edit(out, result, record, lambda tmp: _write_session(tmp, result, engine.name))
+    write_edit(out, result, record, partial(_write_session, **session_of(result, engine)))
     kinds = ", ".join(b.edit.kind for b in result.branches[1:])
     print(f"wrote {out}/ source + {len(targets)} target(s) [{kinds}] in {result.seconds:.1f} s")
     return 0
 
 
-def _write_session(folder: Path, result, model: str) -> None:
+def session_of(result, engine) -> dict:
+    return {"result": result, "model": engine.name, "adapters": engine.adapters}
+
+
+def _write_session(folder: Path, *, result, model: str, adapters: tuple) -> None:
     """The edit as a one-level session (root + one node per target) with its images."""
     from clp2p.model.session import Session, image_hash
     from clp2p.workflows import session_io
 
-    session = Session.new(result.branches[0].prompt, result.settings, model)
+    session = Session.new(result.branches[0].prompt, result.settings, model, adapters)
     for b in result.branches[1:]:
         session, _ = session.add_edit("n1", b.prompt, b.edit)
     images = {}
@@ -216,7 +231,10 @@ def cmd_invert(args: argparse.Namespace) -> int:
         on_step=progress,
     )
     session = replace(
-        session, device=str(engine.device), dtype=str(engine.dtype).replace("torch.", "")
+        session,
+        device=str(engine.device),
+        dtype=str(engine.dtype).replace("torch.", ""),
+        adapters=engine.adapters,
     )
     session_io.save(session, out, images, embed=args.embed_images)
     imp = session.imported

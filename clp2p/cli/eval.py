@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from clp2p.cli.args import add_model_args, engine_from, finish
-from clp2p.model.params import RenderSettings
+from clp2p.model.settings import RenderSettings
 from clp2p.shapes.evaluate import (
     V_LAYERS,
     VSetting,

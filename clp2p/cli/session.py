@@ -8,6 +8,7 @@ from pathlib import Path
 from clp2p import atomic
 from clp2p.cli.args import (
     INJECTION_FIELDS,
+    adapters_of,
     add_injection_args,
     add_model_args,
     add_sampling_args,
@@ -18,9 +19,11 @@ from clp2p.cli.args import (
     model_name,
     settings_from,
 )
+from clp2p.engine.families import is_xl
 from clp2p.errors import Clp2pError
 from clp2p.model.session import NODE_KINDS, Session, describe_metrics
 from clp2p.workflows import session_io
+from clp2p.workflows.adapters import verify
 from clp2p.workflows.record_cache import DEFAULT_BUDGET
 from clp2p.workflows.record_spill import DEFAULT_SPILL, records_folder
 from clp2p.workflows.service import FAST_MODE
@@ -68,7 +71,7 @@ def add_parser(sub) -> None:
         "beside the session for later renders, least recently used deleted first "
         "(MiB; 0: off; default %(default)s)",
     )
-    add_model_args(render)
+    add_model_args(render, adapters=False)  # the session's own LoRAs and embeddings
     finish(render, _render)
 
     show = ssub.add_parser("show", help="print the tree")
@@ -91,7 +94,7 @@ def _new(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise Clp2pError(f"'{path}' exists: pick another file or pass --force")
     settings = settings_from(args)
-    session = Session.new(args.prompt, settings, model_name(args))
+    session = Session.new(args.prompt, settings, model_name(args), adapters_of(args))
     session_io.save(session, path)
     print(f"wrote {path}: root n1 '{args.prompt}'")
     return 0
@@ -106,10 +109,10 @@ def _add_locked(args: argparse.Namespace) -> int:
     session, images = _load(args.file)
     if args.kind == "cycle":
         explicit = any(getattr(args, f) is not None for f in INJECTION_FIELDS)
-        params = edit_params(args) if explicit else None
+        params = edit_params(args, xl=is_xl(session.model)) if explicit else None
         session, node_id = session.add_cycle(args.parent, args.ancestor, params)
     else:
-        params = edit_params(args)
+        params = edit_params(args, xl=is_xl(session.model))
         session, node_id = session.add_edit(args.parent, args.target, params, args.kind)
     if args.name:
         session = session.update(node_id, name=args.name)
@@ -127,14 +130,12 @@ def _render(args: argparse.Namespace) -> int:
     ids = args.node or [n.id for n in session.nodes]
     for node_id in ids:
         session.node(node_id)
-    if args.cache_mib < 0:
-        raise Clp2pError(f"--cache-mib {args.cache_mib}: give a size in MiB, 0 or more")
-    if args.spill_mib < 0:
-        raise Clp2pError(f"--spill-mib {args.spill_mib}: give a size in MiB, 0 (off) or more")
+    _check_sizes(args)
     out = Path(args.out) if args.out else None
     if out:
         check_output(out / f"{ids[0]}.png")
-    engine = engine_from(args, args.model or session.model)
+    verify(session.adapters)  # the session's own LoRAs and embeddings, unchanged
+    engine = engine_from(args, args.model or session.model, session.adapters)
     renderer = SessionRenderer(engine, args.cache_mib * 2**20)
     if not args.no_cache:
         renderer.spill_to(records_folder(args.file), args.spill_mib * 2**20)
@@ -179,6 +180,13 @@ def _render(args: argparse.Namespace) -> int:
         print(f"{len(failed)} node(s) failed: {', '.join(failed)}; the others are saved")
         return 2
     return 1 if differ else 0
+
+
+def _check_sizes(args: argparse.Namespace) -> None:
+    if args.cache_mib < 0:
+        raise Clp2pError(f"--cache-mib {args.cache_mib}: give a size in MiB, 0 or more")
+    if args.spill_mib < 0:
+        raise Clp2pError(f"--spill-mib {args.spill_mib}: give a size in MiB, 0 (off) or more")
 
 
 def _records_held(cache) -> str:

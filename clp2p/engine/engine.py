@@ -14,21 +14,24 @@ import numpy as np
 import torch
 
 from clp2p.attention.control import AttentionController
-from clp2p.attention.grids import attention_grids, blend_grid
+from clp2p.attention.grids import attention_grids, blend_grid, self_layer_numbers
 from clp2p.attention.maps import AttentionMaps
 from clp2p.attention.plan import build_plans
 from clp2p.attention.processor import controlled_attention
 from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
 from clp2p.attention.records import BranchRecord, BranchRecorder, Recording
 from clp2p.engine.loading import DeviceChoice, choose_device, fits_memory, load_pipeline, model_card
+from clp2p.engine.schedulers import make_scheduler, step_options
 from clp2p.engine.text import Embeds, TextEncoders
 from clp2p.engine.vae import image_latent, keep_vae_precise, latent_images
 from clp2p.errors import Clp2pError, RenderCancelled
+from clp2p.model.adapters import Adapter
 from clp2p.model.align import PromptTokens, tokenize
 from clp2p.model.card import ModelCard
-from clp2p.model.edits import check_branches, resolve_edit
+from clp2p.model.edits import check_branches, check_layers, resolve_edit
 from clp2p.model.imported import Inversion
-from clp2p.model.params import RECORDED, Branch, EditParams, RenderSettings
+from clp2p.model.params import RECORDED, Branch, EditParams
+from clp2p.model.settings import RenderSettings
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class Engine:
         self.pipe = pipe
         self.device, self.dtype, self.name = choice.device, choice.dtype, name
         self.card = card or ModelCard()  # what clp2p knows of the model beyond its configs
+        self.adapters: tuple[Adapter, ...] = ()  # the LoRAs and embeddings loaded into it
         self.tokenizer = pipe.tokenizer
         self.text = TextEncoders(pipe, self.device, self.dtype)
         self.max_tokens = self.text.max_tokens
@@ -108,6 +112,7 @@ class Engine:
         ucfg = pipe.unet.config
         self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)
         self.native_size = int(ucfg.sample_size) * self.vae_scale
+        self.self_layers = self_layer_numbers(pipe.unet.attn_processors)
 
     @classmethod
     def load(
@@ -118,22 +123,23 @@ class Engine:
         *,
         allow_download: bool = False,
         prediction_type: str | None = None,
+        adapters: tuple[Adapter, ...] = (),
     ) -> Engine:
         choice = choose_device(device, dtype)
-        pipe = load_pipeline(
-            model, choice, allow_download=allow_download, prediction_type=prediction_type
-        )
-        return cls(pipe, choice, name=model, card=model_card(model))
+        kw = {"allow_download": allow_download, "prediction_type": prediction_type}
+        engine = cls(load_pipeline(model, choice, adapters=adapters, **kw), choice, model)
+        engine.card, engine.adapters = model_card(model), adapters
+        return engine
 
     # ---- inputs ---------------------------------------------------------------------------
     def tokens(self, prompt: str) -> PromptTokens:
-        tokens = tokenize(prompt, self.tokenizer, self.max_tokens)
-        if self.text.xl:
-            self.text.check_words(tokens.words, tokens.spans)
-        return tokens
+        tokens = tokenize(prompt, self.tokenizer, self.max_tokens, self.text.expand)
+        return self.text.check_words(tokens)
 
     def resolve_settings(self, settings: RenderSettings) -> RenderSettings:
-        """``settings`` at this model's size (see :meth:`RenderSettings.at_size`)."""
+        """``settings`` at this model's size (see :meth:`RenderSettings.at_size`), once the
+        negative prompt is known to fit the tokenizer."""
+        self.tokens(settings.negative)  # the empty prompt fits
         return settings.at_size(self.native_size, self.size_multiple)
 
     def check_memory(self, height: int, width: int, branches: int = 1, batch: bool = False):
@@ -155,7 +161,8 @@ class Engine:
                 out.append(b)
                 continue
             origin = src if b.source == RECORDED else prompts[b.source]
-            out.append(replace(b, edit=resolve_edit(origin, prompts[i], b.edit)))
+            edit = resolve_edit(origin, prompts[i], b.edit)
+            out.append(replace(b, edit=check_layers(edit, len(self.self_layers))))
         return out, prompts, src
 
     def _inputs(
@@ -191,8 +198,7 @@ class Engine:
         return self.text.encode(prompts, self.max_tokens)
 
     def unet_output(self, z: torch.Tensor, t, embeds: Embeds) -> torch.Tensor:
-        """The UNet's output for latents ``z`` (b, C, h, w) at timestep ``t`` conditioned on
-        ``embeds`` (b rows), with SDXL's added conditions at the image size of ``z``."""
+        """The UNet's output for latents ``z`` (b, C, h, w) at ``t`` given ``embeds`` (b rows)."""
         size = (z.shape[-2] * self.vae_scale, z.shape[-1] * self.vae_scale)
         added = self.text.added_conditions(embeds, size)
         return self.pipe.unet(
@@ -204,11 +210,9 @@ class Engine:
         self.check_memory(*np.shape(image)[:2])  # an inversion starts here
         return image_latent(self.pipe.vae, image, self.device).to(self.dtype)
 
-    def scheduler(self):
-        """A fresh DDIM scheduler with the model's scheduler config (timesteps not set)."""
-        from diffusers import DDIMScheduler
-
-        return DDIMScheduler.from_config(self.pipe.scheduler.config)
+    def scheduler(self, name: str = "ddim", karras: bool = False):
+        """A fresh scheduler ``name`` with the model's scheduler config (timesteps not set)."""
+        return make_scheduler(self.pipe.scheduler.config, name, karras)
 
     def decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         """Latents (B, C, h, w) to RGB uint8 images (H, W, 3)."""
@@ -277,6 +281,7 @@ class Engine:
             inputs.latent_hw,
             source=recording.source,
             records=BranchRecorder(prompts, used, steps, recording.keep, recording.spec),
+            layer_numbers=self.self_layers,
         )
 
     def _denoise(
@@ -288,13 +293,13 @@ class Engine:
         on_step: Callable[[StepInfo], None] | None,
         cancel: Callable[[], bool] | None,
     ) -> torch.Tensor:
-        """Stage 3: the DDIM loop with ``controller`` in every attention layer. Returns the
-        final latents (branches, C, h, w)."""
+        """Stage 3: the sampling loop with ``controller`` in every attention layer. Returns
+        the final latents (branches, C, h, w)."""
         settings, n = inputs.settings, len(inputs.branches)
         # one prompt at a time: an embedding must not depend on the other prompts
         cond = Embeds.cat([self.encode([b.prompt]) for b in inputs.branches])  # n rows
-        uncond = self._uncond(inversion) if settings.guidance > 1.0 else None
-        scheduler = self.scheduler()
+        uncond = self._uncond(inversion, settings.negative) if settings.guidance > 1.0 else None
+        scheduler = self.scheduler(settings.scheduler, settings.karras)
         scheduler.set_timesteps(settings.steps, device=self.device)
         latents = self._initial_latents(inputs, scheduler, inversion)
         # direct inversion: the root stays on the inversion trajectory (unless it is recorded)
@@ -313,14 +318,15 @@ class Engine:
                     eps.append(
                         self._predict(latents[group], t, cond.rows(group), u, scheduler, settings)
                     )
-                out = scheduler.step(torch.cat(eps), t, latents, eta=0.0)
+                out = scheduler.step(torch.cat(eps), t, latents, **step_options(settings.scheduler))
                 prev = out.prev_sample
                 if anchor:
                     prev = prev.clone()
                     prev[0] = torch.tensor(inversion.latents[i + 1]).to(prev)
                 latents = controller.end_step(prev)
                 if on_step is not None:
-                    estimate = out.pred_original_sample
+                    estimate = getattr(out, "pred_original_sample", None)
+                    estimate = prev if estimate is None else estimate  # DPM-Solver has none
                     on_step(self._progress(i, settings.steps, loop_start, estimate, options))
         return latents
 
@@ -350,21 +356,21 @@ class Engine:
         return StepInfo(i + 1, steps, elapsed, elapsed / (i + 1) * (steps - i - 1), preview)
 
     def unconditional(self) -> Embeds:
-        """The unconditional embedding of guidance (one row): see
-        :meth:`TextEncoders.unconditional`."""
+        """The unconditional embedding of guidance (see :meth:`TextEncoders.unconditional`)."""
         return self.text.unconditional(self.max_tokens)
 
-    def _uncond(self, inversion: Inversion | None) -> list[Embeds]:
+    def _uncond(self, inversion: Inversion | None, negative: str = "") -> list[Embeds]:
         """Unconditional embeddings, one per step or one for all: the model's unconditional
-        one; null-text's optimised token embeddings per step (with the model's unconditional
-        pooled embedding, on SDXL); the source prompt's for negative-prompt inversion."""
+        one, or the ``negative`` prompt's; null-text's optimised token embeddings per step
+        (with the model's unconditional pooled embedding, on SDXL); the source prompt's for
+        negative-prompt inversion (which takes no negative prompt)."""
         if inversion is not None and inversion.uncond is not None:
             base = self.unconditional()
             tokens = torch.tensor(inversion.uncond).to(self.device, self.dtype)
             return [base.with_tokens(u[None]) for u in tokens]
         if inversion is not None and inversion.method == "negative-prompt":
             return [self.encode([inversion.prompt])]
-        return [self.unconditional()]
+        return [self.encode([negative]) if negative else self.unconditional()]
 
     def _predict(self, latents, t, cond: Embeds, uncond, scheduler, settings) -> torch.Tensor:
         """The guided noise prediction of ``latents`` (b, C, h, w) with embeddings ``cond``
@@ -384,12 +390,9 @@ class Engine:
         return self.render([Branch(prompt)], settings, **kwargs)
 
     def edit(
-        self,
-        source: str,
-        targets: list[tuple[str, EditParams]],
-        settings: RenderSettings,
-        **kwargs,
+        self, source: str, targets: list[tuple[str, EditParams]], settings: RenderSettings, **kw
     ) -> RenderResult:
-        """One source and one or more targets edited from it, rendered together."""
+        """One source and one or more targets (prompt, :class:`EditParams`) edited from it,
+        rendered together."""
         branches = [Branch(source)] + [Branch(p, 0, e) for p, e in targets]
-        return self.render(branches, settings, **kwargs)
+        return self.render(branches, settings, **kw)

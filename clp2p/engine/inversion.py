@@ -98,7 +98,7 @@ def invert(
 def _checked_settings(engine, image: np.ndarray, prompt: str, settings, method: str):
     """``settings`` resolved by the engine, once the method, the prompt, the image size and
     the guidance are known to suit an inversion."""
-    from clp2p.model.params import RenderSettings
+    from clp2p.model.settings import RenderSettings
 
     if method not in METHODS:
         raise Clp2pError.about(

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 
 from clp2p.attention.grids import attention_grids, blend_grid
+from clp2p.engine.adapters import apply_adapters
+from clp2p.engine.families import XL_KEY, XL_PIPELINE
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
 from clp2p.model.card import ModelCard
@@ -25,10 +27,10 @@ TORCH_DTYPES = dict(zip(DTYPES[1:], (torch.float32, torch.float16, torch.bfloat1
 _V2_KEY = "model.diffusion_model.input_blocks.2.1.transformer_blocks.0.attn2.to_k.weight"
 # SDXL's second text encoder (OpenCLIP ViT-bigG) in its original checkpoint layout; the
 # refiner has it as its only text encoder (embedders.0).
-_XL_KEY = "conditioner.embedders.1.model.ln_final.weight"
+_XL_KEY = XL_KEY
 _REFINER_KEY = "conditioner.embedders.0.model.ln_final.weight"
 # The pipeline classes clp2p renders with: SD 1.x / 2.x and SDXL (base and its fine-tunes).
-PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+PIPELINES = ("StableDiffusionPipeline", XL_PIPELINE)
 
 
 @dataclass(frozen=True)
@@ -228,9 +230,10 @@ def load_pipeline(
     *,
     allow_download: bool = False,
     prediction_type: str | None = None,
+    adapters: tuple = (),
 ):
     """A diffusers ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` on
-    ``choice.device`` / ``choice.dtype``."""
+    ``choice.device`` / ``choice.dtype``, with ``adapters`` (LoRAs, embeddings) loaded."""
     quiet_libraries()
     kwargs = _common_kwargs()
     path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
@@ -276,7 +279,9 @@ def load_pipeline(
     if prediction_type is not None and not path.is_file():
         pipe.scheduler.register_to_config(prediction_type=prediction_type)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(choice.device, choice.dtype)
+    pipe = pipe.to(choice.device, choice.dtype)
+    apply_adapters(pipe, adapters, getattr(pipe, "text_encoder_2", None) is not None)
+    return pipe
 
 
 def model_card(model: str) -> ModelCard:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from clp2p.errors import Clp2pError
+from clp2p.model.align import PromptTokens
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,9 @@ class TextEncoders:
         if second is not None:
             self.pairs.append((pipe.tokenizer_2, second))
         self.xl = second is not None
+        # a multi-vector textual-inversion token stands for several tokens (diffusers'
+        # TextualInversionLoaderMixin); without such tokens it changes nothing
+        self._expand = getattr(pipe, "maybe_convert_prompt", None)
         config = getattr(pipe, "config", {})
         self.zeros_for_empty = self.xl and bool(config.get("force_zeros_for_empty_prompt", False))
         # the UNet's added embedding: SDXL's pooled text and size micro-conditioning
@@ -84,6 +88,13 @@ class TextEncoders:
                 "the model's text encoders and UNet do not belong together (two encoders need "
                 "a UNet with SDXL's added text-time embedding): check the model folder"
             )
+
+    def expand(self, text: str, tokenizer=None) -> str:
+        """``text`` with each multi-vector textual-inversion token spelled out for
+        ``tokenizer`` (default: the first)."""
+        if self._expand is None:
+            return text
+        return self._expand(text, tokenizer or self.pairs[0][0])
 
     @property
     def max_tokens(self) -> int:
@@ -95,19 +106,20 @@ class TextEncoders:
             lengths.append(int(min(tokenizer.model_max_length, positions or 10**9)))
         return min(lengths)
 
-    def check_words(self, words: tuple[str, ...], spans: tuple[tuple[int, ...], ...]) -> None:
-        """Refuse a prompt whose ``words`` the second tokenizer splits into other numbers of
-        tokens than the first (``spans``: each word's token positions by the first): an edit
-        addresses words by token position, and both encoders must see them at the same
-        positions."""
+    def check_words(self, tokens: PromptTokens) -> PromptTokens:
+        """``tokens`` (a prompt as the first tokenizer splits it), once every other tokenizer
+        splits each of its words into as many tokens: an edit addresses words by token
+        position, and every encoder must see them at the same positions."""
         for tokenizer, _ in self.pairs[1:]:
-            for word, span in zip(words, spans, strict=True):
-                if len(tokenizer(word, add_special_tokens=False).input_ids) != len(span):
+            for word, span in zip(tokens.words, tokens.spans, strict=True):
+                ids = tokenizer(self.expand(word, tokenizer), add_special_tokens=False).input_ids
+                if len(ids) != len(span):
                     raise Clp2pError(
                         f"the model's two tokenizers split '{word[:40]}' differently, so it "
                         "would sit at different token positions for its two text encoders: "
                         "use another word, or check the model's tokenizer_2"
                     )
+        return tokens
 
     @torch.inference_mode()
     def encode(self, prompts: list[str], length: int) -> Embeds:
@@ -115,7 +127,7 @@ class TextEncoders:
         contexts, pooled = [], None
         for tokenizer, encoder in self.pairs:
             ids = tokenizer(
-                prompts,
+                [self.expand(p, tokenizer) for p in prompts],
                 padding="max_length",
                 max_length=length,
                 truncation=True,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -64,15 +65,20 @@ def word_tokens(prompt: str) -> PromptTokens:
     return PromptTokens(prompt, words, spans, ids, ("<|startoftext|>", *words, "<|endoftext|>"))
 
 
-def tokenize(prompt: str, tokenizer, max_length: int | None = None) -> PromptTokens:
-    """Split ``prompt`` into words and map each word to its token positions.
+def tokenize(
+    prompt: str, tokenizer, max_length: int | None = None, expand: Callable | None = None
+) -> PromptTokens:
+    """Split ``prompt`` into words and map each word to its token positions. ``expand``
+    rewrites a text before it is tokenized (a multi-vector textual-inversion token becomes
+    its vectors' tokens, as diffusers' pipelines do it), so such a word spans all of them.
 
     Raises a :class:`Clp2pError` when the prompt needs more than ``max_length`` tokens
     (default: the tokenizer's ``model_max_length``), start and end tokens included.
     """
     limit = max_length or tokenizer.model_max_length
     words = tuple(prompt.split())
-    ids = list(tokenizer(prompt, add_special_tokens=True, truncation=False).input_ids)
+    expand = expand or (lambda text: text)
+    ids = list(tokenizer(expand(prompt), add_special_tokens=True, truncation=False).input_ids)
     if len(ids) > limit:
         raise Clp2pError(
             f"prompt '{_short(prompt)}' is {len(ids)} tokens; the model takes at most {limit} "
@@ -81,7 +87,7 @@ def tokenize(prompt: str, tokenizer, max_length: int | None = None) -> PromptTok
     spans: list[tuple[int, ...]] = []
     pos = 1
     for word in words:
-        n = len(tokenizer(word, add_special_tokens=False).input_ids)
+        n = len(tokenizer(expand(word), add_special_tokens=False).input_ids)
         spans.append(tuple(range(pos, pos + n)))
         pos += n
     if pos != len(ids) - 1:
@@ -176,12 +182,15 @@ def align_tokens(a: list[int], b: list[int]) -> list[int]:
 
 
 def refine_mapper(
-    src: PromptTokens, tgt: PromptTokens, length: int
+    src: PromptTokens, tgt: PromptTokens, length: int, pad: str = "reference"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token mapper (length, length) and take-source weights r (length,) for a refinement.
 
     Tokens the alignment pairs take the source's maps (r = 1); tokens new in the target keep
-    their own (r = 0). The end token and padding follow as in :func:`swap_mapper`.
+    their own (r = 0); the end token takes the source's end token. The padding after it:
+    ``reference`` (as prompt-to-prompt's reference implementation) maps target position p to
+    source position p; ``shifted`` maps it to the source position as far after the source's
+    end token (the padding moves with the length difference, as :func:`swap_mapper` does).
     """
     aligned = align_tokens(list(src.ids), list(tgt.ids))
     mapper = np.zeros((length, length), dtype=np.float32)
@@ -191,7 +200,12 @@ def refine_mapper(
             take[j] = 0.0
         else:
             mapper[i, j] = 1.0
-    _map_tail(mapper, src.length - 1, tgt.length - 1, length)
+    if pad == "shifted":
+        _map_tail(mapper, src.length - 1, tgt.length - 1, length)
+    else:
+        mapper[src.length - 1, tgt.length - 1] = 1.0
+        for j in range(tgt.length, length):
+            mapper[j, j] = 1.0
     return mapper, take
 
 

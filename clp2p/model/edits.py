@@ -89,3 +89,17 @@ def check_branches(branches: list[Branch], recorded_source: bool = False) -> Non
     for i, b in enumerate(branches[1:], start=1):
         if b.source is None or not 0 <= b.source < i or b.edit is None:
             raise Clp2pError(f"branch {i} must be an edit of an earlier branch")
+
+
+def check_layers(params: EditParams, layers: int) -> EditParams:
+    """``params``, if its self-attention layer range selects some of the model's ``layers``
+    self-attention layers."""
+    if params.self_layers is not None and params.self_layers[0] > layers:
+        a, b = params.self_layers
+        raise Clp2pError.about(
+            "{self_layers} {a}:{b} selects no layer: the model has {n} self-attention layers",
+            a=a,
+            b=b,
+            n=layers,
+        )
+    return params

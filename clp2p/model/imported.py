@@ -113,6 +113,19 @@ class Inversion:
                 f"null-text inversion optimised for guidance {self.guidance:g}, not "
                 f"{settings.guidance:g}: keep it (or import the picture again)"
             )
+        if settings.scheduler != "ddim":
+            raise Clp2pError.about(
+                "{scheduler} {value}: an imported picture is edited along its DDIM inversion; "
+                "keep {scheduler} ddim",
+                value=settings.sampler,
+            )
+        if settings.negative and self.method != "direct":
+            raise Clp2pError.about(
+                "{negative}: {method} {value} inversion defines the unconditional half itself "
+                "(null-text optimises it, negative-prompt inversion uses the picture's prompt); "
+                "clear the negative prompt, or import with {method} direct",
+                value=self.method,
+            )
 
 
 # The largest picture clp2p imports: the largest it renders. Its header is checked before a

@@ -1,5 +1,5 @@
 """The bounds every input must keep, in one place: the model's types enforce them, the
-session schema (``resources/schemas/session-v3.schema.json``) states the same numbers (a test
+session schema (``resources/schemas/session-v4.schema.json``) states the same numbers (a test
 holds them equal), and the CLI and the studio take their ranges from here. A value outside
 them is refused where it is typed, so a file clp2p writes always loads again."""
 
@@ -17,8 +17,10 @@ MAX_PROMPT_CHARS = 4096
 MAX_NAME_CHARS = 1024
 MAX_NOTE_CHARS = 100_000
 MAX_SELF_RES = 4096  # side of the largest self-attention grid an edit may name
+MAX_LAYER = 1024  # the highest self-attention layer number an edit may name
 MAX_REWEIGHT = 1000.0  # |scale| of a re-weighted word
 MAX_WORD_CHARS = 256  # a blend or re-weight word
+MAX_PATH = 4096  # a file path a session names (LoRA and embedding files)
 NODE_ID_PATTERN = r"^n[0-9]{1,9}$"
 
 
@@ -65,3 +67,15 @@ def memory(what: str, need: int, available: int, device: str) -> None:
 def _gib(n: int) -> str:
     gib = n / 2**30
     return f"{gib:.0f} GiB" if gib >= 10 else f"{gib:.1f} GiB"
+
+
+def whole_field(obj: object, name: str) -> None:
+    """Store ``obj.name`` as an int: a whole number written as a float (``4.0``) is one; any
+    other non-integer is refused."""
+    value = getattr(obj, name)
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return
+    if isinstance(value, float) and value.is_integer():
+        object.__setattr__(obj, name, int(value))
+        return
+    raise Clp2pError.about("{" + name + "} {value!r}: give a whole number", value=value)

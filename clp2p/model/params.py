@@ -16,23 +16,12 @@ from clp2p.model import limits
 RESOLVED_KINDS = ("swap", "refine", "reweight")  # what an edit is once ``auto`` is resolved
 EDIT_KINDS = ("auto", *RESOLVED_KINDS)
 V_LAYER_KINDS = ("self", "cross", "both")
+REFINE_PADS = ("reference", "shifted")  # see clp2p.model.align.refine_mapper
 
 
 def step_index(fraction: float, steps: int) -> int:
     # round first so that 0.3 * 10 = 3.0000000000000004 counts as 3
     return math.floor(round(fraction * steps, 9))
-
-
-def _integer(obj: object, name: str) -> None:
-    """Store ``obj.name`` as an int: a whole number written as a float (``4.0``) is one; any
-    other non-integer is refused."""
-    value = getattr(obj, name)
-    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-        return
-    if isinstance(value, float) and value.is_integer():
-        object.__setattr__(obj, name, int(value))
-        return
-    raise Clp2pError.about("{" + name + "} {value!r}: give a whole number", value=value)
 
 
 @dataclass(frozen=True)
@@ -131,17 +120,24 @@ class EditParams:
     swap and refine, chained as in prompt-to-prompt.
     ``self_res``: self-attention injection only in layers whose attention map has at most
     ``self_res x self_res`` pixels; ``None`` means every layer.
+    ``self_layers``: ``(a, b)``, self-attention injection only in the a-th to the b-th
+    self-attention layer (counted from 1 in the order the UNet runs them, both included, as
+    FreePromptEditing counts SD 1.x's 16); ``None`` means every layer. Both rules apply.
     ``v_blend`` (beta): inside ``v_window`` the target's attention uses
     ``V = (1 - beta) * V_target + beta * V_source`` in the ``v_layers`` kind of layers.
     ``k``: local-blend silhouette threshold; 0 disables local blending.
     ``inject_uncond``: also edit the unconditional half of classifier-free guidance
     (prompt-to-prompt edits only the conditional half).
+    ``refine_pad``: how a refinement maps the padding after the end token (see
+    :func:`~clp2p.model.align.refine_mapper`): ``reference`` as prompt-to-prompt's reference
+    implementation, or ``shifted`` (clp2p before session version 4).
     """
 
     kind: str = "auto"
     cross: CrossWindow = CrossWindow(StepWindow(0.0, 0.2))
     self_window: StepWindow = StepWindow(0.0, 0.8)
     self_res: int | None = 16
+    self_layers: tuple[int, int] | None = None
     v_window: StepWindow = StepWindow()
     v_blend: float = 0.0
     v_layers: str = "self"
@@ -149,6 +145,7 @@ class EditParams:
     blend_words: tuple[str, ...] = ()
     reweight: tuple[tuple[str, float], ...] = ()
     inject_uncond: bool = False
+    refine_pad: str = "reference"
     preset: str = field(default="cl-p2p", compare=False)
 
     def __post_init__(self) -> None:
@@ -165,19 +162,34 @@ class EditParams:
             )
         if not 0.0 <= self.v_blend <= 1.0:
             raise Clp2pError.about("{v_blend} {value:g} is outside [0, 1]", value=self.v_blend)
+        if self.refine_pad not in REFINE_PADS:
+            raise Clp2pError.about(
+                "{refine_pad} '{value}': use one of {kinds}",
+                value=str(self.refine_pad)[:40],
+                kinds=", ".join(REFINE_PADS),
+            )
         if self.v_layers not in V_LAYER_KINDS:
             raise Clp2pError.about(
                 "{v_layers} '{value}': use one of {kinds}",
                 value=self.v_layers,
                 kinds=", ".join(V_LAYER_KINDS),
             )
-        _integer(self, "self_res")
+        limits.whole_field(self, "self_res")
         if self.self_res is not None and not 1 <= self.self_res <= limits.MAX_SELF_RES:
             raise Clp2pError.about(
                 "{self_res} {value}: give a positive side length up to {limit} or 'all'",
                 value=self.self_res,
                 limit=limits.MAX_SELF_RES,
             )
+        if self.self_layers is not None:
+            a, b = self.self_layers
+            if not (isinstance(a, int) and isinstance(b, int) and 1 <= a <= b <= limits.MAX_LAYER):
+                raise Clp2pError.about(
+                    "{self_layers} {a}:{b}: give layers A:B with 1 <= A <= B <= {limit}, or 'all'",
+                    a=a,
+                    b=b,
+                    limit=limits.MAX_LAYER,
+                )
         for word, scale in self.reweight:
             limits.text("reweight", word, limits.MAX_WORD_CHARS)
             if not abs(limits.finite("reweight", scale)) <= limits.MAX_REWEIGHT:
@@ -204,6 +216,7 @@ class EditParams:
             "cross": self.cross.spec(),
             "self": self.self_window.spec(),
             "self_res": "all" if self.self_res is None else self.self_res,
+            **({"self_layers": layers_spec(self.self_layers)} if self.self_layers else {}),
             "v_inject": self.v_window.spec(),
             "v_blend": self.v_blend,
             "v_layers": self.v_layers,
@@ -211,6 +224,7 @@ class EditParams:
             "blend_words": list(self.blend_words),
             "reweight": {w: s for w, s in self.reweight},
             "inject_uncond": self.inject_uncond,
+            **({"refine_pad": self.refine_pad} if self.refine_pad != "reference" else {}),
         }
 
     @classmethod
@@ -222,6 +236,7 @@ class EditParams:
             cross=CrossWindow.parse(str(data.get("cross", "0.2"))),
             self_window=StepWindow.parse(str(data.get("self", "0.8")), "self_window"),
             self_res=None if res == "all" else int(res),
+            self_layers=parse_layers(str(data.get("self_layers", "all"))),
             v_window=StepWindow.parse(str(data.get("v_inject", "0")), "v_window"),
             v_blend=float(data.get("v_blend", 0.0)),
             v_layers=data.get("v_layers", "self"),
@@ -229,107 +244,31 @@ class EditParams:
             blend_words=tuple(data.get("blend_words", ())),
             reweight=tuple((str(w), float(s)) for w, s in dict(data.get("reweight", {})).items()),
             inject_uncond=bool(data.get("inject_uncond", False)),
+            refine_pad=str(data.get("refine_pad", "reference")),
         )
 
 
-PRESETS: dict[str, EditParams] = {
-    # The prompt-to-prompt paper defaults as the CL P2P study quotes them.
-    "p2p": EditParams(
-        cross=CrossWindow(StepWindow(0.0, 0.8)),
-        self_window=StepWindow(0.0, 0.2),
-        self_res=16,
-        k=0.3,
-        preset="p2p",
-    ),
-    # CL P2P: no local blend, short cross-attention injection, long self-attention injection.
-    "cl-p2p": EditParams(
-        cross=CrossWindow(StepWindow(0.0, 0.2)),
-        self_window=StepWindow(0.0, 0.8),
-        self_res=16,
-        k=0.0,
-        preset="cl-p2p",
-    ),
-}
+def layers_spec(layers: tuple[int, int] | None) -> str:
+    return "all" if layers is None else f"{layers[0]}:{layers[1]}"
 
 
-def preset(name: str) -> EditParams:
+def parse_layers(text: str) -> tuple[int, int] | None:
+    """``all`` or ``A:B`` (self-attention layers A to B, counted from 1)."""
+    text = text.strip()
+    if text == "all":
+        return None
+    a, sep, b = text.partition(":")
     try:
-        return PRESETS[name]
-    except KeyError:
-        raise Clp2pError(f"preset '{name}' is unknown: use one of {', '.join(PRESETS)}") from None
-
-
-@dataclass(frozen=True)
-class RenderSettings:
-    """Sampling settings shared by every branch of one render."""
-
-    seed: int = 0
-    steps: int = 50
-    guidance: float = 7.5
-    width: int | None = None  # None: the model's native size
-    height: int | None = None
-
-    def __post_init__(self) -> None:
-        for name in ("seed", "steps", "width", "height"):
-            _integer(self, name)
-        if self.steps < 1:
-            raise Clp2pError.about(
-                "{steps} {value}: give at least 1 denoising step", value=self.steps
-            )
-        if self.steps > limits.MAX_STEPS:
-            raise Clp2pError.about(
-                "{steps} {value}: give at most {limit} denoising steps",
-                value=self.steps,
-                limit=limits.MAX_STEPS,
-            )
-        if self.seed < 0 or self.seed > limits.MAX_SEED:
-            raise Clp2pError.about("{seed} {value}: give a seed in [0, 2**63)", value=self.seed)
-        guidance = limits.finite("guidance", self.guidance)
-        if not 0 <= guidance <= limits.MAX_GUIDANCE:
-            raise Clp2pError.about(
-                "{guidance} {value:g}: give a guidance scale in [0, {limit:g}]",
-                value=guidance,
-                limit=limits.MAX_GUIDANCE,
-            )
-        object.__setattr__(self, "guidance", guidance)
-        for name, value in (("width", self.width), ("height", self.height)):
-            if value is not None and value <= 0:
-                raise Clp2pError.about(
-                    "{" + name + "} {value}: give a positive size in pixels", value=value
-                )
-            if value is not None and not limits.MIN_SIZE <= value <= limits.MAX_SIZE:
-                raise Clp2pError.about(
-                    "{" + name + "} {value}: give a size from {lo} to {hi} pixels",
-                    value=value,
-                    lo=limits.MIN_SIZE,
-                    hi=limits.MAX_SIZE,
-                )
-
-    def at_size(self, native: int, multiple: int) -> RenderSettings:
-        """The settings with a missing width or height set to a model's ``native`` size;
-        sizes must be multiples of the model's ``multiple`` (VAE and UNet downsampling)."""
-        width, height = self.width or native, self.height or native
-        for name, value in (("width", width), ("height", height)):
-            if value % multiple:
-                lo = max(multiple, value // multiple * multiple)
-                raise Clp2pError.about(
-                    "{" + name + "} {value} is not a multiple of {multiple} for this model: "
-                    "use {lo} or {hi}",
-                    value=value,
-                    multiple=multiple,
-                    lo=lo,
-                    hi=lo + multiple,
-                )
-        return replace(self, width=width, height=height)
-
-    def to_json(self) -> dict:
-        return {
-            "seed": self.seed,
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "width": self.width,
-            "height": self.height,
-        }
+        if not sep:
+            raise ValueError
+        layers = (int(a), int(b))
+    except ValueError:
+        raise Clp2pError.about(
+            "{self_layers} '{text}': write A:B (e.g. 4:14, the layers counted from 1) or 'all'",
+            text=text[:40],
+        ) from None
+    EditParams(self_layers=layers)  # checks the bounds
+    return layers
 
 
 RECORDED = -1  # the source index of a branch edited from a recorded branch (a BranchRecord)

@@ -21,11 +21,13 @@ import numpy as np
 
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
+from clp2p.model.adapters import Adapter
 from clp2p.model.edits import infer_kind
 from clp2p.model.imported import ImportedImage
-from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams, RenderSettings
+from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams
+from clp2p.model.settings import RenderSettings
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 NODE_KINDS = ("root", *RESOLVED_KINDS, "cycle")
 STATUSES = ("new", "rendered")
 
@@ -83,6 +85,7 @@ class Session:
     device: str = ""
     dtype: str = ""
     imported: ImportedImage | None = None
+    adapters: tuple[Adapter, ...] = ()  # the LoRAs and embeddings the model is loaded with
     # the highest node number this session has given out: a deleted node's id is never given
     # to a new node (its renders, previews and maps stay its own)
     issued: int = 1
@@ -131,10 +134,13 @@ class Session:
 
     # ---- changes (each returns a new session) -------------------------------------------
     @classmethod
-    def new(cls, prompt: str, settings: RenderSettings, model: str) -> Session:
+    def new(
+        cls, prompt: str, settings: RenderSettings, model: str, adapters: tuple[Adapter, ...] = ()
+    ) -> Session:
         if not prompt.strip():
             raise Clp2pError("the root needs a prompt")
-        return cls(settings=settings, model=model, nodes=(Node("n1", None, "root", prompt),))
+        root = Node("n1", None, "root", prompt)
+        return cls(settings=settings, model=model, nodes=(root,), adapters=adapters)
 
     @classmethod
     def from_image(
@@ -243,10 +249,16 @@ def chain_key(session: Session, chain: list[Node]) -> str:
     doc = {
         "model": session.model,
         "settings": [s.seed, s.steps, s.guidance, s.width, s.height],
+        # a changed negative prompt or sampler changes every image: keys made before they
+        # existed (ddim, no negative prompt) stay what they were
+        **({"negative": s.negative} if s.negative else {}),
+        **({"sampler": s.sampler} if s.sampler != "ddim" else {}),
         "chain": [[n.prompt, n.params.to_json() if n.params else None] for n in chain],
     }
     if session.imported is not None:
         doc["inversion"] = session.imported.inversion.data_hash
+    if session.adapters:
+        doc["adapters"] = [[a.kind, a.sha256, a.scale, a.token] for a in session.adapters]
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 

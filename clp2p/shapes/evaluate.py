@@ -27,15 +27,9 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.model.params import (
-    V_LAYER_KINDS,
-    Branch,
-    CrossWindow,
-    EditParams,
-    RenderSettings,
-    StepWindow,
-    preset,
-)
+from clp2p.model.params import V_LAYER_KINDS, Branch, CrossWindow, EditParams, StepWindow
+from clp2p.model.presets import preset
+from clp2p.model.settings import RenderSettings
 from clp2p.shapes import world
 from clp2p.shapes.scoring import (
     KINDS,
@@ -90,11 +84,13 @@ class VSetting:
 
 
 def base_methods() -> dict[str, EditParams]:
-    """No injection, the P2P defaults and the CL P2P values, as word swaps."""
+    """No injection, the P2P defaults, the CL P2P values and FreePromptEditing's, as word
+    swaps."""
     return {
         "none": NO_INJECTION,
         "p2p": preset("p2p").with_(kind="swap"),
         "cl-p2p": preset("cl-p2p").with_(kind="swap"),
+        "fpe": preset("fpe").with_(kind="swap"),
     }
 
 

@@ -18,7 +18,8 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.model.params import Branch, EditParams, RenderSettings
+from clp2p.model.params import Branch, EditParams
+from clp2p.model.settings import RenderSettings
 from clp2p.shapes.evaluate import VSetting, _eta, _log, base_methods
 from clp2p.shapes.scoring import EditPair, score_cycle, score_edit, summarise
 

@@ -65,15 +65,23 @@ def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def edit_record(result: RenderResult, model: str, device: str, dtype: str, command: list[str]):
+def edit_record(
+    result: RenderResult,
+    model: str,
+    device: str,
+    dtype: str,
+    command: list[str],
+    adapters: tuple = (),
+):
     return {
         "format": EDIT_FORMAT,
         "version": EDIT_VERSION,
         "model": model,
         "device": device,
         "dtype": dtype,
-        "scheduler": "ddim",
+        "scheduler": result.settings.sampler,
         "settings": result.settings.to_json(),
+        **({"adapters": [a.to_json() for a in adapters]} if adapters else {}),
         "source": result.branches[0].prompt,
         "targets": [
             {"prompt": b.prompt, "image": f"{branch_name(i)}.png", "params": b.edit.to_json()}

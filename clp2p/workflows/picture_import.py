@@ -4,6 +4,7 @@ root of a new session."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 
@@ -87,7 +88,7 @@ def import_image(
         unet_backward=result.unet_backward,
         inner_steps=inner_steps if optimises_embeddings(method) else 0,
     )
-    session = Session.from_image(imported, settings, engine.name)
+    session = replace(Session.from_image(imported, settings, engine.name), adapters=engine.adapters)
     key = image_hash(reconstruction)
     session = session.update(
         "n1",

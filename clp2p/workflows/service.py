@@ -9,14 +9,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from clp2p.engine.engine import Engine, RenderOptions, StepInfo
+from clp2p.engine.families import is_xl  # noqa: F401  the studio asks it of a session's model
 from clp2p.errors import Clp2pError
-from clp2p.model.align import tokenize, word_tokens
+from clp2p.model.align import word_tokens
 from clp2p.model.devices import AUTO
 from clp2p.model.edits import resolve_edit
 from clp2p.model.imported import DEFAULT_INNER_STEPS, DEFAULT_METHOD, FITS
-from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.params import EditParams
 from clp2p.model.session import Session
+from clp2p.model.settings import RenderSettings
 from clp2p.resources import SHAPES
+from clp2p.workflows.adapters import adapters_from
 from clp2p.workflows.record_cache import DEFAULT_BUDGET
 from clp2p.workflows.record_spill import DEFAULT_SPILL, records_folder
 from clp2p.workflows.session_render import NodeRender, SessionRenderer
@@ -52,9 +55,12 @@ class ModelSpec:
     cache_mib: int = DEFAULT_BUDGET // 2**20
     batch: bool = False  # fast mode: see FAST_MODE
     spill_mib: int = DEFAULT_SPILL // 2**20
+    loras: tuple[str, ...] = ()  # FILE[:SCALE], as --lora takes them
+    embeddings: tuple[str, ...] = ()  # FILE[:TOKEN], as --embedding takes them
 
     def same_model(self, other: ModelSpec) -> bool:
-        return (self.model, self.device, self.dtype) == (other.model, other.device, other.dtype)
+        mine = (self.model, self.device, self.dtype, self.loras, self.embeddings)
+        return mine == (other.model, other.device, other.dtype, other.loras, other.embeddings)
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class ModelInfo:
     native_size: int
     size_multiple: int
     max_tokens: int
+    adapters: tuple = ()  # the LoRAs and embeddings loaded (Adapter), for new sessions
 
 
 @dataclass(frozen=True)
@@ -115,7 +122,8 @@ class EngineService:
             self.renderer.cache.resize(budget)
             self.info = replace(self.info, spec=spec)
             return self.info
-        engine = Engine.load(spec.model, spec.device, spec.dtype)
+        adapters = adapters_from(list(spec.loras), list(spec.embeddings))
+        engine = Engine.load(spec.model, spec.device, spec.dtype, adapters=adapters)
         self.engine, self.renderer = engine, SessionRenderer(engine, budget)
         self.info = ModelInfo(
             spec,
@@ -124,6 +132,7 @@ class EngineService:
             engine.native_size,
             engine.size_multiple,
             engine.max_tokens,
+            engine.adapters,
         )
         return self.info
 
@@ -135,6 +144,8 @@ class EngineService:
     ) -> NodeRender:
         if self.renderer is None:
             raise Clp2pError("no model is loaded: pick one in Model settings")
+        if self.engine is not None:
+            check_adapters(job.session, self.engine)
         folder = records_folder(job.session_file) if job.session_file else None
         limit = self.info.spec.spill_mib * 2**20 if self.info is not None else 0
         self.renderer.spill_to(folder, limit)  # an unsaved session spills nowhere
@@ -190,8 +201,20 @@ class EngineService:
             if self.engine is None:
                 resolve_edit(word_tokens(source), word_tokens(target), params)
                 return None
-            tok, limit = self.engine.tokenizer, self.engine.max_tokens
-            resolve_edit(tokenize(source, tok, limit), tokenize(target, tok, limit), params)
+            resolve_edit(self.engine.tokens(source), self.engine.tokens(target), params)
         except Clp2pError as exc:
             return str(exc)
         return None
+
+
+def check_adapters(session: Session, engine: Engine) -> None:
+    """Refuse to render a session with other LoRAs or embeddings than the ones it was made
+    with: its images would not be its own."""
+    have = {(a.kind, a.sha256, a.scale, a.token) for a in engine.adapters}
+    want = {(a.kind, a.sha256, a.scale, a.token) for a in session.adapters}
+    if have != want:
+        names = ", ".join(a.spec() for a in session.adapters) or "none"
+        raise Clp2pError(
+            f"this session was made with the LoRAs and embeddings: {names}; load the model "
+            "with the same ones (Model and device)"
+        )

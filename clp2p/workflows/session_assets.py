@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from clp2p.model import limits
-from clp2p.model.params import RenderSettings
 from clp2p.model.session import image_hash
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows.session_lock import Stamp
 
 

@@ -1,4 +1,4 @@
-"""Session files: versioned JSON validated against ``resources/schemas/session-v3.schema.json``,
+"""Session files: versioned JSON validated against ``resources/schemas/session-v4.schema.json``,
 migrations for older versions, atomic writes, and images (and an imported picture's inversion
 arrays) beside the file or embedded."""
 
@@ -18,9 +18,11 @@ import numpy as np
 
 from clp2p.atomic import write_bytes, write_json, write_png
 from clp2p.errors import Clp2pError
+from clp2p.model.adapters import Adapter
 from clp2p.model.imported import ImportedImage, Inversion
-from clp2p.model.params import EditParams, RenderSettings
+from clp2p.model.params import EditParams
 from clp2p.model.session import SCHEMA_VERSION, Node, Session, now
+from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_assets
 from clp2p.workflows.session_lock import SessionChanged as SessionChanged  # re-exported
 from clp2p.workflows.session_lock import Stamp, check_unchanged, locked, stamp
@@ -46,6 +48,8 @@ def to_json(
         "nodes": [_node_json(n) for n in session.nodes],
         "issued": session.issued,
     }
+    if session.adapters:
+        data["adapters"] = [a.to_json() for a in session.adapters]
     if images:
         data["images"] = dict(images)
     imp = session.imported
@@ -104,9 +108,13 @@ def from_json(data: object, base: Path | None = None) -> Session:
         seen[raw["id"]] = i
     s = data["settings"]
     try:
-        settings = RenderSettings(s["seed"], s["steps"], s["guidance"], s["width"], s["height"])
+        settings = RenderSettings.from_json(s)
     except Clp2pError as exc:
         raise Clp2pError(f"$.settings: {exc}") from None
+    try:
+        adapters = tuple(Adapter.from_json(a) for a in data.get("adapters", ()))
+    except Clp2pError as exc:
+        raise Clp2pError(f"$.adapters: {exc}") from None
     imported = None
     if "inversion" in data:
         imported = _imported(data["inversion"], nodes[0].prompt, settings, base)
@@ -118,6 +126,7 @@ def from_json(data: object, base: Path | None = None) -> Session:
         device=data.get("device", ""),
         dtype=data.get("dtype", ""),
         imported=imported,
+        adapters=adapters,
         issued=data["issued"],
     )
 
@@ -169,8 +178,7 @@ def _node(raw: dict, i: int, nodes: list[Node], seen: dict[str, int]) -> Node:
 
 
 def _imported(raw: dict, prompt: str, settings: RenderSettings, base: Path | None):
-    """The imported picture of ``$.inversion``, its arrays read and checked against their
-    hash."""
+    """The imported picture of ``$.inversion``, its arrays read and checked by their hash."""
     ref = raw["data"]
     try:
         if ref.startswith(NPZ_URL):

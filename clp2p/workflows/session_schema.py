@@ -26,8 +26,28 @@ def _v2_to_v3(doc: dict) -> dict:
     return {**doc, "schema_version": 3, "issued": max(numbers, default=1)}
 
 
+def _v3_to_v4(doc: dict) -> dict:
+    """Version 4 added the optional ``self_layers`` and ``refine_pad`` of an edit, the
+    optional ``negative``, ``scheduler`` and ``karras`` of the settings and the optional
+    ``adapters`` (LoRA and embedding files). A version-3 file has none of them, which means
+    every layer, no negative prompt, DDIM and no adapters, as before; and its refinements
+    were rendered with the padding shifted, so its edits keep ``refine_pad: shifted`` and
+    re-render to the same pixels (new edits follow the reference implementation)."""
+    nodes = doc.get("nodes")
+    if isinstance(nodes, list):
+        nodes = [_shifted(n) for n in nodes]
+    return {**doc, "schema_version": 4, **({"nodes": nodes} if nodes is not None else {})}
+
+
+def _shifted(node):
+    params = node.get("params") if isinstance(node, dict) else None
+    if not isinstance(params, dict):
+        return node
+    return {**node, "params": {**params, "refine_pad": "shifted"}}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 @cache
