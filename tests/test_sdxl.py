@@ -192,3 +192,24 @@ def test_sdxl_vae_runs_in_float32_when_the_model_is_float16():
     sd = tiny_pipeline().to(dtype=torch.float16)  # SD 1.x / 2.x keep their float16 VAE
     keep_vae_precise(sd, torch.float16, xl=False)
     assert sd.vae.dtype == torch.float16
+
+
+def test_sdxl_from_the_hub_cache(tmp_path, monkeypatch):
+    import shutil
+
+    from diffusers import StableDiffusionXLPipeline
+
+    from tiny import save_tiny_xl
+
+    folder = save_tiny_xl(tmp_path / "xl")
+    repo = tmp_path / "hub" / "models--someone--tiny-xl"
+    shutil.copytree(folder, repo / "snapshots" / "0123abc")
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abc")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    engine = Engine.load("someone/tiny-xl", "cpu", "fp32")
+    assert isinstance(engine.pipe, StableDiffusionXLPipeline)
+    from clp2p.engine.families import is_xl
+
+    assert is_xl("someone/tiny-xl")
