@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clp2p import atomic
 from clp2p.model.params import CrossWindow, EditParams, StepWindow
-from clp2p.model.presets import preset
+from clp2p.model.presets import PRESETS, preset
 from clp2p.model.reuse import FULL, RecordSpec
 from clp2p.model.session import Session
 from clp2p.model.settings import RenderSettings
@@ -116,7 +116,7 @@ def _carry_timing(report: dict, path: Path) -> None:
 
 def edits_for(xl: bool) -> dict[str, EditParams]:
     """The benchmark's edits in their form for the model (the presets' SDXL form on SDXL)."""
-    return {n: preset(n, xl) if n in ("p2p", "cl-p2p") else p for n, p in EDITS.items()}
+    return {n: preset(n, xl) if n in PRESETS else p for n, p in EDITS.items()}
 
 
 def _sizes(engine, size: int, edits: dict[str, EditParams]) -> list[dict]:

@@ -157,14 +157,11 @@ def cmd_edit(args: argparse.Namespace) -> int:
         ["clp2p", *args.argv],
         engine.adapters,
     )
-    write_edit(out, result, record, partial(_write_session, **session_of(result, engine)))
+    session = partial(_write_session, result=result, model=engine.name, adapters=engine.adapters)
+    write_edit(out, result, record, session)
     kinds = ", ".join(b.edit.kind for b in result.branches[1:])
     print(f"wrote {out}/ source + {len(targets)} target(s) [{kinds}] in {result.seconds:.1f} s")
     return 0
-
-
-def session_of(result, engine) -> dict:
-    return {"result": result, "model": engine.name, "adapters": engine.adapters}
 
 
 def _write_session(folder: Path, *, result, model: str, adapters: tuple) -> None:

@@ -127,8 +127,9 @@ class Engine:
     ) -> Engine:
         choice = choose_device(device, dtype)
         kw = {"allow_download": allow_download, "prediction_type": prediction_type}
-        engine = cls(load_pipeline(model, choice, adapters=adapters, **kw), choice, model)
-        engine.card, engine.adapters = model_card(model), adapters
+        pipe = load_pipeline(model, choice, adapters=adapters, **kw)
+        engine = cls(pipe, choice, model, model_card(model))
+        engine.adapters = adapters
         return engine
 
     # ---- inputs ---------------------------------------------------------------------------

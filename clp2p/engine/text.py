@@ -148,10 +148,12 @@ class TextEncoders:
     def unconditional(self, length: int) -> Embeds:
         """The unconditional embedding of guidance: the empty prompt's, or zeros where the
         model asks for them."""
-        empty = self.encode([""], length)
-        if self.zeros_for_empty:
-            return Embeds(torch.zeros_like(empty.tokens), torch.zeros_like(empty.pooled))
-        return empty
+        if not self.zeros_for_empty:
+            return self.encode([""], length)
+        width = sum(int(encoder.config.hidden_size) for _, encoder in self.pairs)
+        pooled = int(self.pairs[-1][1].config.projection_dim)
+        kw = {"device": self.device, "dtype": self.dtype}
+        return Embeds(torch.zeros(1, length, width, **kw), torch.zeros(1, pooled, **kw))
 
     def added_conditions(self, embeds: Embeds, size: tuple[int, int]) -> dict | None:
         """The UNet's ``added_cond_kwargs`` for ``embeds`` at ``size`` (height, width):
