@@ -46,6 +46,13 @@ def apply_theme(app: QApplication) -> None:
         (QPalette.ColorRole.PlaceholderText, QColor("#8b8f97")),
     ):
         pal.setColor(role, colour)
+    dimmed = QColor("#6b6f77")  # disabled buttons and fields must look disabled
+    for role in (
+        QPalette.ColorRole.WindowText,
+        QPalette.ColorRole.Text,
+        QPalette.ColorRole.ButtonText,
+    ):
+        pal.setColor(QPalette.ColorGroup.Disabled, role, dimmed)
     app.setPalette(pal)
     icon = resources_dir() / "icons" / "clp2p.png"
     if icon.is_file():

@@ -143,6 +143,19 @@ class Document(QObject):
         self._view = self._overlay()
         self.changed.emit()
 
+    def store_image(
+        self, session: Session, node_id: str, image: np.ndarray, seconds: float | None = None
+    ) -> None:
+        """An image rendered elsewhere (a sweep's item: the same code path, bit for bit) as the
+        render of ``node_id`` of ``session``, under its chain key there; no attention maps.
+        Not an undo step."""
+        digest = image_hash(image)
+        self.images[digest] = image
+        self.results.store(self._key(session, node_id), NodeResult(digest, seconds))
+        self._results_saved = False
+        self._view = self._overlay()
+        self.changed.emit()
+
     # ---- files ----------------------------------------------------------------------------
     @classmethod
     def open(cls, path: str) -> Document:

@@ -1,5 +1,6 @@
 """Engine jobs as the user sees them: loading a model, rendering a node, importing a picture,
-with their progress, ETA and outcome in the status bar. The jobs themselves run in order on
+with their progress, ETA and outcome in the status bar (a sweep's too: see
+:mod:`clp2p_studio.sweep_jobs`). The jobs themselves run in order on
 the engine thread (:mod:`clp2p_studio.worker`); this module starts them and applies what they
 return."""
 
@@ -20,12 +21,13 @@ from .document import Document
 from .import_dialog import ImportDialog
 from .model_dialog import ModelDialog
 from .settings import StudioSettings
-from .worker import Job, JobQueue
+from .worker import ItemDone, Job, JobQueue
 
 if TYPE_CHECKING:
     from .window import MainWindow
 
 STEPS_FORMAT = "%v / %m steps"
+ITEMS_FORMAT = "%v / %m items"  # a sweep's progress
 FALLBACK_FRAME = 64  # the import frame's side before a model says its native size
 
 
@@ -101,7 +103,7 @@ class EngineJobs(QObject):
 
     def _rendered(self, doc: Document, job: Job, future: asyncio.Future) -> None:
         self.window.canvas.set_preview(None)
-        if not self._succeeded(future, job):
+        if not self.succeeded(future, job):
             return
         if doc is not self.window.doc:
             return  # the session was closed while rendering
@@ -111,7 +113,7 @@ class EngineJobs(QObject):
         note = f" ({result.note})" if result.note else ""  # e.g. from the root, and why
         self._say(f"rendered {result.node_id} in {result.seconds:.1f} s {metrics}{note}", 8000)
 
-    def _succeeded(self, future: asyncio.Future, job: Job) -> bool:
+    def succeeded(self, future: asyncio.Future, job: Job) -> bool:
         """Whether a finished job has a result to apply; says why not in the status bar. A
         job cancelled after its last step has none: cancel holds until a result is applied."""
         self.progress.hide()
@@ -155,7 +157,7 @@ class EngineJobs(QObject):
         return future
 
     def _imported(self, job: Job, future: asyncio.Future) -> None:
-        if not self._succeeded(future, job):
+        if not self.succeeded(future, job):
             return
         session, images = future.result()
         self.window.set_document(Document(session, images, unsaved=True))
@@ -174,6 +176,10 @@ class EngineJobs(QObject):
         if job.kind == "import":  # steps of unknown count until the first report
             self.progress.setRange(0, 0)
             self.progress.setFormat("%p%")
+        elif job.kind == "sweep":
+            self.progress.setFormat(ITEMS_FORMAT)
+            self.progress.setRange(0, len(job.payload.items))
+            self.progress.setValue(0)
         else:
             self.progress.setFormat(STEPS_FORMAT)
             self.progress.setRange(0, job.payload.session.settings.steps)
@@ -181,7 +187,7 @@ class EngineJobs(QObject):
         self.progress.show()
         self._say(f"{job.label} ...", 0)
 
-    def _on_progress(self, job: Job, info: StepInfo) -> None:
+    def _on_progress(self, job: Job, info: StepInfo | ItemDone) -> None:
         self.progress.setMaximum(info.total)
         self.progress.setValue(info.step)
         self.eta.setText(f"ETA {info.eta:.1f} s")

@@ -62,6 +62,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ),
     ActionSpec("delete", "edit", "Delete subtree", "edits.delete_node", "Del", on_selected=True),
     ActionSpec(
+        "sweep", "edit", "S&weep...", "sweeps.open_dialog", on_selected=True, separator=True
+    ),
+    ActionSpec(
         "render",
         "render",
         "&Render selected",

@@ -7,11 +7,13 @@ from PySide6.QtCore import QSettings
 from clp2p.workflows.service import ModelSpec, RenderJob
 
 MAX_RECENT = 10
+DEFAULT_RAY_ADDRESS = "auto"  # Ray's own word: a local instance, or the cluster it finds
 
 
 class StudioSettings:
     """Typed access to the persisted settings (model, device, dtype, recent files, autosave,
-    cache budget, records on disk). Tests pass a QSettings on a temporary INI file."""
+    cache budget, records on disk, where sweeps run on Ray). Tests pass a QSettings on a
+    temporary INI file."""
 
     def __init__(self, store: QSettings | None = None) -> None:
         self.store = store or QSettings("clp2p", "clp2p Studio")
@@ -93,6 +95,15 @@ class StudioSettings:
     @property
     def preview_every(self) -> int:
         return max(0, self._get("engine/preview_every", RenderJob.preview_every, int))
+
+    @property
+    def ray_address(self) -> str:
+        """Where a sweep on Ray runs: ``auto`` or a cluster's address (host:port)."""
+        return self._get("sweep/ray_address", DEFAULT_RAY_ADDRESS).strip() or DEFAULT_RAY_ADDRESS
+
+    @ray_address.setter
+    def ray_address(self, value: str) -> None:
+        self.store.setValue("sweep/ray_address", value.strip() or DEFAULT_RAY_ADDRESS)
 
     def sync(self) -> None:
         self.store.sync()

@@ -1,5 +1,5 @@
 """The session tree panel: a thin Qt item model over the plain session data, and its view
-with the tree operations (branch, delete, rename, favourite, reverse)."""
+with the tree operations (branch, delete, rename, favourite, reverse, sweep)."""
 
 from __future__ import annotations
 
@@ -125,6 +125,7 @@ class SessionTree(QTreeView):
     favouriteRequested = Signal(str)
     reverseRequested = Signal(str)
     renderRequested = Signal(str)
+    sweepRequested = Signal(str)
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -169,6 +170,7 @@ class SessionTree(QTreeView):
         menu.addAction("Render", lambda: self.renderRequested.emit(node_id))
         menu.addAction("New edit from here", lambda: self.branchRequested.emit(node_id))
         menu.addAction("Reverse this edit", lambda: self.reverseRequested.emit(node_id))
+        menu.addAction("Sweep...", lambda: self.sweepRequested.emit(node_id))
         menu.addSeparator()
         menu.addAction("Rename / note...", lambda: self.renameRequested.emit(node_id))
         menu.addAction("Toggle favourite", lambda: self.favouriteRequested.emit(node_id))

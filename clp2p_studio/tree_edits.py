@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QInputDialog
 
@@ -50,6 +51,27 @@ class TreeEdits(QObject):
             self.window.tree.select(new_id)
             if run:
                 self.render(new_id)
+        return new_id
+
+    def add_rendered(
+        self,
+        change: Change,
+        image: np.ndarray,
+        seconds: float | None = None,
+        source: np.ndarray | None = None,
+        text: str = "Add from a sweep",
+    ) -> str | None:
+        """A node rendered elsewhere (a sweep's item, by the same code path, bit for bit):
+        ``change`` adds it as :meth:`add_edit` would; ``image`` is stored as its render and
+        ``source`` as its parent's when the parent has none. Undo takes the node away."""
+        new_id = self._apply(change, text)
+        if new_id:
+            doc = self.window.doc
+            parent = doc.session.node(new_id).parent
+            if source is not None and parent and doc.session.node(parent).status != "rendered":
+                doc.store_image(doc.session, parent, source)
+            doc.store_image(doc.session, new_id, image, seconds)
+            self.window.tree.select(new_id)
         return new_id
 
     def reverse_node(self, node_id: str | None) -> str | None:

@@ -1,7 +1,8 @@
 """The main window: session tree (left), canvas and heatmaps (centre), parameters (right) and
 the menus. It shows the open document; the work behind the menus is its collaborators':
 :class:`~clp2p_studio.files.SessionFiles` (files, recent, autosave),
-:class:`~clp2p_studio.engine_jobs.EngineJobs` (model, renders, imports, progress) and
+:class:`~clp2p_studio.engine_jobs.EngineJobs` (model, renders, imports, progress),
+:class:`~clp2p_studio.sweep_jobs.SweepJobs` (sweeps and their results) and
 :class:`~clp2p_studio.tree_edits.TreeEdits` (undoable tree operations)."""
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .heatmaps import HeatmapPanel
 from .menus import build_menus
 from .params_panel import ParamsPanel
 from .settings import StudioSettings
+from .sweep_jobs import SweepJobs
 from .tree import SessionTree
 from .tree_edits import TreeEdits
 from .worker import JobQueue
@@ -39,6 +41,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.settings = settings
         self.backend = backend
+        self.data_dir = Path(data_dir)  # autosave, and the results of unsaved sessions' sweeps
         self.messages: list[str] = []
         self.doc: Document | None = None
         self.setWindowTitle("clp2p Studio")
@@ -52,6 +55,7 @@ class MainWindow(QMainWindow):
         self.files = SessionFiles(self, settings, data_dir)
         self.engine_jobs = EngineJobs(self, self.jobs, settings)
         self.edits = TreeEdits(self, self.engine_jobs.render_node)
+        self.sweeps = SweepJobs(self, self.jobs, settings)
         self.menus, self.menu_actions = build_menus(self)
         self.menus["file"].insertMenu(self.menu_actions["import"], self.files.recent_menu)
         self._connect()
@@ -84,6 +88,7 @@ class MainWindow(QMainWindow):
         tree.renameRequested.connect(edits.rename_node)
         tree.favouriteRequested.connect(edits.toggle_favourite)
         tree.reverseRequested.connect(edits.reverse_node)
+        tree.sweepRequested.connect(self.sweeps.open_dialog)
         self.params.addRequested.connect(edits.add_edit)
         self.params.rootSettingsRequested.connect(edits.set_root_settings)
         self.heatmaps.overlayChanged.connect(self._on_overlay)

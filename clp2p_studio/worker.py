@@ -9,10 +9,12 @@ a cancelled job changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import logging
 import queue
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 
@@ -28,8 +30,8 @@ log = logging.getLogger("clp2p_studio")
 @dataclass(eq=False)
 class Job:
     """One engine call: ``kind`` is ``load`` (payload: ModelSpec), ``render`` (payload:
-    RenderJob) or ``import`` (payload: ImportJob). ``cancel`` is set by the GUI thread and
-    read by the engine thread."""
+    RenderJob), ``import`` (payload: ImportJob) or ``sweep`` (payload: SweepJob). ``cancel``
+    is set by the GUI thread and read by the engine thread."""
 
     kind: str
     payload: object
@@ -38,11 +40,22 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
+@dataclass(frozen=True)
+class ItemDone:
+    """A sweep's progress, as a render's StepInfo reads (``step`` of ``total``, ``eta``
+    seconds left): ``row`` is the results table's row of the item just finished (a copy)."""
+
+    row: dict
+    step: int
+    total: int
+    eta: float
+
+
 class EngineThread(QThread):
     """Runs backend calls in order. Signals are emitted from this thread and delivered to the
     GUI thread queued."""
 
-    progress = Signal(object, object)  # job, StepInfo
+    progress = Signal(object, object)  # job, StepInfo (a sweep: ItemDone)
     done = Signal(object, object)  # job, result
     failed = Signal(object, str)  # job, message
     cancelled = Signal(object)  # job
@@ -67,17 +80,7 @@ class EngineThread(QThread):
             try:
                 if job.cancel.is_set():
                     raise RenderCancelled("cancelled before it started")
-                if job.kind == "load":
-                    result = self.backend.load(job.payload)
-                else:
-                    call = (
-                        self.backend.import_image if job.kind == "import" else self.backend.render
-                    )
-                    result = call(
-                        job.payload,
-                        on_step=lambda info, job=job: self.progress.emit(job, info),
-                        cancel=job.cancel.is_set,
-                    )
+                result = self._call(job)
             except RenderCancelled:
                 self.cancelled.emit(job)
             except Clp2pError as exc:
@@ -87,6 +90,34 @@ class EngineThread(QThread):
                 self.failed.emit(job, f"{type(exc).__name__}: {exc}")
             else:
                 self.done.emit(job, result)
+
+    def _call(self, job: Job):
+        if job.kind == "load":
+            return self.backend.load(job.payload)
+        if job.kind == "sweep":
+            on_item = self._item_reporter(job)
+            return self.backend.sweep(job.payload, on_item=on_item, cancel=job.cancel.is_set)
+        call = self.backend.import_image if job.kind == "import" else self.backend.render
+        return call(
+            job.payload,
+            on_step=lambda info: self.progress.emit(job, info),
+            cancel=job.cancel.is_set,
+        )
+
+    def _item_reporter(self, job: Job):
+        """``on_item`` of a sweep: its progress, the ETA from the items rendered so far (items
+        a folder already held are counted done but never reported)."""
+        start, reported = time.perf_counter(), 0
+
+        def on_item(row: dict, done: int, total: int) -> None:
+            nonlocal reported
+            reported += 1
+            each = (time.perf_counter() - start) / reported
+            self.progress.emit(
+                job, ItemDone(copy.deepcopy(row), done, total, each * (total - done))
+            )
+
+        return on_item
 
 
 class JobQueue(QObject):

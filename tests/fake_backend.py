@@ -5,6 +5,7 @@ deterministic images, and the engine's own edit checks on a tokenizer of one tok
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -18,7 +19,8 @@ from clp2p.model.align import word_tokens
 from clp2p.model.edits import resolve_edit
 from clp2p.model.params import EditParams
 from clp2p.model.session import Session, image_hash
-from clp2p.workflows.service import ImportJob, ModelInfo, ModelSpec, RenderJob
+from clp2p.model.sweep import Item
+from clp2p.workflows.service import ImportJob, ModelInfo, ModelSpec, RenderJob, SweepJob
 from clp2p.workflows.session_render import NodeRender
 
 
@@ -48,6 +50,7 @@ class FakeBackend:
         self.calls: list[str] = []
         self.gate: threading.Event | None = None  # when set, a render waits for it at step 1
         self.note = ""  # why a render did not start from its parent's record
+        self.item_error: Callable[[Item], str | None] | None = None  # a sweep item's failure
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         self.calls.append(f"load {spec.model}")
@@ -119,12 +122,75 @@ class FakeBackend:
         session = session.update("n1", status="rendered", image=key)
         return session, {key: picture}
 
+    def sweep(
+        self,
+        job: SweepJob,
+        on_item: Callable[[dict, int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ):
+        """The real results folder (:func:`~clp2p.workflows.sweep.run_items`) over fake
+        renders: one a task, in order; ``gate`` holds the second item, ``fail_with`` fails the
+        whole sweep and ``item_error`` single items."""
+        from clp2p.workflows.sweep import run_items
+
+        self.calls.append(f"sweep {len(job.items)}" + (f" on Ray {job.ray}" if job.ray else ""))
+        if self.fail_with is not None:
+            raise Clp2pError(self.fail_with)
+        pool = _FakePool(self)
+        return run_items(
+            list(job.items), job.folder, pool, job.asked, on_item=on_item, cancel=cancel
+        )
+
+    def sweep_outcome(self, item: Item) -> dict:
+        """What a worker returns for ``item``: the source as :meth:`render` makes it, a result
+        that depends on the edit's parameters, the item's session with both rendered."""
+        error = self.item_error(item) if self.item_error is not None else None
+        if error:
+            return {"error": error, "seconds": 0.01}
+        session, edit = item.session, item.session.node(item.node_id)
+        source = fake_image(session.node(item.parent).prompt)
+        result = fake_image(f"{edit.prompt} {json.dumps(edit.params.to_json())}")
+        images = {image_hash(source): source, image_hash(result): result}
+        for node in session.nodes:
+            if node.id not in (item.parent, item.node_id):
+                session = session.update(node.id, status="new", image=None)
+        session = session.update(item.parent, status="rendered", image=image_hash(source))
+        session = session.update(item.node_id, status="rendered", image=image_hash(result))
+        k = edit.params.k
+        return {
+            "session": session,
+            "node_id": item.node_id,
+            "source": source,
+            "result": result,
+            "images": images,
+            "computed": 1,
+            "scores": {"success": k < 0.5, "iou": round(1 - k / 2, 3)},
+            "seconds": 0.01,
+        }
+
     def check_edit(self, source: str, target: str, params: EditParams) -> str | None:
         try:
             resolve_edit(word_tokens(source), word_tokens(target), params)
         except Clp2pError as exc:
             return str(exc)
         return None
+
+
+class _FakePool:
+    """A pool for :func:`~clp2p.workflows.sweep.run_items` whose worker is the fake."""
+
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend = backend
+
+    def run(self, tasks, work, on_done, cancel=None) -> None:
+        for i, task in enumerate(tasks):
+            if self.backend.gate is not None and i == 1:
+                self.backend.gate.wait(5)
+            if cancel is not None and cancel():  # between items, as the engine's pools do
+                raise RenderCancelled("cancelled")
+            time.sleep(self.backend.delay)
+            outcome = self.backend.sweep_outcome(task.payload[0])
+            on_done(task, outcome | {"worker": "fake"})
 
 
 async def until(condition, timeout: float = 10.0):

@@ -149,7 +149,7 @@ def test_engine_errors_become_messages_and_the_queue_goes_on(qapp, loop):
 def test_backends_answer_every_call_the_studio_makes(implementation):
     assert isinstance(implementation(), Backend)
     calls = [n for n, v in vars(Backend).items() if callable(v) and not n.startswith("_")]
-    assert sorted(calls) == ["check_edit", "import_image", "load", "render"]
+    assert sorted(calls) == ["check_edit", "import_image", "load", "render", "sweep"]
     for name in calls:
         wanted, given = getattr(Backend, name), getattr(implementation, name)
         assert _parameters(given) == _parameters(wanted), f"{implementation.__name__}.{name}"

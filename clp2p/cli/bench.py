@@ -1,4 +1,5 @@
-"""``clp2p bench overhead|session|inversion``: the benchmarks the project keeps."""
+"""``clp2p bench ...``: the benchmarks the project keeps (overhead, session, records, refine,
+sweep, inversion)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def add_parser(sub) -> None:
     bref.add_argument("--json", help="also write the results to this file")
     bref.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(bref, cmd_refine)
+    bsw = bsub.add_parser("sweep", help="a shapes sweep: one worker vs all cores vs Ray")
+    bsw.add_argument("--steps", type=int, default=30, help="denoising steps (default 30)")
+    bsw.add_argument("--json", help="also write the results to this file")
+    finish(bsw, cmd_sweep)
+    bsw.set_defaults(passive_threads=True)
     binv = bsub.add_parser("inversion", help="inversion methods: cost, reconstruction, edits")
     binv.add_argument("--json", help="also write the results to this file")
     binv.add_argument("--model", help="default: the embedded shapes model")
@@ -94,6 +100,15 @@ def cmd_refine(args: argparse.Namespace) -> int:
     if args.pairs < 1:
         raise Clp2pError(f"--pairs {args.pairs}: give at least 1")
     run_refine_bench(args.pairs, args.json, args.threads)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from clp2p.bench.sweep import run_sweep_bench
+    from clp2p.model.settings import RenderSettings
+
+    RenderSettings(steps=args.steps)  # checks the bounds
+    run_sweep_bench(steps=args.steps, json_path=args.json)
     return 0
 
 

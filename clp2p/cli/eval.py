@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clp2p.cli.args import add_model_args, engine_from, finish
+from clp2p.cli.args import add_model_args, finish
+from clp2p.cli.sweep import add_run_args, pool_from, spec_from
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes.evaluate import (
     V_LAYERS,
@@ -53,6 +54,7 @@ def add_parser(sub) -> None:
     s.add_argument("--steps", type=int, help="DDIM steps (default: the model check's)")
     s.add_argument("--guidance", type=float, help="CFG scale (default: the model check's)")
     add_model_args(s)
+    add_run_args(s)
     finish(s, cmd_eval)
     s.set_defaults(passive_threads=True)  # many renders in a row: see clp2p.cli.main
 
@@ -125,14 +127,28 @@ def _report(result: dict) -> str:
 
 def cmd_eval(args) -> int:
     """Run one task, print its markdown table, write JSON and figures when asked."""
-    import os
-
-    import torch
-
-    torch.set_num_threads(os.cpu_count() or 1)
     if args.model is None:
         args.model = "shapes"
-    engine = engine_from(args)
+    if args.task == "picture-cycle" and args.ray:
+        from clp2p.errors import Clp2pError
+
+        raise Clp2pError("--ray: the picture cycle runs in this process: drop --ray")
+    with pool_from(args, spec_from(args, args.model)) as pool:
+        result = _run_task(args, pool)
+    result["model"] = args.model
+    print(_report(result))
+    print(f"\n{args.task}: {result['seconds']:.0f} s on {pool.where}")
+    if args.json:
+        write_json(Path(args.json), result)
+        print(f"wrote {args.json}")
+    if args.figures:
+        for path in write_figures(result, Path(args.figures)):
+            print(f"wrote {path}")
+    return 0
+
+
+def _run_task(args, pool) -> dict:
+    """The task of ``--task`` on ``pool``'s workers."""
     # Many branches per render here: one batch is faster, and scores do not need the
     # bit-exactness across renders that sessions rely on.
     batch = True
@@ -145,41 +161,36 @@ def cmd_eval(args) -> int:
     )
     task = args.task
     if task == "generate":
-        result = timed(lambda: run_generate(engine, args.samples, settings))
+        result = timed(lambda: run_generate(pool, args.samples, settings))
     elif task == "edit":
         pairs = make_pairs(args.pairs or DEFAULT_PAIRS["edit"])
         search = None
         if args.search_pairs:
             search = make_pairs(args.search_pairs, seed=1, first_seed=SEARCH_FIRST_SEED)
         v = VSetting(args.v_inject, args.v_blend, args.v_layers)
-        result = timed(lambda: run_edit(engine, pairs, settings, v, search, batch_branches=batch))
+        result = timed(lambda: run_edit(pool, pairs, settings, v, search, batch_branches=batch))
     elif task == "picture-cycle":
-        from clp2p.shapes.picture_cycle import run_picture_cycle
-
-        if args.search_pairs:  # the whole V grid on the search pairs
-            pairs = make_pairs(args.search_pairs)
-            result = timed(lambda: run_picture_cycle(engine, pairs, settings, batch_branches=batch))
-        else:  # the given V setting on held-out pairs, other captions and noise
-            pairs = make_pairs(
-                args.pairs or DEFAULT_PAIRS[task], seed=2, first_seed=PICTURE_CONFIRM_SEED
-            )
-            candidates = [VSetting(args.v_inject, args.v_blend, args.v_layers)]
-            if args.v_settings:
-                candidates = [_v_setting(text) for text in args.v_settings]
-            result = timed(
-                lambda: run_picture_cycle(engine, pairs, settings, candidates, batch_branches=batch)
-            )
+        result = _picture_cycle(args, pool.worker.engine, settings, batch)
     else:
         pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
-        result = timed(lambda: run_sweep(engine, pairs, settings, batch_branches=batch))
-    result["model"] = engine.name
+        result = timed(lambda: run_sweep(pool, pairs, settings, batch_branches=batch))
     result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
-    print(_report(result))
-    print(f"\n{task}: {result['seconds']:.0f} s")
-    if args.json:
-        write_json(Path(args.json), result)
-        print(f"wrote {args.json}")
-    if args.figures:
-        for path in write_figures(result, Path(args.figures)):
-            print(f"wrote {path}")
-    return 0
+    return result
+
+
+def _picture_cycle(args, engine, settings: RenderSettings, batch: bool) -> dict:
+    from clp2p.shapes.picture_cycle import run_picture_cycle
+
+    if args.search_pairs:  # the whole V grid on the search pairs
+        pairs = make_pairs(args.search_pairs)
+        return timed(lambda: run_picture_cycle(engine, pairs, settings, batch_branches=batch))
+    # the given V setting on held-out pairs, other captions and noise
+    pairs = make_pairs(
+        args.pairs or DEFAULT_PAIRS["picture-cycle"], seed=2, first_seed=PICTURE_CONFIRM_SEED
+    )
+    candidates = [VSetting(args.v_inject, args.v_blend, args.v_layers)]
+    if args.v_settings:
+        candidates = [_v_setting(text) for text in args.v_settings]
+    return timed(
+        lambda: run_picture_cycle(engine, pairs, settings, candidates, batch_branches=batch)
+    )

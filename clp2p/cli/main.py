@@ -11,7 +11,7 @@ from clp2p.errors import Clp2pError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from clp2p.cli import bench, edit, eval, session
+    from clp2p.cli import bench, edit, eval, session, sweep
     from clp2p.cli.args import one_line_errors
 
     parser = argparse.ArgumentParser(
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     edit.add_parsers(sub)
     session.add_parser(sub)
+    sweep.add_parsers(sub)
     eval.add_parser(sub)
     bench.add_parser(sub)
     one_line_errors(parser)

@@ -46,34 +46,37 @@ def _update(digest, tensor: torch.Tensor) -> None:
         digest.update(part.view(torch.uint8).numpy())
 
 
-# engine -> its identity; an engine's weights never change after loading
-_IDENTITIES: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
+# engine -> its weights' fingerprint; an engine's weights never change after loading
+_WEIGHTS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
 def engine_identity(engine: Engine) -> str:
     """sha256 (hex) of what decides ``engine``'s render bits besides the render's inputs:
     its :func:`weights_fingerprint`, the scheduler's config, the tokenizer's size and
-    length, the device (and which GPU), the dtype, and the versions of torch, diffusers and
-    clp2p. Computed on first use for each engine (it reads every weight) and kept."""
-    identity = _IDENTITIES.get(engine)
-    if identity is None:
-        identity = _IDENTITIES[engine] = _identity(engine.pipe, engine.device, engine.dtype)
-    return identity
+    length, the device (and which GPU), the dtype, on the CPU the number of threads (a
+    matrix product split over another number of threads may round differently), and the
+    versions of torch, diffusers and clp2p. The weights are read on first use for each
+    engine (every weight) and their fingerprint kept."""
+    weights = _WEIGHTS.get(engine)
+    if weights is None:
+        weights = _WEIGHTS[engine] = weights_fingerprint(engine.pipe)
+    return _identity(engine.pipe, engine.device, engine.dtype, weights)
 
 
-def _identity(pipe, device: torch.device, dtype: torch.dtype) -> str:
+def _identity(pipe, device: torch.device, dtype: torch.dtype, weights: str) -> str:
     import diffusers
 
     import clp2p
 
     tokenizer = pipe.tokenizer
     doc = {
-        "weights": weights_fingerprint(pipe),
+        "weights": weights,
         "scheduler": [type(pipe.scheduler).__name__, dict(pipe.scheduler.config)],
         "tokenizer": [type(tokenizer).__name__, len(tokenizer), tokenizer.model_max_length],
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
         "dtype": str(dtype),
+        **({"threads": torch.get_num_threads()} if device.type == "cpu" else {}),
         "versions": [torch.__version__, diffusers.__version__, clp2p.__version__],
     }
     text = json.dumps(doc, sort_keys=True, default=str)

@@ -4,7 +4,9 @@ with the stock pipeline).
 
 ``metrics``: names of extra reversal metrics that hold for this model's pictures (plug-ins
 registered under the ``clp2p.metrics`` entry point group, e.g. the shapes world's foreground
-``mask_iou``). A model without a card has none."""
+``mask_iou``). ``scores``: names of edit scores (plug-ins of the ``clp2p.scores`` group, e.g.
+the shapes world's ground-truth reading of an edit) that sweeps and batches add to their
+tables. A model without a card has none."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ CARD_FORMAT = "clp2p-model-card"
 @dataclass(frozen=True)
 class ModelCard:
     metrics: tuple[str, ...] = ()
+    scores: tuple[str, ...] = ()
 
     @classmethod
     def read(cls, folder: Path) -> ModelCard:
@@ -36,7 +39,10 @@ class ModelCard:
             ) from None
         if not isinstance(data, dict) or data.get("format") != CARD_FORMAT:
             raise Clp2pError(f"'{path}' is not a clp2p model card: remove it")
-        metrics = data.get("metrics", [])
-        if not isinstance(metrics, list) or not all(isinstance(m, str) for m in metrics):
-            raise Clp2pError(f"'{path}': metrics must be a list of names")
-        return cls(metrics=tuple(metrics))
+        names = {}
+        for field in ("metrics", "scores"):
+            value = data.get(field, [])
+            if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+                raise Clp2pError(f"'{path}': {field} must be a list of names")
+            names[field] = tuple(value)
+        return cls(**names)

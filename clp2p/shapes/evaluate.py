@@ -12,7 +12,9 @@ Tasks:
 - ``picture-cycle``: the reversal of the edited picture itself, imported by inversion
   (:mod:`clp2p.shapes.picture_cycle`), under the methods and a grid of V settings.
 
-Every method of one pair is one render with all branches in one batch: the branches share the
+Each pair (each seed of ``generate``) is a task of the sweep runner
+(:mod:`clp2p.workflows.runner`): in this process, or spread over Ray workers. Every method of
+one pair is one render with all branches in one batch: the branches share the
 source's noise, so the regenerated target is ``engine.generate(target, same seed)`` up to
 float rounding.
 """
@@ -202,21 +204,27 @@ def table(per_pair: list[dict], pairs: list[EditPair], names: list[str]) -> dict
 # ---- tasks -------------------------------------------------------------------------------
 
 
-def run_generate(engine, samples: int, settings: RenderSettings) -> dict:
-    """``samples`` images through the engine; seed i asks for combination i mod 54."""
-    from clp2p.shapes import check, metrics
+def generate_work(worker, payload: tuple) -> dict:
+    """A task of :func:`run_generate`: one image of a caption, read back."""
+    from clp2p.shapes import metrics
+
+    seed, asked, settings = payload
+    image = worker.engine.generate(caption(asked), replace(settings, seed=seed)).images[0]
+    reading = metrics.read_image(image)
+    return {"read": (reading.colour, reading.shape, reading.background), "image": image}
+
+
+def run_generate(runner, samples: int, settings: RenderSettings) -> dict:
+    """``samples`` images (on ``runner``'s workers); seed i asks for combination i mod 54."""
+    from clp2p.shapes import check
 
     combos = world.combinations()
-    start = time.perf_counter()
-    out: list[check.Sample] = []
-    for seed in range(samples):
-        asked = combos[seed % len(combos)]
-        image = engine.generate(caption(asked), replace(settings, seed=seed)).images[0]
-        reading = metrics.read_image(image)
-        read = (reading.colour, reading.shape, reading.background)
-        out.append(check.Sample(seed, asked, read, image))
-        if (seed + 1) % 25 == 0:
-            _log(f"generate: {_eta(seed + 1, samples, start)}")
+    payloads = [(seed, combos[seed % len(combos)], settings) for seed in range(samples)]
+    outcomes = run_tasks(runner, generate_work, payloads, "generate")
+    out = [
+        check.Sample(seed, asked, tuple(o["read"]), o["image"])
+        for (seed, asked, _), o in zip(payloads, outcomes, strict=True)
+    ]
     figures = check.score(out)
     return {
         "task": "generate",
@@ -231,8 +239,29 @@ def run_generate(engine, samples: int, settings: RenderSettings) -> dict:
     }
 
 
+def run_tasks(runner, work, payloads: list, what: str) -> list[dict]:
+    """:func:`~clp2p.workflows.runner.run_ordered` with a progress bar (ETA) on stderr."""
+    from tqdm import tqdm
+
+    from clp2p.workflows.runner import run_ordered
+
+    with tqdm(total=len(payloads), desc=what, unit="task", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.update(done - bar.n)
+
+        return run_ordered(runner, work, payloads, what, progress)
+
+
+def pair_work(worker, payload: tuple) -> dict:
+    """A task of :func:`_score_all`: one pair rendered and scored on a worker's engine."""
+    pair, edits, settings, cycle, batch_branches, keep = payload
+    images = render_pair(worker.engine, pair, edits, settings, cycle, batch_branches=batch_branches)
+    return {"scores": score_pair(pair, images), "images": images if keep else None}
+
+
 def _score_all(
-    engine,
+    runner,
     pairs: list[EditPair],
     edits: dict[str, EditParams],
     settings: RenderSettings,
@@ -241,23 +270,21 @@ def _score_all(
     keep_images: int = 0,
     batch_branches: bool = False,
 ) -> tuple[list[dict], list[tuple[EditPair, PairImages]]]:
-    """Scores of every pair under every edit, and the images of the first ``keep_images``
-    pairs of each kind."""
-    start = time.perf_counter()
-    per_pair, kept = [], []
+    """Scores of every pair under every edit (on ``runner``'s workers: a pool, or an
+    engine), and the images of the first ``keep_images`` pairs of each kind."""
     seen: dict[str, int] = {}
-    for i, pair in enumerate(pairs):
-        images = render_pair(engine, pair, edits, settings, cycle, batch_branches=batch_branches)
-        per_pair.append(score_pair(pair, images))
-        if seen.get(pair.kind, 0) < keep_images:
-            seen[pair.kind] = seen.get(pair.kind, 0) + 1
-            kept.append((pair, images))
-        _log(f"{what}: {_eta(i + 1, len(pairs), start)}")
-    return per_pair, kept
+    payloads = []
+    for pair in pairs:
+        keep = seen.get(pair.kind, 0) < keep_images
+        seen[pair.kind] = seen.get(pair.kind, 0) + keep
+        payloads.append((pair, edits, settings, cycle, batch_branches, keep))
+    outcomes = run_tasks(runner, pair_work, payloads, what)
+    kept = [(p, o["images"]) for p, o in zip(pairs, outcomes, strict=True) if o["images"]]
+    return [o["scores"] for o in outcomes], kept
 
 
 def run_v_search(
-    engine, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
+    runner, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
 ) -> dict:
     """Score every V setting of the search grid against plain ``cl-p2p`` on ``pairs``.
 
@@ -269,7 +296,7 @@ def run_v_search(
     edits = {"cl-p2p": preset("cl-p2p").with_(kind="swap")}
     edits |= {v.name(): v.params().with_(kind="swap") for v in grid}
     per_pair, _ = _score_all(
-        engine, pairs, edits, settings, True, "v search", batch_branches=batch_branches
+        runner, pairs, edits, settings, True, "v search", batch_branches=batch_branches
     )
     cells = {name: cell["all"] for name, cell in table(per_pair, pairs, list(edits)).items()}
     base = cells["cl-p2p"]
@@ -300,7 +327,7 @@ def run_v_search(
 
 
 def run_edit(
-    engine,
+    runner,
     pairs: list[EditPair],
     settings: RenderSettings,
     v: VSetting,
@@ -310,12 +337,12 @@ def run_edit(
     """The edit table, after an optional V search whose winner becomes ``cl-p2p+v``."""
     search = None
     if search_pairs:
-        search = run_v_search(engine, search_pairs, settings, batch_branches)
+        search = run_v_search(runner, search_pairs, settings, batch_branches)
         v = VSetting(**(search["best"]["cycle"] or search["best"]["cold"] or search["mildest"]))
         _log(f"v search: best {search['best']}, using {v.name()}")
     edits = methods(v)
     per_pair, examples = _score_all(
-        engine, pairs, edits, settings, True, "edit", 1, batch_branches=batch_branches
+        runner, pairs, edits, settings, True, "edit", 1, batch_branches=batch_branches
     )
     return {
         "task": "edit",
@@ -342,12 +369,12 @@ def sweep_edits() -> dict[str, EditParams]:
 
 
 def run_sweep(
-    engine, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
+    runner, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
 ) -> dict:
     """Colour swaps over the study's grid; the surfaces of success and mask IoU."""
     edits = sweep_edits()
     per_pair, examples = _score_all(
-        engine, pairs, edits, settings, False, "sweep", 2, batch_branches=batch_branches
+        runner, pairs, edits, settings, False, "sweep", 2, batch_branches=batch_branches
     )
     cells = {name: cell["all"] for name, cell in table(per_pair, pairs, list(edits)).items()}
     return {

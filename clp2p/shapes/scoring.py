@@ -181,3 +181,61 @@ def summarise(rows: list[dict], names: tuple[str, ...] = METRICS) -> dict:
         values = [float(r[name]) for r in rows if r.get(name) is not None]
         out[name] = float(np.mean(values)) if values else None
     return out
+
+
+def read_caption(text: str) -> Attributes | None:
+    """The ``(colour, shape, background)`` of a world caption, None for any other text."""
+    words = text.strip().lower().split()
+    if len(words) != 7 or [words[0], words[3], words[4], words[6]] != [
+        "a",
+        "on",
+        "a",
+        "background",
+    ]:
+        return None
+    attrs = (words[1], words[2], words[5])
+    if attrs not in set(world.combinations()):
+        return None
+    return attrs  # type: ignore[return-value]
+
+
+def edit_scores(
+    source_prompt: str, target_prompt: str, source: np.ndarray, edited: np.ndarray
+) -> dict:
+    """The ``clp2p.scores`` plug-in of the shapes model (named by its card): for an edit
+    between two world captions that differ in one attribute, :func:`score_edit` against the
+    ground truth (the pair's kind, success, mask IoU, kept attributes, kept-region MAD);
+    ``{}`` for any other pair of prompts."""
+    src, tgt = read_caption(source_prompt), read_caption(target_prompt)
+    if src is None or tgt is None:
+        return {}
+    changed = [i for i in range(3) if src[i] != tgt[i]]
+    if len(changed) != 1:
+        return {}
+    pair = EditPair(KINDS[changed[0]], src, tgt, seed=0)
+    row = score_edit(pair, source, edited)
+    row.pop("read")
+    return {"edit": pair.kind, **row}
+
+
+CaptionObjects = tuple[tuple[tuple[str, str], ...], str]  # (((colour, shape), ...), background)
+
+
+def read_objects_caption(text: str) -> CaptionObjects | None:
+    """The objects ``((colour, shape), ...)`` and background of a caption of the one-or-two
+    object world (:func:`world.caption`), objects in caption order: ``"a red circle and a blue
+    square on a white background"`` gives ``((("red", "circle"), ("blue", "square")), "white")``
+    and a one-object caption one pair. None for any other text, including captions the world
+    never writes (two objects of one colour or one class, a background like a shape's colour).
+    """
+    words = text.strip().lower().split()
+    if len(words) not in (7, 11) or words[-4:-2] != ["on", "a"] or words[-1] != "background":
+        return None
+    head, background = words[:-4], words[-2]  # "a c s" or "a c s and a c s"
+    parts = [head] if len(head) == 3 else [head[:3], head[4:]]
+    if (len(head) == 7 and head[3] != "and") or any(part[0] != "a" for part in parts):
+        return None
+    objects = tuple((part[1], part[2]) for part in parts)
+    flat = (*(word for pair in objects for word in pair), background)
+    allowed = world.combinations() if len(objects) == 1 else world.two_object_combinations()
+    return (objects, background) if flat in set(allowed) else None

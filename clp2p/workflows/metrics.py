@@ -14,13 +14,42 @@ import numpy as np
 from clp2p.errors import Clp2pError
 
 ENTRY_POINT_GROUP = "clp2p.metrics"
+SCORES_GROUP = "clp2p.scores"
 ReversalMetric = Callable[[np.ndarray, np.ndarray], float]
+# (source prompt, target prompt, source image, edited image) -> scores, {} when they do not apply
+EditScore = Callable[[str, str, np.ndarray, np.ndarray], dict]
 
 
 @cache
 def registered() -> dict[str, ReversalMetric]:
     """Every installed reversal metric plug-in by name."""
     return {ep.name: ep.load() for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+@cache
+def score_plugins() -> dict[str, EditScore]:
+    """Every installed edit-score plug-in by name."""
+    return {ep.name: ep.load() for ep in entry_points(group=SCORES_GROUP)}
+
+
+def _plugin(kind: str, name: str, plugins: dict):
+    if name not in plugins:
+        raise Clp2pError(
+            f"the model's card names the {kind} '{name}', which no installed plug-in "
+            f"provides (installed: {', '.join(plugins) or 'none'}): reinstall clp2p"
+        )
+    return plugins[name]
+
+
+def edit_scores(
+    names: Sequence[str], source_prompt: str, target_prompt: str, source, edited
+) -> dict:
+    """The scores a model's card names (``scores``: plug-ins of the ``clp2p.scores`` group,
+    e.g. the shapes world's ground truth) of one edit: each plug-in's, merged."""
+    out: dict = {}
+    for name in names:
+        out |= _plugin("score", name, score_plugins())(source_prompt, target_prompt, source, edited)
+    return out
 
 
 def reversal_metrics(image: np.ndarray, ancestor: np.ndarray, extra: Sequence[str] = ()) -> dict:
@@ -40,10 +69,5 @@ def reversal_metrics(image: np.ndarray, ancestor: np.ndarray, extra: Sequence[st
     metrics = {"mae": round(mae, 4), "psnr": psnr and round(psnr, 3), "ssim": round(ssim, 5)}
     plugins = registered()
     for name in extra:
-        if name not in plugins:
-            raise Clp2pError(
-                f"the model's card names the metric '{name}', which no installed plug-in "
-                f"provides (installed: {', '.join(plugins) or 'none'}): reinstall clp2p"
-            )
-        metrics[name] = round(float(plugins[name](image, ancestor)), 5)
+        metrics[name] = round(float(_plugin("metric", name, plugins)(image, ancestor)), 5)
     return metrics

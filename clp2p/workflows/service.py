@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +34,7 @@ __all__ = [
     "NodeRender",
     "RenderJob",
     "StepInfo",
+    "SweepJob",
 ]
 
 
@@ -99,6 +101,22 @@ class ImportJob:
     fit: str = FITS[0]
     file: str = ""
     inner_steps: int = DEFAULT_INNER_STEPS
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """Render the items of a sweep (:func:`clp2p.model.sweep.sweep_items`) into ``folder``
+    (see :mod:`clp2p.workflows.sweep`): on the loaded engine when ``ray`` is "", else on Ray
+    (``auto``: a local instance; an address: that cluster) with ``workers`` workers.
+    ``asked`` is what the folder's ``sweep.json`` records; ``columns``: the axis the contact
+    sheet's columns show."""
+
+    items: tuple
+    folder: str
+    asked: dict
+    columns: str | None = None
+    ray: str = ""
+    workers: int | None = None
 
 
 class EngineService:
@@ -193,6 +211,36 @@ class EngineService:
         )
         info = self.info
         return replace(session, device=info.device, dtype=info.dtype), images
+
+    def sweep(
+        self,
+        job: SweepJob,
+        on_item: Callable[[dict, int, int], None] | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ):
+        """Render a sweep; ``on_item(row, done, total)`` after each item. Returns the
+        :class:`~clp2p.workflows.sweep.Report` (its rows: the results table)."""
+        from clp2p.workflows.contact_sheet import contact_sheet
+        from clp2p.workflows.runner import LocalPool, RayPool, Worker
+        from clp2p.workflows.sweep import run_items
+
+        if self.engine is None or self.info is None:
+            raise Clp2pError("no model is loaded: pick one in Model settings")
+        spec = self.info.spec
+        if job.ray:
+            pool = RayPool(spec, job.ray, job.workers, gpus=self.info.device != "cpu")
+        else:
+            pool = LocalPool(Worker(spec, engine=self.engine, renderer=self.renderer))
+        with pool:
+            return run_items(
+                list(job.items),
+                job.folder,
+                pool,
+                job.asked,
+                on_item=on_item,
+                cancel=cancel,
+                sheet=lambda rows, path: contact_sheet(Path(job.folder), rows, path, job.columns),
+            )
 
     def check_edit(self, source: str, target: str, params: EditParams) -> str | None:
         """None when the edit can run, else the message saying what to change. Before a model

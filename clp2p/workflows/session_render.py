@@ -53,6 +53,8 @@ class SessionRenderer:
         self.engine = engine
         self.cache = RecordCache(budget)
         self.max_self_res = max_self_res  # the largest self-attention grid records keep
+        # edits the records must also serve beyond the session's own: a sweep's whole grid
+        self.serves: tuple[EditParams, ...] = ()
 
     def spill_to(self, folder: Path | None, limit: int) -> None:
         """Spill records evicted from memory to ``folder``, keeping at most ``limit`` bytes
@@ -78,10 +80,11 @@ class SessionRenderer:
         return key
 
     def spec(self, session: Session) -> RecordSpec:
-        """What records of ``session``'s branches keep: what its edits need (the default
-        edit's needs while it has none), self-attention capped at ``max_self_res``."""
-        edits = [n.params for n in session.nodes if n.params is not None] or [EditParams()]
-        return RecordSpec.serving(edits, self.max_self_res)
+        """What records of ``session``'s branches keep: what its edits and :attr:`serves`
+        need (the default edit's needs while there are none), self-attention capped at
+        ``max_self_res``."""
+        edits = [n.params for n in session.nodes if n.params is not None] + list(self.serves)
+        return RecordSpec.serving(edits or [EditParams()], self.max_self_res)
 
     def render(
         self,
