@@ -71,3 +71,27 @@ def write_png(path: str | os.PathLike, image: np.ndarray, **options: object) -> 
 
     picture = Image.fromarray(np.asarray(image))
     write_with(path, lambda f: picture.save(f, format="PNG", **options))
+
+
+def write_folder(folder: str | os.PathLike, write: Callable[[Path], None]) -> None:
+    """Run ``write(tmp)`` into a temporary folder beside ``folder``, then move its files into
+    ``folder`` (the whole folder in one rename when it is new). If ``write`` fails,
+    ``folder`` is untouched."""
+    import shutil
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        write(tmp)
+        if not folder.exists():
+            os.replace(tmp, folder)
+            return
+        for path in sorted(tmp.rglob("*")):
+            dest = folder / path.relative_to(tmp)
+            if path.is_dir():
+                dest.mkdir(exist_ok=True)
+            else:
+                os.replace(path, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

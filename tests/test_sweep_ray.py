@@ -41,6 +41,7 @@ def pool():
     """One local Ray instance and its two workers for the module (start-up is most of the
     time); the test that kills the workers runs last."""
     with RayPool(SPEC, "auto", 2, 1) as started:
+        started.wait()  # both workers have loaded the model
         yield started
 
 
@@ -83,3 +84,21 @@ def test_workers_killed_mid_run_lose_no_item(tmp_path, pool):
     assert report.failed == 0 and all(r["status"] == "done" for r in report.rows)
     assert {r["worker"] for r in report.rows} - set(names)  # restarted workers took the rest
     assert all(ResultsFolder(tmp_path / "out").done(k) for k in keys)
+
+
+@pytest.mark.parametrize(
+    "address, message",
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at '127.0.0.1:1'"),
+        ("no-such-host.invalid:6379", "cannot reach the Ray cluster"),
+        ("justahost", "give HOST:PORT"),
+    ],
+)
+def test_an_unreachable_cluster_is_one_line_at_once(tmp_path, capsys, address, message):
+    from clp2p.cli.main import main
+
+    args = ["sweep", "--source", SOURCE, "--target", SOURCE.replace("red", "blue")]
+    code = main([*args, "--steps", "2", "--out", str(tmp_path / "out"), "--ray", address])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

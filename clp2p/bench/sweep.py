@@ -51,6 +51,7 @@ def _timed(name: str, pool, todo: list, folder: Path) -> dict:
 
     start = time.perf_counter()
     with pool:
+        pool.wait()  # every worker has loaded the model
         ready = time.perf_counter()
         report = run_items(todo, folder, pool, {"kind": "bench"})
         end = time.perf_counter()

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clp2p.cli.args import add_model_args, finish
-from clp2p.cli.sweep import add_run_args, pool_from, spec_from
+from clp2p.cli.args import adapters_of, add_model_args, finish
+from clp2p.cli.sweep import add_run_args, pool_from, spec_from, start_early
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes.evaluate import (
     V_LAYERS,
@@ -56,7 +56,8 @@ def add_parser(sub) -> None:
     add_model_args(s)
     add_run_args(s)
     finish(s, cmd_eval)
-    s.set_defaults(passive_threads=True)  # many renders in a row: see clp2p.cli.main
+    # many renders in a row: see clp2p.cli.main; Ray's workers start before torch loads here
+    s.set_defaults(passive_threads=True, early=_early)
 
 
 def _v_setting(text: str) -> VSetting:
@@ -125,14 +126,18 @@ def _report(result: dict) -> str:
     return report.sweep_tables(result)
 
 
-def cmd_eval(args) -> int:
-    """Run one task, print its markdown table, write JSON and figures when asked."""
+def _early(args) -> None:
     if args.model is None:
         args.model = "shapes"
     if args.task == "picture-cycle" and args.ray:
         from clp2p.errors import Clp2pError
 
         raise Clp2pError("--ray: the picture cycle runs in this process: drop --ray")
+    start_early(args, args.model, adapters_of(args))
+
+
+def cmd_eval(args) -> int:
+    """Run one task, print its markdown table, write JSON and figures when asked."""
     with pool_from(args, spec_from(args, args.model)) as pool:
         result = _run_task(args, pool)
     result["model"] = args.model

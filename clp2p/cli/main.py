@@ -37,10 +37,14 @@ def main(argv: list[str] | None = None) -> int:
         # spin while they wait made one render 70x slower beside another torch process; they
         # must sleep instead. Set before torch loads its OpenMP runtime.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from clp2p.engine.loading import quiet_libraries
-
-    quiet_libraries()
     try:
+        early = getattr(args, "early", None)
+        if early is not None:  # checks, and work to start before torch loads (Ray's workers)
+            early(args)
+        if getattr(args, "pool", None) is None:  # else this process only hands work to Ray
+            from clp2p.engine.loading import quiet_libraries
+
+            quiet_libraries()
         return args.run(args)
     except Clp2pError as exc:
         print(f"clp2p: error: {exc.render(args.field_flags)}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from clp2p.cli.args import (
@@ -61,7 +62,7 @@ def add_parsers(sub) -> None:
     add_model_args(s)
     add_run_args(s)
     finish(s, cmd_sweep)
-    s.set_defaults(passive_threads=True)
+    s.set_defaults(passive_threads=True, early=prepare_sweep)
 
     b = sub.add_parser(
         "batch",
@@ -79,16 +80,23 @@ def add_parsers(sub) -> None:
     add_model_args(b)
     add_run_args(b)
     finish(b, cmd_batch)
-    b.set_defaults(passive_threads=True)
+    b.set_defaults(passive_threads=True, early=prepare_batch)
 
 
-def pool_from(args: argparse.Namespace, spec):
-    """The pool ``--ray`` / ``--workers`` / ``--threads`` ask for."""
-    from clp2p.workflows.runner import LocalPool, RayPool, Worker
-
+def _check_counts(args: argparse.Namespace) -> None:
     for flag, value in (("--threads", args.threads), ("--workers", args.workers)):
         if value is not None and value < 1:
             raise Clp2pError(f"{flag} {value}: give 1 or more")
+
+
+def pool_from(args: argparse.Namespace, spec):
+    """The pool ``--ray`` / ``--workers`` / ``--threads`` ask for (the one
+    :func:`start_early` started, if it did)."""
+    from clp2p.workflows.runner import LocalPool, RayPool, Worker
+
+    if getattr(args, "pool", None) is not None:
+        return args.pool
+    _check_counts(args)
     if args.ray:
         return RayPool(
             spec, args.ray, args.workers, args.threads or 1, gpus=args.device not in ("cpu",)
@@ -141,39 +149,87 @@ def _sweep_items(args: argparse.Namespace) -> tuple[list, str, tuple, dict]:
     return items, model, adapters, asked
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Prepared:
+    """A sweep's or batch's items, checked before anything heavy loads."""
+
+    items: list
+    model: str
+    adapters: tuple
+    asked: dict
+    columns: str | None  # the axis of the contact sheet's columns
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    if Path(args.out).is_file():
+        raise Clp2pError(f"--out '{args.out}' is a file: give a folder for the results")
+    check_output(Path(args.out) / "results.csv")
+
+
+def start_early(args: argparse.Namespace, model: str, adapters: tuple) -> None:
+    """With ``--ray``: start Ray and its workers now, before this process loads torch, so
+    that the workers load the model while this process loads its own libraries."""
+    if not args.ray:
+        return
+    from clp2p.workflows.runner import RayPool
+
+    _check_counts(args)
+    fields = {
+        "model": model,
+        "device": args.device,
+        "dtype": args.dtype,
+        "loras": tuple(a.spec() for a in adapters if a.kind == "lora"),
+        "embeddings": tuple(a.spec() for a in adapters if a.kind == "embedding"),
+    }
+    gpus = args.device not in ("cpu",)
+    args.pool = RayPool(fields, args.ray, args.workers, args.threads or 1, gpus=gpus).start()
+
+
+def prepare_sweep(args: argparse.Namespace) -> None:
+    """Check everything and build the items (no torch); start Ray when asked."""
     items, model, adapters, asked = _sweep_items(args)
+    _check_out(args)
     columns = [n for n, _ in sweep.Grid.parse(args.grid).axes][-1:] or [None]
-    return _run(args, items, model, adapters, asked, columns[0])
+    args.prepared = Prepared(items, model, adapters, asked, columns[0])
+    start_early(args, model, adapters)
 
 
-def cmd_batch(args: argparse.Namespace) -> int:
+def prepare_batch(args: argparse.Namespace) -> None:
     from clp2p.engine.families import is_xl
+    from clp2p.workflows import manifest
 
     model, adapters = model_name(args), adapters_of(args)
     defaults = settings_from(args)
-    from clp2p.workflows import manifest
-
     items = manifest.read(args.manifest, defaults, model, adapters, is_xl(model))
+    _check_out(args)
     asked = {
         "kind": "batch",
         "manifest": str(Path(args.manifest).absolute()),
         "defaults": defaults.to_json(),
         "model": model,
     }
-    return _run(args, items, model, adapters, asked, None)
+    args.prepared = Prepared(items, model, adapters, asked, None)
+    start_early(args, model, adapters)
 
 
-def _run(args, items: list, model: str, adapters: tuple, asked: dict, columns: str | None) -> int:
+def cmd_sweep(args: argparse.Namespace) -> int:
+    return _run(args, args.prepared)
+
+
+def cmd_batch(args: argparse.Namespace) -> int:
+    return _run(args, args.prepared)
+
+
+def _run(args: argparse.Namespace, job: Prepared) -> int:
     from tqdm import tqdm
 
     from clp2p.workflows.contact_sheet import contact_sheet
     from clp2p.workflows.sweep import ResultsFolder, run_items
 
+    items, columns = job.items, job.columns
     out = ResultsFolder(args.out)
-    check_output(out.folder / "results.csv")  # before a model loads
-    spec = spec_from(args, model, adapters)
-    with pool_from(args, spec) as pool:
+    pool = getattr(args, "pool", None) or pool_from(args, spec_from(args, job.model, job.adapters))
+    with pool:
         print(f"{len(items)} items on {pool.where}", file=sys.stderr, flush=True)
         bar = tqdm(total=len(items), unit="item", file=sys.stderr, dynamic_ncols=True)
         failures = []
@@ -189,7 +245,7 @@ def _run(args, items: list, model: str, adapters: tuple, asked: dict, columns: s
         def sheet(rows: list[dict], path: Path) -> None:
             contact_sheet(out.folder, rows, path, columns)
 
-        report = run_items(items, out.folder, pool, asked, on_item=on_item, sheet=sheet)
+        report = run_items(items, out.folder, pool, job.asked, on_item=on_item, sheet=sheet)
         bar.close()
     print(
         f"{len(report.rows)} items: {report.rendered} rendered, {report.skipped} done before, "

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from clp2p.atomic import write_json
+from clp2p.atomic import write_folder, write_json
 from clp2p.attention.heatmap import overlay
 from clp2p.engine.engine import RenderResult
 from clp2p.model.align import normalise_word
@@ -42,27 +39,6 @@ def heatmap_images(result: RenderResult, branch: int) -> dict[str, np.ndarray]:
         if key not in out:
             out[key] = overlay(big, result.attention.word_map(branch, word))
     return out
-
-
-def write_atomically(out_dir: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` into a temporary folder beside ``out_dir``, then move its files into
-    ``out_dir``. If ``write`` fails, ``out_dir`` is untouched."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        write(tmp)
-        if not out_dir.exists():
-            os.replace(tmp, out_dir)
-            return
-        for path in sorted(tmp.rglob("*")):
-            dest = out_dir / path.relative_to(tmp)
-            if path.is_dir():
-                dest.mkdir(exist_ok=True)
-            else:
-                os.replace(path, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def edit_record(
@@ -113,4 +89,4 @@ def write_edit(
         if extra is not None:
             extra(tmp)
 
-    write_atomically(out_dir, write)
+    write_folder(out_dir, write)

@@ -20,11 +20,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from clp2p.errors import Clp2pError, RenderCancelled
-from clp2p.workflows.service import ModelSpec
+
+if TYPE_CHECKING:
+    from clp2p.workflows.service import ModelSpec
 
 RAY_EXTRA = "pip install -e '.[cluster]' (or pip install 'ray[default]')"
 MAX_ATTEMPTS = 3  # a task whose worker dies this many times is given up
@@ -120,6 +123,9 @@ class LocalPool:
     def __exit__(self, *exc) -> None:
         pass
 
+    def wait(self) -> None:
+        """Return when the worker is ready to render (it is, once entered)."""
+
     def run(
         self,
         tasks: Iterable[Task],
@@ -138,9 +144,14 @@ class LocalPool:
 
 
 class _Actor:
-    """The Ray actor around a :class:`Worker` (made remote when a :class:`RayPool` starts)."""
+    """The Ray actor around a :class:`Worker` (made remote when a :class:`RayPool` starts).
+    ``spec`` is a ModelSpec or its fields (a pool started before this process loaded torch)."""
 
-    def __init__(self, spec: ModelSpec, threads: int | None) -> None:
+    def __init__(self, spec, threads: int | None) -> None:
+        if isinstance(spec, dict):
+            from clp2p.workflows.service import ModelSpec
+
+            spec = ModelSpec(**spec)
         self.worker = Worker(spec, threads)
 
     def ready(self) -> str:
@@ -205,9 +216,16 @@ class RayPool:
         self.size = 0
         self.where = ""
         self._started = False
+        self._loading: dict = {}  # readiness ref -> a worker still loading the model
+        self._ready: list = []  # workers found loaded by wait(), not yet handed a task
         self.ray = None
 
-    def __enter__(self) -> RayPool:
+    def start(self) -> RayPool:
+        """Start Ray (or join the cluster) and the workers, and return at once: the workers
+        load the model meanwhile (this process may load its own libraries alongside), and
+        :meth:`run` hands each its first task when it is ready. Torch is not imported here."""
+        if self.ray is not None:
+            return self
         if self.address != "auto":
             reachable(self.address)
         ray = self.ray = ray_module()
@@ -227,23 +245,27 @@ class RayPool:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if self.gpus else 0
         count = self.requested or gpus or max(1, int(resources.get("CPU", 1)) // self.threads)
-        remote = ray.remote(
+        self._remote = ray.remote(
             num_cpus=self.threads,
             num_gpus=1 if gpus else 0,
             max_restarts=MAX_ATTEMPTS,
             max_task_retries=MAX_ATTEMPTS,
         )(_Actor)
-        self._remote = remote
-        self.actors = [remote.remote(self.spec, self.threads) for _ in range(count)]
-        try:
-            names = ray.get([a.ready.remote() for a in self.actors])
-        except Exception as exc:
-            self.__exit__(None, None, None)
-            raise Clp2pError(f"the Ray workers could not load the model: {failure(exc)}") from None
+        self.actors = [self._remote.remote(self.spec, self.threads) for _ in range(count)]
+        self._loading = {a.ready.remote(): a for a in self.actors}
         self.size = count
-        hosts = sorted({n.split(":")[0] for n in names})
-        self.where = f"Ray at {self.address}: {count} workers on {', '.join(hosts)}"
+        self.where = f"Ray at {self.address}: {count} workers"
         return self
+
+    def __enter__(self) -> RayPool:
+        return self.start()
+
+    def wait(self) -> None:
+        """Return when every worker has loaded the model (a benchmark's clock starts here)."""
+        ray = self.ray
+        while self._loading:
+            ray.wait(list(self._loading), num_returns=len(self._loading))
+            self._ready.extend(self._loaded(ray))
 
     def __exit__(self, *exc) -> None:
         ray = self.ray
@@ -265,18 +287,27 @@ class RayPool:
         cancel: Callable[[], bool] | None = None,
     ) -> None:
         """One task in flight per actor; the next goes to whichever actor finishes first."""
-        ray = self.ray
         queue = list(tasks)[::-1]
-        attempts: dict[str, int] = {}
         running: dict = {}  # object ref -> (task, actor)
-        idle = list(self.actors)
+        idle, self._ready = self._ready, []
+        try:
+            self._loop(queue, idle, running, work, on_done, cancel)
+        finally:  # loaded workers wait for the next run (one still busy finishes first)
+            self._ready = idle + [actor for _, actor in running.values()]
+
+    def _loop(self, queue: list, idle: list, running: dict, work: Work, on_done: Done, cancel):
+        ray = self.ray
+        attempts: dict[str, int] = {}
         while queue or running:
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled")
+            idle += self._loaded(ray)
+            if not (running or idle or self._loading):
+                raise Clp2pError("no Ray worker is left to render: see the cluster's logs")
             while queue and idle:
                 task, actor = queue.pop(), idle.pop()
                 running[actor.run.remote(work, task.payload)] = (task, actor)
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.5)
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=0.2)
             for ref in ready:
                 task, actor = running.pop(ref)
                 try:
@@ -290,6 +321,22 @@ class RayPool:
                         continue
                     outcome = {"error": f"its worker was lost {MAX_ATTEMPTS} times: {failure(exc)}"}
                 on_done(task, outcome)
+
+    def _loaded(self, ray) -> list:
+        """The workers that finished loading the model since the last call; a worker that
+        could not load it stops the run."""
+        if not self._loading:
+            return []
+        done, _ = ray.wait(list(self._loading), num_returns=len(self._loading), timeout=0)
+        loaded = []
+        for ref in done:
+            actor = self._loading.pop(ref)
+            try:
+                ray.get(ref)
+            except Exception as exc:
+                raise Clp2pError(f"a Ray worker could not load the model: {failure(exc)}") from None
+            loaded.append(actor)
+        return loaded
 
     def _replace(self, actor):
         """A new actor in place of one that died (Ray restarts an actor a few times; one that
@@ -306,6 +353,8 @@ def pool_of(runner):
     uses it."""
     if hasattr(runner, "run") and hasattr(runner, "where"):
         return runner
+    from clp2p.workflows.service import ModelSpec
+
     return LocalPool(Worker(ModelSpec(runner.name), engine=runner))
 
 

@@ -32,10 +32,7 @@ from clp2p.model.session import Session, chain_key, image_hash
 from clp2p.model.sweep import Item
 from clp2p.workflows import session_io
 from clp2p.workflows.metrics import edit_scores
-from clp2p.workflows.output import write_atomically
 from clp2p.workflows.runner import Task, Worker
-from clp2p.workflows.service import check_adapters
-from clp2p.workflows.session_render import apply
 
 RESULTS_FORMAT = "clp2p-sweep"
 RESULTS_VERSION = 1
@@ -59,6 +56,10 @@ def render_item(worker: Worker, payload: tuple) -> dict:
 
 
 def _render_item(worker: Worker, item: Item, pixels: np.ndarray | None) -> dict:
+    # imported here: a process that only hands items to Ray workers never loads torch
+    from clp2p.workflows.service import check_adapters
+    from clp2p.workflows.session_render import apply
+
     engine = worker.engine
     session, node_id, images = item.session, item.node_id, {}
     if item.picture is not None:
@@ -202,7 +203,7 @@ class ResultsFolder:
         if folder.exists() and row["error"]:  # a failure replaces no earlier files
             atomic.write_json(folder / "item.json", row)
         else:
-            write_atomically(folder, write)
+            atomic.write_folder(folder, write)
         return row
 
     def finish(
