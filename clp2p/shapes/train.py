@@ -45,6 +45,8 @@ class TrainConfig:
     """Every training hyperparameter; the defaults produce the shipped model."""
 
     seed: int = 0
+    # the share of two-object scenes (0: the one-object world of the first shipped model)
+    two_fraction: float = 0.0
     threads: int = 2
     dataset_size: int = 30_000
     vae_steps: int = 800
@@ -101,12 +103,18 @@ class Progress:
         )
 
 
-def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[world.Scene]]:
-    """Render ``cfg.dataset_size`` seeded scenes: uint8 (N, S, S, 3) and their scenes."""
+def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[str]]:
+    """Render ``cfg.dataset_size`` seeded scenes: uint8 (N, S, S, 3) and their captions.
+    With ``two_fraction`` 0 the scenes are the one-object world's, drawn as the first model
+    drew them."""
     rng = np.random.default_rng(cfg.seed)
-    scenes = [world.sample_scene(rng) for _ in range(cfg.dataset_size)]
-    images = np.stack([world.render(s, mcfg.image_size)[0] for s in scenes])
-    return images, scenes
+    if cfg.two_fraction <= 0:
+        scenes = [world.sample_scene(rng) for _ in range(cfg.dataset_size)]
+        images = np.stack([world.render(s, mcfg.image_size)[0] for s in scenes])
+        return images, [world.prompt(s) for s in scenes]
+    multi = [world.sample_one_or_two(rng, cfg.two_fraction) for _ in range(cfg.dataset_size)]
+    images = np.stack([world.render_objects(s, mcfg.image_size)[0] for s in multi])
+    return images, [world.caption(s) for s in multi]
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -151,16 +159,16 @@ def encode_dataset(vae: AutoencoderKL, images: np.ndarray) -> tuple[torch.Tensor
     return torch.cat(means), torch.cat(stds)
 
 
-def token_ids(mcfg: ModelConfig, scenes: list[world.Scene]) -> tuple[torch.Tensor, torch.Tensor]:
+def token_ids(mcfg: ModelConfig, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids of every caption, (N, T), and of the empty caption, (T,)."""
     tok = shapes_model.load_tokenizer(mcfg)
 
     def encode(texts: list[str]) -> torch.Tensor:
         return tok(texts, padding="max_length", truncation=True, return_tensors="pt").input_ids
 
-    captions = sorted({world.prompt(s) for s in scenes})
+    captions = sorted(set(texts))
     table = dict(zip(captions, encode(captions), strict=True))
-    ids = torch.stack([table[world.prompt(s)] for s in scenes])
+    ids = torch.stack([table[t] for t in texts])
     return ids, encode([""])[0]
 
 
@@ -357,14 +365,14 @@ def main(argv: list[str] | None = None) -> None:
     start, rows = time.time(), []
     print(f"train config: {cfg}\nmodel config: {mcfg}", flush=True)
 
-    images, scenes = make_dataset(cfg, mcfg)
+    images, captions = make_dataset(cfg, mcfg)
     vae, mean, std = _stage1(cfg, mcfg, images, args.work_dir, rows, start)
     print(
         f"latents {tuple(mean.shape)}, scaling_factor {vae.config.scaling_factor:.4f}, "
         f"{(time.time() - start) / 60:.1f} min",
         flush=True,
     )
-    ids, empty = token_ids(mcfg, scenes)
+    ids, empty = token_ids(mcfg, captions)
     data = {
         "mean": mean,
         "std": std,

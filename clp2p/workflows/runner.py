@@ -240,7 +240,9 @@ class RayPool:
         except (ConnectionError, ValueError, RuntimeError) as exc:
             raise Clp2pError(
                 f"cannot join the Ray cluster at '{self.address}' ({str(exc).splitlines()[0]}): "
-                "give the address 'ray start --head' printed, or 'auto' for this machine"
+                "give the address 'ray start --head' printed (a cluster with token "
+                "authentication also needs RAY_AUTH_MODE=token and its token here), or 'auto' "
+                "for this machine"
             ) from None
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0)) if self.gpus else 0
