@@ -69,6 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     from .window import MainWindow
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if QApplication.instance() is None:
+        from .platform_check import problem
+
+        missing = problem()  # else Qt would abort the process without saying what to do
+        if missing:
+            print(missing, file=sys.stderr)
+            return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("clp2p Studio")
     app.setOrganizationName("clp2p")
