@@ -59,6 +59,19 @@ def apply_theme(app: QApplication) -> None:
         app.setWindowIcon(QIcon(str(icon)))
 
 
+def platform_ready() -> bool:
+    """False, after one line saying what to install, when Qt's X11 plugin would not load
+    (Qt would abort the process without saying what to do)."""
+    if QApplication.instance() is not None:
+        return True
+    from .platform_check import problem
+
+    missing = problem()
+    if missing:
+        print(missing, file=sys.stderr)
+    return not missing
+
+
 def main(argv: list[str] | None = None) -> int:
     import qasync
 
@@ -69,13 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     from .window import MainWindow
 
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    if QApplication.instance() is None:
-        from .platform_check import problem
-
-        missing = problem()  # else Qt would abort the process without saying what to do
-        if missing:
-            print(missing, file=sys.stderr)
-            return 2
+    if not platform_ready():
+        return 2
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("clp2p Studio")
     app.setOrganizationName("clp2p")
