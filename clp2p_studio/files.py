@@ -20,7 +20,6 @@ from PySide6.QtWidgets import QFileDialog, QInputDialog, QMenu
 from clp2p import atomic
 from clp2p.errors import Clp2pError
 from clp2p.model.session import Session
-from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 from clp2p.workflows.service import ModelSpec
 
@@ -38,9 +37,12 @@ SESSIONS = "Sessions (*.json)"
 def untitled(
     prompt: str = DEFAULT_PROMPT, model: str = ModelSpec.model, adapters: tuple = ()
 ) -> Document:
-    """A new session of one root with the engine's default sampling settings, made with the
-    loaded model's LoRAs and embeddings (``adapters``)."""
-    return Document(Session.new(prompt, RenderSettings(), model, adapters))
+    """A new session of one root with the model's recommended sampling settings (its card;
+    Stable Diffusion's usual ones otherwise), made with the loaded model's LoRAs and
+    embeddings (``adapters``)."""
+    from clp2p.model.card import card_of
+
+    return Document(Session.new(prompt, card_of(model).settings(), model, adapters))
 
 
 def node_parameters(session: Session, node_id: str) -> dict:

@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from clp2p.errors import Clp2pError
@@ -136,8 +137,16 @@ def add_model_args(p: argparse.ArgumentParser, adapters: bool = True) -> None:
 def add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling")
     g.add_argument("--seed", type=whole_number, default=SETTINGS.seed)
-    g.add_argument("--steps", type=whole_number, default=SETTINGS.steps)
-    g.add_argument("--guidance", type=number, default=SETTINGS.guidance)
+    g.add_argument(
+        "--steps",
+        type=whole_number,
+        help=f"denoising steps (default: the model's; {SETTINGS.steps} for Stable Diffusion)",
+    )
+    g.add_argument(
+        "--guidance",
+        type=number,
+        help=f"guidance scale (default: the model's; {SETTINGS.guidance:g} for Stable Diffusion)",
+    )
     g.add_argument("--width", type=whole_number, default=SETTINGS.width)
     g.add_argument("--height", type=whole_number, default=SETTINGS.height)
     g.add_argument(
@@ -254,16 +263,22 @@ def _parse_reweight(item: str) -> tuple[str, float]:
         ) from None
 
 
-def settings_from(args: argparse.Namespace) -> RenderSettings:
-    return RenderSettings(
-        args.seed,
-        args.steps,
-        args.guidance,
-        args.width,
-        args.height,
-        args.negative,
-        args.scheduler,
-        args.karras,
+def settings_from(args: argparse.Namespace, model: str | None = None) -> RenderSettings:
+    """The sampling flags, and for those not given the model's recommended values (its card;
+    Stable Diffusion's usual ones for a model without)."""
+    from clp2p.model.card import card_of
+
+    card = card_of(model or model_name(args))
+    given = {"steps": args.steps, "guidance": args.guidance}
+    if args.width is not None or args.height is not None:  # a size given: no card size
+        given |= {"width": args.width, "height": args.height}
+        card = replace(card, sampling=tuple(kv for kv in card.sampling if kv[0] != "size"))
+    return card.settings(
+        seed=args.seed,
+        **given,
+        negative=args.negative,
+        scheduler=args.scheduler,
+        karras=args.karras,
     )
 
 

@@ -51,8 +51,8 @@ def add_parser(sub) -> None:
     )
     s.add_argument("--json", help="write the results to this file")
     s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
-    s.add_argument("--steps", type=int, help="DDIM steps (default: the model check's)")
-    s.add_argument("--guidance", type=float, help="CFG scale (default: the model check's)")
+    s.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+    s.add_argument("--guidance", type=float, help="CFG scale (default: the model's)")
     add_model_args(s)
     add_run_args(s)
     finish(s, cmd_eval)
@@ -157,13 +157,10 @@ def _run_task(args, pool) -> dict:
     # Many branches per render here: one batch is faster, and scores do not need the
     # bit-exactness across renders that sessions rely on.
     batch = True
-    from clp2p.shapes.check import CheckConfig
+    from clp2p.model.card import card_of
 
-    settings = RenderSettings(
-        seed=0,
-        steps=args.steps or CheckConfig.steps,
-        guidance=CheckConfig.guidance if args.guidance is None else args.guidance,
-    )
+    # the model's recommended sampling (the shapes model's card: 30 steps, guidance 4)
+    settings = card_of(args.model).settings(seed=0, steps=args.steps, guidance=args.guidance)
     task = args.task
     if task == "generate":
         result = timed(lambda: run_generate(pool, args.samples, settings))

@@ -18,7 +18,7 @@ from clp2p.engine.adapters import apply_adapters
 from clp2p.engine.families import XL_KEY, XL_PIPELINE
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
-from clp2p.model.card import ModelCard
+from clp2p.model.card import ModelCard, card_of
 from clp2p.model.devices import DTYPES
 from clp2p.resources import SHAPES, resources_dir, shapes_model_dir
 
@@ -287,8 +287,7 @@ def load_pipeline(
 def model_card(model: str) -> ModelCard:
     """The card of ``model`` (:class:`ModelCard`), read from its folder; a single-file
     checkpoint or a Hub id has none."""
-    path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
-    return ModelCard.read(path) if path.is_dir() else ModelCard()
+    return card_of(model)
 
 
 def _first_line(exc: Exception) -> str:

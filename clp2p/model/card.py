@@ -6,7 +6,10 @@ with the stock pipeline).
 registered under the ``clp2p.metrics`` entry point group, e.g. the shapes world's foreground
 ``mask_iou``). ``scores``: names of edit scores (plug-ins of the ``clp2p.scores`` group, e.g.
 the shapes world's ground-truth reading of an edit) that sweeps and batches add to their
-tables. A model without a card has none."""
+tables. ``sampling``: the model's recommended steps, guidance and size, the defaults of a new
+session's root on it (the CLI's and the studio's); where a card says nothing, Stable
+Diffusion's usual values (the fields' defaults of ``RenderSettings``). A model without a card
+has none of these."""
 
 from __future__ import annotations
 
@@ -15,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clp2p.errors import Clp2pError
+from clp2p.model.settings import RenderSettings
+from clp2p.resources import SHAPES, shapes_model_dir
 
 CARD_FILE = "clp2p.json"
 CARD_FORMAT = "clp2p-model-card"
@@ -24,6 +29,16 @@ CARD_FORMAT = "clp2p-model-card"
 class ModelCard:
     metrics: tuple[str, ...] = ()
     scores: tuple[str, ...] = ()
+    sampling: tuple[tuple[str, object], ...] = ()  # (field, value): steps, guidance, size
+
+    def settings(self, **given: object) -> RenderSettings:
+        """Sampling settings with the model's recommended values, and ``given`` ones (those
+        not None) on top."""
+        recommended = dict(self.sampling)
+        size = recommended.pop("size", None)
+        if size is not None:
+            recommended |= {"width": size, "height": size}
+        return RenderSettings(**(recommended | {k: v for k, v in given.items() if v is not None}))
 
     @classmethod
     def read(cls, folder: Path) -> ModelCard:
@@ -45,4 +60,22 @@ class ModelCard:
             if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
                 raise Clp2pError(f"'{path}': {field} must be a list of names")
             names[field] = tuple(value)
-        return cls(**names)
+        sampling = data.get("sampling", {})
+        if not isinstance(sampling, dict) or not set(sampling) <= set(SAMPLING_FIELDS):
+            raise Clp2pError(f"'{path}': sampling takes {', '.join(SAMPLING_FIELDS)}")
+        card = cls(**names, sampling=tuple(sorted(sampling.items())))
+        try:
+            card.settings()
+        except (TypeError, ValueError) as exc:  # a Clp2pError is a ValueError
+            raise Clp2pError(f"'{path}': sampling: {exc}") from None
+        return card
+
+
+SAMPLING_FIELDS = ("steps", "guidance", "size")
+
+
+def card_of(model: str) -> ModelCard:
+    """The card of ``model`` as ``--model`` names it, read from its folder (the embedded
+    shapes model's for ``shapes``); a single-file checkpoint or a Hub id has none."""
+    path = shapes_model_dir() if model == SHAPES else Path(model).expanduser()
+    return ModelCard.read(path) if path.is_dir() else ModelCard()

@@ -29,16 +29,20 @@ import numpy as np
 import torch
 from diffusers import DDIMScheduler, StableDiffusionPipeline
 
+from clp2p.model.card import card_of
+from clp2p.resources import SHAPES
 from clp2p.shapes import metrics, world
+
+_RECOMMENDED = card_of(SHAPES).settings()  # the shipped model's card says how to sample it
 
 
 @dataclass(frozen=True)
 class CheckConfig:
-    """Sampling settings of the check."""
+    """Sampling settings of the check: the shipped model's recommended ones (its card)."""
 
     samples: int = 200
-    steps: int = 30
-    guidance: float = 4.0
+    steps: int = _RECOMMENDED.steps
+    guidance: float = _RECOMMENDED.guidance
     batch: int = 27
 
 
