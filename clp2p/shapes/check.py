@@ -31,7 +31,7 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from clp2p.model.card import card_of
 from clp2p.resources import SHAPES
-from clp2p.shapes import metrics, world
+from clp2p.shapes import cleanliness, metrics, world
 
 _RECOMMENDED = card_of(SHAPES).settings()  # the shipped model's card says how to sample it
 
@@ -88,14 +88,21 @@ def generate(pipe: StableDiffusionPipeline, cfg: CheckConfig) -> list[Sample]:
 
 
 def score(samples: list[Sample]) -> dict[str, float]:
-    """Fractions of samples whose colour, shape, background (and all three) match the prompt."""
+    """Fractions of samples whose colour, shape, background (and all three) match the prompt,
+    that carry no stray marks (``unmarked``) and whose background is within
+    ``BACKGROUND_GOAL`` levels of its named colour (``background_clean``; see
+    :mod:`clp2p.shapes.cleanliness`)."""
     n = len(samples)
     hits = Counter()
     for s in samples:
         for i, name in enumerate(("colour", "shape", "background")):
             hits[name] += s.read[i] == s.asked[i]
         hits["all"] += s.read == s.asked
-    return {k: hits[k] / n for k in ("colour", "shape", "background", "all")}
+        found = cleanliness.clean(s.image, 1, s.asked[2])
+        hits["unmarked"] += not found["marked"]
+        hits["background_clean"] += not found["tinted"]
+    names = ("colour", "shape", "background", "all", "unmarked", "background_clean")
+    return {k: hits[k] / n for k in names}
 
 
 def per_class(samples: list[Sample], index: int) -> dict[str, float]:
