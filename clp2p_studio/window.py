@@ -29,6 +29,7 @@ from .settings import StudioSettings
 from .sweep_jobs import SweepJobs
 from .tree import SessionTree
 from .tree_edits import TreeEdits
+from .wheel_guard import guard_wheel
 from .worker import JobQueue
 
 log = logging.getLogger("clp2p_studio")
@@ -69,6 +70,7 @@ class MainWindow(QMainWindow):
         centre.setSizes([560, 300])
         scroll = QScrollArea()
         scroll.setWidget(self.params)
+        guard_wheel(self.params)  # scrolling the panel never changes a value under the pointer
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(420)
