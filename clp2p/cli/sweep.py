@@ -121,7 +121,7 @@ def spec_from(args: argparse.Namespace, model: str, adapters: tuple | None = Non
     )
 
 
-def _sweep_items(args: argparse.Namespace) -> tuple[list, str, tuple, dict]:
+def _sweep_items(args: argparse.Namespace) -> tuple[list, str, tuple, dict, sweep.Grid]:
     from clp2p.engine.families import is_xl
     from clp2p.workflows import session_io
     from clp2p.workflows.adapters import verify
@@ -146,7 +146,7 @@ def _sweep_items(args: argparse.Namespace) -> tuple[list, str, tuple, dict]:
     file = str(Path(args.session).absolute()) if args.session else None
     asked = sweep.asked(session, node, args.target or source, params, grid, seeds, file)
     asked["model"] = model
-    return items, model, adapters, asked
+    return items, model, adapters, asked, grid
 
 
 @dataclass(frozen=True)
@@ -161,9 +161,9 @@ class Prepared:
 
 
 def _check_out(args: argparse.Namespace) -> None:
-    if Path(args.out).is_file():
-        raise Clp2pError(f"--out '{args.out}' is a file: give a folder for the results")
-    check_output(Path(args.out) / "results.csv")
+    from clp2p.workflows.sweep import ResultsFolder  # torch-free: checks before Ray starts
+
+    check_output(ResultsFolder(args.out).folder / "results.csv")
 
 
 def start_early(args: argparse.Namespace, model: str, adapters: tuple) -> None:
@@ -187,9 +187,9 @@ def start_early(args: argparse.Namespace, model: str, adapters: tuple) -> None:
 
 def prepare_sweep(args: argparse.Namespace) -> None:
     """Check everything and build the items (no torch); start Ray when asked."""
-    items, model, adapters, asked = _sweep_items(args)
+    items, model, adapters, asked, grid = _sweep_items(args)
     _check_out(args)
-    columns = [n for n, _ in sweep.Grid.parse(args.grid).axes][-1:] or [None]
+    columns = [n for n, _ in grid.axes][-1:] or [None]
     args.prepared = Prepared(items, model, adapters, asked, columns[0])
     start_early(args, model, adapters)
 

@@ -23,10 +23,17 @@ OBJECT_EDGE = 2  # pixels around each object that belong to its (soft) edge
 BACKGROUND_GOAL = 8.0  # levels: a background within this of its named colour is clean
 
 
-def background_region(image: np.ndarray, objects: int) -> np.ndarray:
+def _masks(image: np.ndarray, objects: int | list) -> list[np.ndarray]:
+    """The object masks: given, or the ``objects`` largest foreground components."""
+    if isinstance(objects, list):
+        return objects
+    return reading.object_masks(image, max_objects=objects)
+
+
+def background_region(image: np.ndarray, objects: int | list) -> np.ndarray:
     """bool (H, W): the pixels away from the ``objects`` largest foreground components (the
     caption's objects) by more than ``OBJECT_EDGE`` pixels."""
-    masks = reading.object_masks(image, max_objects=objects)
+    masks = _masks(image, objects)
     near = np.zeros(image.shape[:2], dtype=bool)
     for mask in masks:
         near |= mask
@@ -43,15 +50,12 @@ def _segment_distance(pixels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.nd
     return np.linalg.norm(pixels - (a + t[:, None] * ab), axis=-1)
 
 
-def stray_pixels(image: np.ndarray, objects: int) -> int:
+def stray_pixels(image: np.ndarray, objects: int | list) -> int:
     """How many pixels are farther than ``STRAY_DISTANCE`` from every blend of two of the
     picture's colours: the background's (its border) and each of the ``objects`` largest
     components' (their median)."""
     colours = [metrics.background_rgb(image)]
-    colours += [
-        np.median(image[m].astype(np.float64), axis=0)
-        for m in reading.object_masks(image, max_objects=objects)
-    ]
+    colours += [np.median(image[m].astype(np.float64), axis=0) for m in _masks(image, objects)]
     pixels = image.reshape(-1, 3).astype(np.float64)
     if len(colours) == 1:
         near = np.linalg.norm(pixels - colours[0], axis=-1)
@@ -61,7 +65,7 @@ def stray_pixels(image: np.ndarray, objects: int) -> int:
     return int((near > STRAY_DISTANCE).sum())
 
 
-def background_error(image: np.ndarray, objects: int, background: str) -> float:
+def background_error(image: np.ndarray, objects: int | list, background: str) -> float:
     """Levels between the mean colour of :func:`background_region` and the named
     ``background`` colour, on the channel where they differ most."""
     region = background_region(image, objects)
@@ -75,8 +79,9 @@ def clean(image: np.ndarray, objects: int, background: str) -> dict:
     """Both checks of one picture: ``stray`` (pixels), ``marked`` (at least
     ``STRAY_MIN_PIXELS`` of them), ``background_error`` (levels) and ``tinted`` (above
     ``BACKGROUND_GOAL``)."""
-    stray = stray_pixels(image, objects)
-    error = background_error(image, objects, background)
+    masks = _masks(image, objects)  # found once for both checks
+    stray = stray_pixels(image, masks)
+    error = background_error(image, masks, background)
     return {
         "stray": stray,
         "marked": stray >= STRAY_MIN_PIXELS,

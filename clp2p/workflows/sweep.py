@@ -84,8 +84,7 @@ def _render_item(worker: Worker, item: Item, pixels: np.ndarray | None) -> dict:
     parent = session.node(node_id).parent or ""
     source = _source(worker, session, parent, images)
     render = worker.renderer.render(session, node_id, cancel=worker.cancel)
-    for nid, image in render.images.items():
-        worker.keep_image(chain_key(session, session.path(nid)), image)
+    _keep(worker, session, render)
     session = apply(session, render).update(parent, status="rendered", image=image_hash(source))
     images |= {image_hash(source): source, render.hash: render.image}
     # the nodes above the parent keep their images only when this item has them
@@ -110,15 +109,19 @@ def _render_item(worker: Worker, item: Item, pixels: np.ndarray | None) -> dict:
     }
 
 
+def _keep(worker: Worker, session: Session, render) -> None:
+    """Keep every image ``render`` computed on ``worker``, by chain key, for later items."""
+    for nid, image in render.images.items():
+        worker.keep_image(chain_key(session, session.path(nid)), image)
+
+
 def _source(worker: Worker, session: Session, parent: str, images: dict) -> np.ndarray:
     node = session.node(parent)
     if node.image in images:
         return images[node.image]
     key = chain_key(session, session.path(parent))
     if key not in worker.images:
-        render = worker.renderer.render(session, parent, cancel=worker.cancel)
-        for nid, image in render.images.items():
-            worker.keep_image(chain_key(session, session.path(nid)), image)
+        _keep(worker, session, worker.renderer.render(session, parent, cancel=worker.cancel))
     return worker.images[key]
 
 
