@@ -151,7 +151,9 @@ def test_tiny_v_search_and_sweep(tiny_engine, tmp_path: Path, monkeypatch):
 
 
 def test_tiny_generate_run_scores_against_the_goals(tiny_engine):
-    result = evaluate.run_generate(tiny_engine, 2, SETTINGS)
+    from clp2p.shapes.generation import run_generate
+
+    result = run_generate(tiny_engine, 2, SETTINGS)
     clean = {"unmarked", "background_clean"}
     assert set(result["figures"]) == {"colour", "shape", "background", "all"} | clean
     assert set(result["goals"]) == {"colour", "shape", "background"} | clean

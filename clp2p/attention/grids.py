@@ -3,6 +3,8 @@ use: both follow the model's config and the image size, never fixed resolutions.
 
 from __future__ import annotations
 
+from clp2p.model.card import DEFAULT_GRID_FRACTION
+
 
 def attention_grids(unet_config, latent_hw: tuple[int, int]) -> dict[int, tuple[int, int]]:
     """Attention grid (h, w) of each UNet level that has attention, keyed by pixel count.
@@ -28,10 +30,15 @@ def attention_grids(unet_config, latent_hw: tuple[int, int]) -> dict[int, tuple[
     return grids
 
 
-def blend_grid(grids: dict[int, tuple[int, int]], latent_hw: tuple[int, int]) -> tuple[int, int]:
-    """The grid local blend and heatmaps use by default: the largest attention grid whose side
-    is at most a quarter of the latent's (16x16 for SD 1.x at 512 px), else the smallest."""
-    limit = max(latent_hw) // 4
+def blend_grid(
+    grids: dict[int, tuple[int, int]],
+    latent_hw: tuple[int, int],
+    fraction: float = DEFAULT_GRID_FRACTION,
+) -> tuple[int, int]:
+    """The grid local blend and heatmaps use: the largest attention grid whose side is at
+    most ``fraction`` of the latent's (a quarter: 16x16 for SD 1.x at 512 px; a model's card
+    may name another, measured where its maps localise), else the smallest."""
+    limit = int(max(latent_hw) * fraction)
     fitting = [g for g in grids.values() if max(g) <= limit]
     pool = fitting or list(grids.values())
     return max(pool, key=lambda g: g[0] * g[1]) if fitting else min(pool, key=lambda g: g[0] * g[1])

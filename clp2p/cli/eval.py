@@ -8,19 +8,19 @@ from pathlib import Path
 from clp2p.cli.args import adapters_of, add_model_args, finish
 from clp2p.cli.sweep import add_run_args, pool_from, spec_from, start_early
 from clp2p.model.settings import RenderSettings
+from clp2p.shapes import seeds
 from clp2p.shapes.evaluate import (
     V_LAYERS,
     VSetting,
     run_edit,
-    run_generate,
     run_sweep,
     timed,
 )
 from clp2p.shapes.scoring import make_pairs
+from clp2p.shapes.two_objects import make_two_pairs
 
-DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36}
-SEARCH_FIRST_SEED = 5000  # the V search uses other pairs and noise than the confirmation
-PICTURE_CONFIRM_SEED = 7000  # held-out pairs of the picture cycle (its search: seeds 1000+)
+DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36, "localise": 60}
+TASKS = ("generate", "localise", "edit", "sweep", "picture-cycle")
 
 
 def add_parser(sub) -> None:
@@ -28,10 +28,34 @@ def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluations against a ground truth")
     esub = p.add_subparsers(dest="eval", required=True)
     s = esub.add_parser("shapes", help="generation and edits scored on the shapes world")
-    s.add_argument("--task", required=True, choices=("generate", "edit", "sweep", "picture-cycle"))
-    s.add_argument("--samples", type=int, default=200, help="generate: images (seeds)")
+    s.add_argument("--task", required=True, choices=TASKS)
     s.add_argument(
-        "--pairs", type=int, help="edit / sweep / picture-cycle: edit pairs (default 60 / 12 / 36)"
+        "--samples", type=int, default=200, help="generate: pictures of each world (seeds)"
+    )
+    s.add_argument(
+        "--pairs",
+        type=int,
+        help="edit / sweep / picture-cycle: edit pairs (default 60 / 12 / 36); "
+        "localise: pictures (default 60)",
+    )
+    s.add_argument(
+        "--objects",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="edit / sweep / picture-cycle: edit one-object pictures, or one object of "
+        "two-object pictures",
+    )
+    s.add_argument(
+        "--k",
+        type=float,
+        default=None,
+        help="edit --objects 2: local blend's k for the +lb methods (default: the sweep's pick)",
+    )
+    s.add_argument(
+        "--tuning",
+        action="store_true",
+        help="edit: score the tuning pairs instead of the held-out ones",
     )
     s.add_argument(
         "--search-pairs",
@@ -81,7 +105,10 @@ def _v_setting(text: str) -> VSetting:
 def write_json(path: Path, result: dict) -> None:
     from clp2p import atomic
 
-    clean = {k: v for k, v in result.items() if k not in ("examples", "images", "samples")}
+    drop = ("examples", "images", "samples")
+    clean = {k: v for k, v in result.items() if k not in drop}
+    if "two" in clean:
+        clean["two"] = {k: v for k, v in clean["two"].items() if k not in drop}
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_json(path, clean, indent=1)
 
@@ -93,10 +120,12 @@ def write_figures(result: dict, folder: Path) -> list[Path]:
     if task == "generate":
         from clp2p.shapes import check
 
-        out = [folder / "eval-generate.png"]
+        out = [folder / "eval-generate.png", folder / "eval-generate-two.png"]
         check.save_grid(result["samples"], out[0])
+        two = result["two"]
+        figures.two_object_grid(two["images"], two["captions"], two["rows"], out[1])
         return out
-    if task == "picture-cycle":
+    if task in ("picture-cycle", "localise"):
         return []
     if task == "edit":
         out = [folder / "eval-edit.png", folder / "eval-examples.png"]
@@ -114,6 +143,8 @@ def _report(result: dict) -> str:
 
     if result["task"] == "generate":
         return report.generate_table(result)
+    if result["task"] == "localise":
+        return report.localise_table(result)
     if result["task"] == "edit":
         text = report.edit_table(result["table"])
         if result["v_search"]:
@@ -163,33 +194,68 @@ def _run_task(args, pool) -> dict:
     settings = card_of(args.model).settings(seed=0, steps=args.steps, guidance=args.guidance)
     task = args.task
     if task == "generate":
+        from clp2p.shapes.generation import run_generate
+
         result = timed(lambda: run_generate(pool, args.samples, settings))
+    elif task == "localise":
+        from clp2p.shapes.generation import run_localise
+
+        count = args.pairs or DEFAULT_PAIRS["localise"]
+        result = timed(lambda: run_localise(pool, count, settings))
     elif task == "edit":
-        pairs = make_pairs(args.pairs or DEFAULT_PAIRS["edit"])
+        held_out = seeds.TWO_EDIT_HELD_OUT if args.objects == 2 else seeds.EDIT_HELD_OUT
+        tuning = seeds.TWO_TUNING if args.objects == 2 else seeds.EDIT_TUNING
+        pairs = _pairs(
+            args, args.pairs or DEFAULT_PAIRS["edit"], tuning if args.tuning else held_out
+        )
         search = None
         if args.search_pairs:
-            search = make_pairs(args.search_pairs, seed=1, first_seed=SEARCH_FIRST_SEED)
+            where = seeds.TWO_TUNING if args.objects == 2 else seeds.V_SEARCH
+            search = _pairs(args, args.search_pairs, where)
         v = VSetting(args.v_inject, args.v_blend, args.v_layers)
-        result = timed(lambda: run_edit(pool, pairs, settings, v, search, batch_branches=batch))
+        k = _blend_k(args)
+        result = timed(
+            lambda: run_edit(pool, pairs, settings, v, search, batch_branches=batch, blend_k=k)
+        )
     elif task == "picture-cycle":
         result = _picture_cycle(args, pool.worker.engine, settings, batch)
     else:
-        pairs = make_pairs(args.pairs or DEFAULT_PAIRS["sweep"], kinds=("colour",))
+        where = seeds.TWO_TUNING if args.objects == 2 else seeds.EDIT_TUNING
+        pairs = _pairs(args, args.pairs or DEFAULT_PAIRS["sweep"], where, ("colour",))
         result = timed(lambda: run_sweep(pool, pairs, settings, batch_branches=batch))
     result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
+    result["objects"] = args.objects
     return result
+
+
+def _pairs(args, count: int, where: seeds.Range, kinds: tuple[str, ...] | None = None) -> list:
+    """``count`` edit pairs of the world ``--objects`` names, from the seed range ``where``."""
+    kw = {"kinds": kinds} if kinds else {}
+    if args.objects == 2:
+        return make_two_pairs(count, where.first, where.deck, **kw)
+    return make_pairs(count, seed=where.deck, first_seed=where.first, **kw)
+
+
+def _blend_k(args) -> float | None:
+    """The k of the edit table's local-blend methods: ``--k``, else for two-object pairs the
+    sweep's pick; one-object edits have none unless ``--k`` asks."""
+    from clp2p.shapes.evaluate import TWO_BLEND_K
+
+    if args.k is not None:
+        return args.k
+    return TWO_BLEND_K if args.objects == 2 else None
 
 
 def _picture_cycle(args, engine, settings: RenderSettings, batch: bool) -> dict:
     from clp2p.shapes.picture_cycle import run_picture_cycle
 
     if args.search_pairs:  # the whole V grid on the search pairs
-        pairs = make_pairs(args.search_pairs)
+        where = seeds.TWO_TUNING if args.objects == 2 else seeds.PICTURE_SEARCH
+        pairs = _pairs(args, args.search_pairs, where)
         return timed(lambda: run_picture_cycle(engine, pairs, settings, batch_branches=batch))
     # the given V setting on held-out pairs, other captions and noise
-    pairs = make_pairs(
-        args.pairs or DEFAULT_PAIRS["picture-cycle"], seed=2, first_seed=PICTURE_CONFIRM_SEED
-    )
+    where = seeds.TWO_PICTURE_CONFIRM if args.objects == 2 else seeds.PICTURE_CONFIRM
+    pairs = _pairs(args, args.pairs or DEFAULT_PAIRS["picture-cycle"], where)
     candidates = [VSetting(args.v_inject, args.v_blend, args.v_layers)]
     if args.v_settings:
         candidates = [_v_setting(text) for text in args.v_settings]

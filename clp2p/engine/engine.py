@@ -146,6 +146,7 @@ class Engine:
     def check_memory(self, height: int, width: int, branches: int = 1, batch: bool = False):
         """Refuse a render that would not fit in the device's free memory, before it allocates."""
         kw = {"tokens": self.max_tokens, "branches": branches, "per_pass": branches if batch else 1}
+        kw["grid"] = self.card.attention_grid
         fits_memory(self.pipe, self.device, self.dtype, (height, width), **kw)
 
     def resolve(
@@ -267,7 +268,7 @@ class Engine:
         n, steps = len(inputs.branches), inputs.settings.steps
         grids = attention_grids(self.pipe.unet.config, inputs.latent_hw)
         used = max(p.length for p in inputs.prompts)
-        blend = blend_grid(grids, inputs.latent_hw)
+        blend = blend_grid(grids, inputs.latent_hw, self.card.attention_grid)
         stats = AttentionRecorder(n, used, grids, blend, heatmaps, self.device)
         plans = build_plans(
             inputs.branches, inputs.prompts, inputs.recorded, steps, self.max_tokens, self.device

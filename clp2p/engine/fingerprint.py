@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from clp2p.model.card import DEFAULT_GRID_FRACTION
+
 if TYPE_CHECKING:
     from clp2p.engine.engine import Engine
 
@@ -55,15 +57,22 @@ def engine_identity(engine: Engine) -> str:
     its :func:`weights_fingerprint`, the scheduler's config, the tokenizer's size and
     length, the device (and which GPU), the dtype, on the CPU the number of threads (a
     matrix product split over another number of threads may round differently), and the
-    versions of torch, diffusers and clp2p. The weights are read on first use for each
+    versions of torch, diffusers and clp2p, and the card's attention grid when it names one.
+    The weights are read on first use for each
     engine (every weight) and their fingerprint kept."""
     weights = _WEIGHTS.get(engine)
     if weights is None:
         weights = _WEIGHTS[engine] = weights_fingerprint(engine.pipe)
-    return _identity(engine.pipe, engine.device, engine.dtype, weights)
+    return _identity(engine.pipe, engine.device, engine.dtype, weights, engine.card.attention_grid)
 
 
-def _identity(pipe, device: torch.device, dtype: torch.dtype, weights: str) -> str:
+def _identity(
+    pipe,
+    device: torch.device,
+    dtype: torch.dtype,
+    weights: str,
+    grid: float = DEFAULT_GRID_FRACTION,
+) -> str:
     import diffusers
 
     import clp2p
@@ -79,5 +88,9 @@ def _identity(pipe, device: torch.device, dtype: torch.dtype, weights: str) -> s
         **({"threads": torch.get_num_threads()} if device.type == "cpu" else {}),
         "versions": [torch.__version__, diffusers.__version__, clp2p.__version__],
     }
+    if (
+        grid != DEFAULT_GRID_FRACTION
+    ):  # the card's attention grid decides the blend grid and what records hold
+        doc["attention_grid"] = grid
     text = json.dumps(doc, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -18,7 +18,7 @@ from clp2p.engine.adapters import apply_adapters
 from clp2p.engine.families import XL_KEY, XL_PIPELINE
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
-from clp2p.model.card import ModelCard, card_of
+from clp2p.model.card import DEFAULT_GRID_FRACTION, ModelCard, card_of
 from clp2p.model.devices import DTYPES
 from clp2p.resources import SHAPES, resources_dir, shapes_model_dir
 
@@ -131,6 +131,7 @@ def peak_bytes(
     branches: int = 1,
     per_pass: int = 1,
     guided: bool = True,
+    grid: float = DEFAULT_GRID_FRACTION,
 ) -> int:
     """Estimated peak bytes of a render of ``branches`` at ``size`` (height, width) pixels,
     ``per_pass`` branches to a UNet pass, besides the weights: the latents and the heatmaps'
@@ -158,7 +159,7 @@ def peak_bytes(
         step = max(step, 2 * rows * n_heads * h * w * tokens * 4)
         if not fused:
             step = max(step, rows * n_heads * (h * w) ** 2 * item)
-    bh, bw = blend_grid(attention_grids(pipe.unet.config, latent), latent)
+    bh, bw = blend_grid(attention_grids(pipe.unet.config, latent), latent, grid)
     blend = (bh * bw) ** 2 * 4  # one head-mean self-attention map at the blend grid
     step = max(step, per_pass * max(heads.values(), default=1) * blend)
     latents = 4 * branches * pipe.unet.config.in_channels * latent[0] * latent[1] * 4

@@ -8,8 +8,11 @@ registered under the ``clp2p.metrics`` entry point group, e.g. the shapes world'
 the shapes world's ground-truth reading of an edit) that sweeps and batches add to their
 tables. ``sampling``: the model's recommended steps, guidance and size, the defaults of a new
 session's root on it (the CLI's and the studio's); where a card says nothing, Stable
-Diffusion's usual values (the fields' defaults of ``RenderSettings``). A model without a card
-has none of these."""
+Diffusion's usual values (the fields' defaults of ``RenderSettings``). ``attention_grid``: the
+side of the attention grid that local blend and the heatmaps use, as a fraction of the latent's
+side (prompt-to-prompt's quarter where the card says nothing); the shapes model's card names
+the grid its evaluation measured its word maps to localise at. A model without a card has
+none of these."""
 
 from __future__ import annotations
 
@@ -22,6 +25,9 @@ from clp2p.model.settings import RenderSettings
 from clp2p.resources import SHAPES, shapes_model_dir
 
 CARD_FILE = "clp2p.json"
+DEFAULT_GRID_FRACTION = 0.25
+"""Side of the grid local blend and heatmaps use, as a fraction of the latent's side, where a
+model's card does not say: prompt-to-prompt's 16x16 for SD 1.x at 512 px."""
 CARD_FORMAT = "clp2p-model-card"
 
 
@@ -30,6 +36,7 @@ class ModelCard:
     metrics: tuple[str, ...] = ()
     scores: tuple[str, ...] = ()
     sampling: tuple[tuple[str, object], ...] = ()  # (field, value): steps, guidance, size
+    attention_grid: float = DEFAULT_GRID_FRACTION
 
     def settings(self, **given: object) -> RenderSettings:
         """Sampling settings with the model's recommended values, and ``given`` ones (those
@@ -63,7 +70,10 @@ class ModelCard:
         sampling = data.get("sampling", {})
         if not isinstance(sampling, dict) or not set(sampling) <= set(SAMPLING_FIELDS):
             raise Clp2pError(f"'{path}': sampling takes {', '.join(SAMPLING_FIELDS)}")
-        card = cls(**names, sampling=tuple(sorted(sampling.items())))
+        grid = data.get("attention_grid", DEFAULT_GRID_FRACTION)
+        if isinstance(grid, bool) or not isinstance(grid, int | float) or not 0 < grid <= 1:
+            raise Clp2pError(f"'{path}': attention_grid must be a fraction in (0, 1], e.g. 0.25")
+        card = cls(**names, sampling=tuple(sorted(sampling.items())), attention_grid=float(grid))
         try:
             card.settings()
         except (TypeError, ValueError) as exc:  # a Clp2pError is a ValueError

@@ -31,7 +31,8 @@ from diffusers import DDIMScheduler, StableDiffusionPipeline
 
 from clp2p.model.card import card_of
 from clp2p.resources import SHAPES
-from clp2p.shapes import cleanliness, metrics, world
+from clp2p.shapes import cleanliness, metrics, two_objects, world
+from clp2p.shapes import seeds as seed_ranges
 
 _RECOMMENDED = card_of(SHAPES).settings()  # the shipped model's card says how to sample it
 
@@ -64,27 +65,51 @@ def load_pipeline(folder: Path) -> StableDiffusionPipeline:
     return pipe
 
 
+def _sample(pipe, prompts: list[str], seeds: list[int], cfg: CheckConfig) -> list[np.ndarray]:
+    """uint8 (H, W, 3) pictures of ``prompts``, one seed each."""
+    images = pipe(
+        prompts,
+        num_inference_steps=cfg.steps,
+        guidance_scale=cfg.guidance,
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        output_type="np",
+    ).images  # (B, H, W, 3) float in [0, 1]
+    return [np.round(image * 255).clip(0, 255).astype(np.uint8) for image in images]
+
+
 def generate(pipe: StableDiffusionPipeline, cfg: CheckConfig) -> list[Sample]:
-    """Sample ``cfg.samples`` images; seed i asks for combination i mod 54."""
+    """Sample ``cfg.samples`` images of one-object captions, seeds from the held-out range
+    (:data:`seed_ranges.GENERATE`); sample i asks for combination i mod 54."""
     combos = world.combinations()
     out: list[Sample] = []
+    first_seed = seed_ranges.GENERATE.first
     for first in range(0, cfg.samples, cfg.batch):
-        seeds = list(range(first, min(first + cfg.batch, cfg.samples)))
-        asked = [combos[s % len(combos)] for s in seeds]
+        index = list(range(first, min(first + cfg.batch, cfg.samples)))
+        asked = [combos[i % len(combos)] for i in index]
+        seeds = [first_seed + i for i in index]
         prompts = [f"a {c} {s} on a {b} background" for c, s, b in asked]
-        images = pipe(
-            prompts,
-            num_inference_steps=cfg.steps,
-            guidance_scale=cfg.guidance,
-            generator=[torch.Generator().manual_seed(s) for s in seeds],
-            output_type="np",
-        ).images  # (B, H, W, 3) float in [0, 1]
-        for seed, want, image in zip(seeds, asked, images, strict=True):
-            pixels = np.round(image * 255).clip(0, 255).astype(np.uint8)
+        for seed, want, pixels in zip(
+            seeds, asked, _sample(pipe, prompts, seeds, cfg), strict=True
+        ):
             reading = metrics.read_image(pixels)
             read = (reading.colour, reading.shape, reading.background)
             out.append(Sample(seed, want, read, pixels))
     return out
+
+
+def generate_two(pipe: StableDiffusionPipeline, cfg: CheckConfig) -> tuple[list, list[dict]]:
+    """``cfg.samples`` pictures of two-object captions (the held-out deck, the same seeds as
+    :func:`generate`) and their scores (:func:`two_objects.score_generation`)."""
+    deck = two_objects.deck(cfg.samples, seed_ranges.GENERATE.deck)
+    images, rows = [], []
+    for first in range(0, cfg.samples, cfg.batch):
+        combos = deck[first : first + cfg.batch]
+        seeds = [seed_ranges.GENERATE.first + first + i for i in range(len(combos))]
+        prompts = [two_objects.two_caption(c) for c in combos]
+        for combo, pixels in zip(combos, _sample(pipe, prompts, seeds, cfg), strict=True):
+            images.append(pixels)
+            rows.append(two_objects.score_generation(combo, pixels))
+    return images, rows
 
 
 def score(samples: list[Sample]) -> dict[str, float]:
@@ -147,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(2)
     cfg = CheckConfig(samples=args.samples, steps=args.steps, guidance=args.guidance)
     start = time.time()
-    samples = generate(load_pipeline(args.folder), cfg)
+    pipe = load_pipeline(args.folder)
+    samples = generate(pipe, cfg)
     figures = score(samples)
     print(
         f"{len(samples)} samples, {cfg.steps} DDIM steps, guidance {cfg.guidance}, "
@@ -164,12 +190,17 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  {name} by class: " + ", ".join(f"{k} {v:.0%}" for k, v in table.items()))
     confusion = Counter((s.asked[1], s.read[1]) for s in samples if s.asked[1] != s.read[1])
     print("  shape confusions: " + ", ".join(f"{a}->{r} x{n}" for (a, r), n in confusion.items()))
+    _, rows = generate_two(pipe, cfg)
+    two = two_objects.generation_figures(rows)
+    print(f"{len(rows)} two-object samples")
+    for name, value in two.items():
+        goal = two_objects.TWO_GOALS.get(name)
+        print(f"  {name:<10} {value:6.1%}" + (f"  (goal >= {goal:.0%})" if goal else ""))
     if args.grid:
         save_grid(samples[: len(world.combinations())], args.grid)
     if args.json:
-        args.json.write_text(
-            json.dumps({"config": asdict(cfg), "figures": figures, "by_class": breakdown}, indent=2)
-        )
+        doc = {"config": asdict(cfg), "figures": figures, "by_class": breakdown, "two": two}
+        args.json.write_text(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -32,14 +32,20 @@ import numpy as np
 from clp2p.model.params import V_LAYER_KINDS, Branch, CrossWindow, EditParams, StepWindow
 from clp2p.model.presets import preset
 from clp2p.model.settings import RenderSettings
-from clp2p.shapes import world
 from clp2p.shapes.scoring import (
     KINDS,
+    METRICS,
     EditPair,
-    caption,
     score_cycle,
     score_edit,
     summarise,
+)
+from clp2p.shapes.two_objects import (
+    TWO_KINDS,
+    TWO_METRICS,
+    TwoEditPair,
+    score_two_cycle,
+    score_two_edit,
 )
 
 NO_INJECTION = EditParams(
@@ -60,11 +66,6 @@ SWEEP_K: tuple[float, ...] = (0.0, 0.3, 0.6)
 SWEEP_CROSS: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 SWEEP_SELF: tuple[float, ...] = (0.2, 0.4, 0.6, 0.8, 1.0)
 """The study's hyperparameter grid (seeds 001/002)."""
-
-GOALS = {"colour": 0.95, "background": 0.95, "shape": 0.85, "unmarked": 0.95}
-GOALS["background_clean"] = 0.95
-"""Generation goals: fraction of samples whose attribute reads back as prompted, that carry no
-stray marks, and whose background is its named colour (within 8 levels)."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +99,19 @@ def base_methods() -> dict[str, EditParams]:
     }
 
 
-def methods(v: VSetting) -> dict[str, EditParams]:
-    """The edit task's methods, in table order."""
-    return base_methods() | {"cl-p2p+v": v.params().with_(kind="swap")}
+TWO_BLEND_K = 0.3
+"""Local blend's k for the two-object edit table's ``+lb`` methods: the pick of the
+k x cross x self sweep on two-object colour swaps (docs/shapes-eval.md)."""
+
+
+def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:
+    """The edit task's methods, in table order; with ``blend_k`` also ``p2p`` and ``cl-p2p``
+    with local blend at that k (on the changed words, as the engine picks them)."""
+    out = base_methods() | {"cl-p2p+v": v.params().with_(kind="swap")}
+    if blend_k is not None:
+        out["p2p+lb"] = out["p2p"].with_(k=blend_k)
+        out["cl-p2p+lb"] = out["cl-p2p"].with_(k=blend_k)
+    return out
 
 
 def _log(message: str) -> None:
@@ -172,73 +183,49 @@ def render_pair(
     return PairImages(source, targets, backs, colds)
 
 
-def score_pair(pair: EditPair, images: PairImages) -> dict[str, dict]:
-    """Per edit name, the scores of :func:`score_edit` and, with cycles, of
-    :func:`score_cycle` (``cycle_*`` for the chain, ``cold_*`` for the cold reversal)."""
+def score_pair(pair, images: PairImages) -> dict[str, dict]:
+    """Per edit name, the scores of the edit and, with cycles, of its reversals (``cycle_*``
+    for the chain, ``cold_*`` for the cold reversal): :func:`score_edit` and
+    :func:`score_cycle` for a one-object pair, their two-object versions
+    (:mod:`clp2p.shapes.two_objects`) for a :class:`TwoEditPair`."""
+    two = isinstance(pair, TwoEditPair)
     out = {}
     for name, target in images.targets.items():
-        row = score_edit(pair, images.source, target)
-        if name in images.backs:
-            row.update(score_cycle(images.source, images.backs[name]))
-        if name in images.colds:
-            row.update(score_cycle(images.source, images.colds[name], "cold"))
+        if two:
+            row = score_two_edit(pair, images.source, target)
+        else:
+            row = score_edit(pair, images.source, target)
+        for prefix, reversals in (("cycle", images.backs), ("cold", images.colds)):
+            if name in reversals:
+                back = reversals[name]
+                if two:
+                    row.update(score_two_cycle(pair, images.source, back, prefix))
+                else:
+                    row.update(score_cycle(images.source, back, prefix))
         out[name] = row
     return out
 
 
-def table(per_pair: list[dict], pairs: list[EditPair], names: list[str]) -> dict:
+def table(per_pair: list[dict], pairs: list, names: list[str]) -> dict:
     """``{method: {kind or "all": summary}}`` from per-pair scores (``{method: row}``)."""
+    two = bool(pairs) and isinstance(pairs[0], TwoEditPair)
+    kinds, columns = (TWO_KINDS, TWO_METRICS) if two else (KINDS, METRICS)
     out = {}
     for name in names:
         cells = {}
-        for kind in (*KINDS, "all"):
+        for kind in (*kinds, "all"):
             rows = [
                 scores[name]
                 for pair, scores in zip(pairs, per_pair, strict=True)
                 if kind in ("all", pair.kind)
             ]
             if rows:
-                cells[kind] = summarise(rows)
+                cells[kind] = summarise(rows, columns)
         out[name] = cells
     return out
 
 
 # ---- tasks -------------------------------------------------------------------------------
-
-
-def generate_work(worker, payload: tuple) -> dict:
-    """A task of :func:`run_generate`: one image of a caption, read back."""
-    from clp2p.shapes import metrics
-
-    seed, asked, settings = payload
-    image = worker.engine.generate(caption(asked), replace(settings, seed=seed)).images[0]
-    reading = metrics.read_image(image)
-    return {"read": (reading.colour, reading.shape, reading.background), "image": image}
-
-
-def run_generate(runner, samples: int, settings: RenderSettings) -> dict:
-    """``samples`` images (on ``runner``'s workers); seed i asks for combination i mod 54."""
-    from clp2p.shapes import check
-
-    combos = world.combinations()
-    payloads = [(seed, combos[seed % len(combos)], settings) for seed in range(samples)]
-    outcomes = run_tasks(runner, generate_work, payloads, "generate")
-    out = [
-        check.Sample(seed, asked, tuple(o["read"]), o["image"])
-        for (seed, asked, _), o in zip(payloads, outcomes, strict=True)
-    ]
-    figures = check.score(out)
-    return {
-        "task": "generate",
-        "n": samples,
-        "figures": figures,
-        "by_class": {
-            name: check.per_class(out, i)
-            for i, name in enumerate(("colour", "shape", "background"))
-        },
-        "goals": {k: {"goal": g, "met": figures[k] >= g} for k, g in GOALS.items()},
-        "samples": out[: len(combos)],
-    }
 
 
 def run_tasks(runner, work, payloads: list, what: str) -> list[dict]:
@@ -335,14 +322,16 @@ def run_edit(
     v: VSetting,
     search_pairs: list[EditPair] | None = None,
     batch_branches: bool = False,
+    blend_k: float | None = None,
 ) -> dict:
-    """The edit table, after an optional V search whose winner becomes ``cl-p2p+v``."""
+    """The edit table, after an optional V search whose winner becomes ``cl-p2p+v``; with
+    ``blend_k`` also the local-blend methods of :func:`methods`."""
     search = None
     if search_pairs:
         search = run_v_search(runner, search_pairs, settings, batch_branches)
         v = VSetting(**(search["best"]["cycle"] or search["best"]["cold"] or search["mildest"]))
         _log(f"v search: best {search['best']}, using {v.name()}")
-    edits = methods(v)
+    edits = methods(v, blend_k)
     per_pair, examples = _score_all(
         runner, pairs, edits, settings, True, "edit", 1, batch_branches=batch_branches
     )

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clp2p.shapes.scoring import KINDS, score_cycle, score_edit
+from clp2p.shapes import metrics
+from clp2p.shapes.scoring import score_edit
+from clp2p.shapes.two_objects import TwoEditPair, score_two_edit
 
 BAR_METRICS: tuple[tuple[str, str], ...] = (
     ("success", "edit success (target attribute read)"),
@@ -17,6 +19,17 @@ BAR_METRICS: tuple[tuple[str, str], ...] = (
     ("cycle_iou", "chain cycle: mask IoU with A"),
     ("cold_mad", "cold cycle error (reversal from plain B)"),
     ("cold_iou", "cold cycle: mask IoU with A"),
+)
+
+TWO_BAR_METRICS: tuple[tuple[str, str], ...] = (
+    ("success", "edit success (edited object read)"),
+    ("other_kept", "other object kept (colour, class)"),
+    ("other_iou", "other object: mask IoU src vs tgt"),
+    ("other_mad", "other object: MAD src vs tgt"),
+    ("background_mad", "background: MAD src vs tgt"),
+    ("edited_iou", "edited object: mask IoU (colour)"),
+    ("cycle_mad", "chain cycle error: MAD of A->B->A to A"),
+    ("cold_mad", "cold cycle error (reversal from plain B)"),
 )
 
 
@@ -39,10 +52,13 @@ def edit_bars(table: dict, path: Path) -> None:
     """Grouped bars: one panel per metric, swap kinds on x, one bar per method."""
     plt = _pyplot()
     methods = list(table)
-    groups = [*KINDS, "all"]
+    groups = list(dict.fromkeys(g for cells in table.values() for g in cells))
+    groups.sort(key=lambda g: g == "all")
+    first = table[methods[0]][groups[0]]
+    bars = TWO_BAR_METRICS if "other_mad" in first else BAR_METRICS
     fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
     width = 0.8 / len(methods)
-    for ax, (key, title) in zip(axes.ravel(), BAR_METRICS, strict=True):
+    for ax, (key, title) in zip(axes.ravel(), bars, strict=True):
         for m, method in enumerate(methods):
             values = [table[method].get(g, {}).get(key) for g in groups]
             xs = np.arange(len(groups)) + (m - (len(methods) - 1) / 2) * width
@@ -75,14 +91,17 @@ def edit_examples(examples: list, methods: list[str], path: Path) -> None:
         tiles = [("source A\n" + pair.label(), images.source, "black")]
         for m in methods:
             target = images.targets[m]
-            ok = score_edit(pair, images.source, target)["success"]
+            if isinstance(pair, TwoEditPair):
+                ok = score_two_edit(pair, images.source, target)["success"]
+            else:
+                ok = score_edit(pair, images.source, target)["success"]
             tiles.append((f"{m}\nB", target, "black" if ok else "red"))
             for what, backs in (("chain", images.backs), ("cold", images.colds)):
                 back = backs.get(m)
                 if back is None:
                     tiles.append((f"{m}\nno {what}", blank, "gray"))
                     continue
-                mad = score_cycle(images.source, back)["cycle_mad"]
+                mad = metrics.mean_abs_diff(back, images.source)
                 tiles.append((f"{m} {what}\n->A, MAD {mad:.1f}", back, "black"))
         for ax, (title, image, colour) in zip(axes[row], tiles, strict=True):
             ax.imshow(image, interpolation="nearest")
@@ -99,10 +118,12 @@ def sweep_heatmaps(result: dict, path: Path) -> None:
     axes_info, cells = result["axes"], result["cells"]
     ks, crosses, selves = axes_info["k"], axes_info["cross"], axes_info["self"]
     fig, axes = plt.subplots(2, len(ks), figsize=(4.2 * len(ks), 7), squeeze=False)
+    two = "other_iou" in next(iter(cells.values()))
+    second = (
+        ("other_iou", "other object's IoU", 0.5) if two else ("iou", "mask IoU src vs tgt", 0.5)
+    )
     for col, k in enumerate(ks):
-        for row, (key, title, vmin) in enumerate(
-            (("success", "colour swap success", 0.0), ("iou", "mask IoU src vs tgt", 0.5))
-        ):
+        for row, (key, title, vmin) in enumerate((("success", "colour swap success", 0.0), second)):
             grid = np.array(
                 [[cells[f"{k:g}/{c:g}/{s:g}"][key] or 0.0 for c in crosses] for s in selves]
             )  # (self, cross)
@@ -163,4 +184,25 @@ def sweep_grid(result: dict, examples: list, path: Path) -> None:
             ax.set_title(f"k = {k:g}", fontsize=10)
     fig.tight_layout()
     _save(fig, path)
+    plt.close(fig)
+
+
+def two_object_grid(images: list, captions: list[str], rows: list[dict], path: Path) -> None:
+    """Two-object generations, six to a row, titled with their captions; red where an object
+    did not read as asked."""
+    plt = _pyplot()
+    columns = 6
+    count = len(images)
+    lines = -(-count // columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(columns * 1.9, lines * 2.1), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, image, text, row in zip(axes.ravel(), images, captions, rows, strict=False):
+        ok = row["present"] and all(row["colour_ok"]) and all(row["shape_ok"])
+        words = text.split()
+        title = f"{' '.join(words[1:3])} +\n{' '.join(words[5:7])} / {words[-2]}"
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=7, color="black" if ok else "red")
+    fig.tight_layout(pad=0.3)
+    _save(fig, path, dpi=110)
     plt.close(fig)

@@ -14,11 +14,26 @@ from pathlib import Path
 from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
+from clp2p.model.card import CARD_FORMAT
+
 CLIP_TOKENIZER_DIR = Path(__file__).resolve().parents[2] / "resources" / "tokenizers" / "clip"
 """The real CLIP BPE vocabulary (vocab.json, merges.txt) shipped with the repo."""
 
 BOS_ID, EOS_ID, VOCAB_SIZE = 49406, 49407, 49408
 """CLIP BPE special tokens and vocabulary size."""
+
+CARD = {
+    "format": CARD_FORMAT,
+    "version": 1,
+    "metrics": ["mask_iou"],
+    "scores": ["shapes_edit"],
+    "sampling": {"steps": 30, "guidance": 4.0},
+    # the grid whose word maps localise (``clp2p eval shapes --task localise``): the whole
+    # 16x16 latent grid at 64 px
+    "attention_grid": 1.0,
+}
+"""The shapes model's card (:mod:`clp2p.model.card`), written beside every export: its
+reversal metric and edit scores (plug-ins), its recommended sampling, and its attention grid."""
 
 
 @dataclass(frozen=True)

@@ -22,11 +22,33 @@ from clp2p.model.params import Branch, EditParams
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes.evaluate import VSetting, _eta, _log, base_methods
 from clp2p.shapes.scoring import EditPair, score_cycle, score_edit, summarise
+from clp2p.shapes.two_objects import TwoEditPair, score_two_cycle, score_two_edit
 
 V_WINDOWS: tuple[float, ...] = (0.2, 0.5, 1.0)
 V_BLENDS: tuple[float, ...] = (0.1, 0.3, 0.6)
 V_LAYERS: tuple[str, ...] = ("self", "cross", "both")
 METRICS: tuple[str, ...] = ("success", "iou", "kept", "picture_mad", "picture_iou")
+TWO_METRICS: tuple[str, ...] = (
+    "success",
+    "other_kept",
+    "other_iou",
+    "other_mad",
+    "picture_mad",
+    "picture_other_mad",
+)
+"""Columns of a two-object pair's picture cycle: the reversal must put the other object back."""
+
+
+def _scores(pair, source: np.ndarray, target: np.ndarray, back: np.ndarray) -> dict:
+    """The edit's scores and its picture cycle error, for a one- or two-object pair."""
+    if isinstance(pair, TwoEditPair):
+        row = score_two_edit(pair, source, target)
+        row.update(score_two_cycle(pair, source, back, "picture"))
+        row["kept"] = row["other_kept"]
+        return row
+    row = score_edit(pair, source, target)
+    row.update(score_cycle(source, back, "picture"))
+    return row
 
 
 def picture_cycle_edits(candidates: list[VSetting] | None = None) -> dict[str, EditParams]:
@@ -89,12 +111,11 @@ def run_picture_cycle(
         source = forward.images[0]
         for j, name in enumerate(names):
             target = forward.images[1 + j]
-            row = score_edit(pair, source, target)
             back = picture_cycle(engine, pair, edits[name], pair_settings, target, batch_branches)
-            row.update(score_cycle(source, back, "picture"))
-            rows[name].append(row)
+            rows[name].append(_scores(pair, source, target, back))
         _log(f"picture cycle: {_eta(i + 1, len(pairs), start)}")
-    cells = {name: summarise(rows[name], METRICS) for name in names}
+    columns = TWO_METRICS if pairs and isinstance(pairs[0], TwoEditPair) else METRICS
+    cells = {name: summarise(rows[name], (*columns, "kept")) for name in names}
     base = cells["cl-p2p"]
     v_names = [n for n in names if n.startswith("v")]
     eligible = [
@@ -138,17 +159,19 @@ def picture_cycle_table(result: dict, top: int = 10) -> str:
     columns = dict(COLUMNS)
     columns["picture_mad"] = ("picture cycle MAD", "f1")
     columns["picture_iou"] = ("picture cycle IoU", "f2")
+    columns["picture_other_mad"] = ("picture cycle MAD other object", "f1")
     cells = result["cells"]
+    keys = TWO_METRICS if "other_mad" in cells["cl-p2p"] else METRICS
     v_names = sorted((n for n in cells if n.startswith("v")), key=lambda n: cells[n]["picture_mad"])
     shown = ["none", "p2p", "cl-p2p", *v_names[:top]]
-    titles = [columns[k][0] for k in METRICS]
+    titles = [columns[k][0] for k in keys]
     lines = [
         _row(["method", "n", *titles, "vs `cl-p2p` (95% interval)", "lower / higher"]),
-        _row(["---"] * (4 + len(METRICS))),
+        _row(["---"] * (4 + len(keys))),
     ]
     for name in shown:
         cell = cells[name]
-        values = [_fmt(cell[k], columns[k][1]) for k in METRICS]
+        values = [_fmt(cell[k], columns[k][1]) for k in keys]
         versus = result["versus"].get(name)
         if versus is None:
             extra = ["", ""]

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL, StableDiffusionPipeline
 
+from clp2p import atomic
 from clp2p.atomic import write_with
 from clp2p.shapes import model as shapes_model
 from clp2p.shapes import world
@@ -284,6 +285,7 @@ def export(
     pipe.save_pretrained(out, safe_serialization=True)
     shutil.rmtree(out / "tokenizer")
     shapes_model.write_tokenizer(mcfg, out / "tokenizer")
+    atomic.write_json(out / shapes_model.CARD_FILE, shapes_model.CARD, indent=1)
 
 
 def write_curve(rows: list[dict], figures: Path) -> None:
