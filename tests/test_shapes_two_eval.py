@@ -259,9 +259,21 @@ def test_check_script_samples_two_object_captions(tiny_model_dir):
 
 
 def test_the_shipped_card_is_the_one_the_training_script_writes():
+    from clp2p.model.card import CARD_FILE
     from clp2p.resources import shapes_model_dir
-    from clp2p.shapes.model import CARD, CARD_FILE
+    from clp2p.shapes.model import CARD
 
     shipped = json.loads((shapes_model_dir() / CARD_FILE).read_text())
     assert shipped == CARD
     assert ModelCard.read(shapes_model_dir()).attention_grid == CARD["attention_grid"]
+
+
+def test_vae_ceiling_reads_ground_truth_through_the_vae(tiny_model_dir):
+    from clp2p.shapes import check
+
+    pipe = check.load_pipeline(tiny_model_dir)
+    ceiling = check.vae_ceiling(pipe.vae, scenes=2)
+    assert set(ceiling) == {"one", "two"}
+    for figures in ceiling.values():
+        assert set(figures) == {"colour", "shape", "mad", "marked"}
+        assert 0 <= figures["colour"] <= 1 and figures["mad"] > 0  # an untrained VAE blurs

@@ -36,6 +36,7 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from clp2p import atomic
 from clp2p.atomic import write_with
+from clp2p.model.card import CARD_FILE
 from clp2p.shapes import model as shapes_model
 from clp2p.shapes import world
 from clp2p.shapes.model import ModelConfig
@@ -285,7 +286,7 @@ def export(
     pipe.save_pretrained(out, safe_serialization=True)
     shutil.rmtree(out / "tokenizer")
     shapes_model.write_tokenizer(mcfg, out / "tokenizer")
-    atomic.write_json(out / shapes_model.CARD_FILE, shapes_model.CARD, indent=1)
+    atomic.write_json(out / CARD_FILE, shapes_model.CARD, indent=1)
 
 
 def write_curve(rows: list[dict], figures: Path) -> None:
