@@ -265,7 +265,8 @@ def test_the_shipped_card_is_the_one_the_training_script_writes():
 
     shipped = json.loads((shapes_model_dir() / CARD_FILE).read_text())
     assert shipped == CARD
-    assert ModelCard.read(shapes_model_dir()).attention_grid == CARD["attention_grid"]
+    grid = CARD.get("attention_grid", DEFAULT_GRID_FRACTION)
+    assert ModelCard.read(shapes_model_dir()).attention_grid == grid
 
 
 def test_vae_ceiling_reads_ground_truth_through_the_vae(tiny_model_dir):

@@ -28,9 +28,8 @@ CARD = {
     "metrics": ["mask_iou"],
     "scores": ["shapes_edit"],
     "sampling": {"steps": 30, "guidance": 4.0},
-    # the grid whose word maps localise (``clp2p eval shapes --task localise``): the whole
-    # 16x16 latent grid at 64 px
-    "attention_grid": 1.0,
+    # no "attention_grid": this model's word maps are flat at every grid (one object per
+    # picture), so local blend and the heatmaps keep prompt-to-prompt's quarter of the latent
 }
 """The shapes model's card (:mod:`clp2p.model.card`), written beside every export: its
 reversal metric and edit scores (plug-ins), its recommended sampling, and its attention grid."""
