@@ -36,16 +36,7 @@ from clp2p.shapes.scoring import (
     KINDS,
     METRICS,
     EditPair,
-    score_cycle,
-    score_edit,
     summarise,
-)
-from clp2p.shapes.two_objects import (
-    TWO_KINDS,
-    TWO_METRICS,
-    TwoEditPair,
-    score_two_cycle,
-    score_two_edit,
 )
 
 NO_INJECTION = EditParams(
@@ -100,8 +91,9 @@ def base_methods() -> dict[str, EditParams]:
 
 
 TWO_BLEND_K = 0.3
-"""Local blend's k for the two-object edit table's ``+lb`` methods: the pick of the
-k x cross x self sweep on two-object colour swaps (docs/shapes-eval.md)."""
+"""Local blend's k for the two-object edit table's ``+lb`` methods: prompt-to-prompt's default
+k, until the k x cross x self sweep on two-object colour swaps picks one on a model that
+binds."""
 
 
 def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:
@@ -184,32 +176,22 @@ def render_pair(
 
 
 def score_pair(pair, images: PairImages) -> dict[str, dict]:
-    """Per edit name, the scores of the edit and, with cycles, of its reversals (``cycle_*``
-    for the chain, ``cold_*`` for the cold reversal): :func:`score_edit` and
-    :func:`score_cycle` for a one-object pair, their two-object versions
-    (:mod:`clp2p.shapes.two_objects`) for a :class:`TwoEditPair`."""
-    two = isinstance(pair, TwoEditPair)
+    """Per edit name, the pair's scores of the edit and, with cycles, of its reversals
+    (``cycle_*`` for the chain, ``cold_*`` for the cold reversal): an :class:`EditPair` or a
+    :class:`~clp2p.shapes.two_objects.TwoEditPair` scores its own world."""
     out = {}
     for name, target in images.targets.items():
-        if two:
-            row = score_two_edit(pair, images.source, target)
-        else:
-            row = score_edit(pair, images.source, target)
+        row = pair.score(images.source, target)
         for prefix, reversals in (("cycle", images.backs), ("cold", images.colds)):
             if name in reversals:
-                back = reversals[name]
-                if two:
-                    row.update(score_two_cycle(pair, images.source, back, prefix))
-                else:
-                    row.update(score_cycle(images.source, back, prefix))
+                row.update(pair.score_reversal(images.source, reversals[name], prefix))
         out[name] = row
     return out
 
 
 def table(per_pair: list[dict], pairs: list, names: list[str]) -> dict:
     """``{method: {kind or "all": summary}}`` from per-pair scores (``{method: row}``)."""
-    two = bool(pairs) and isinstance(pairs[0], TwoEditPair)
-    kinds, columns = (TWO_KINDS, TWO_METRICS) if two else (KINDS, METRICS)
+    kinds, columns = (pairs[0].kinds, pairs[0].metric_names) if pairs else (KINDS, METRICS)
     out = {}
     for name in names:
         cells = {}

@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from clp2p.shapes import metrics
-from clp2p.shapes.scoring import score_edit
-from clp2p.shapes.two_objects import TwoEditPair, score_two_edit
 
 BAR_METRICS: tuple[tuple[str, str], ...] = (
     ("success", "edit success (target attribute read)"),
@@ -91,10 +89,7 @@ def edit_examples(examples: list, methods: list[str], path: Path) -> None:
         tiles = [("source A\n" + pair.label(), images.source, "black")]
         for m in methods:
             target = images.targets[m]
-            if isinstance(pair, TwoEditPair):
-                ok = score_two_edit(pair, images.source, target)["success"]
-            else:
-                ok = score_edit(pair, images.source, target)["success"]
+            ok = pair.score(images.source, target)["success"]
             tiles.append((f"{m}\nB", target, "black" if ok else "red"))
             for what, backs in (("chain", images.backs), ("cold", images.colds)):
                 back = backs.get(m)

@@ -21,8 +21,8 @@ import numpy as np
 from clp2p.model.params import Branch, EditParams
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes.evaluate import VSetting, _eta, _log, base_methods
-from clp2p.shapes.scoring import EditPair, score_cycle, score_edit, summarise
-from clp2p.shapes.two_objects import TwoEditPair, score_two_cycle, score_two_edit
+from clp2p.shapes.scoring import EditPair, summarise
+from clp2p.shapes.two_objects import TwoEditPair
 
 V_WINDOWS: tuple[float, ...] = (0.2, 0.5, 1.0)
 V_BLENDS: tuple[float, ...] = (0.1, 0.3, 0.6)
@@ -41,13 +41,9 @@ TWO_METRICS: tuple[str, ...] = (
 
 def _scores(pair, source: np.ndarray, target: np.ndarray, back: np.ndarray) -> dict:
     """The edit's scores and its picture cycle error, for a one- or two-object pair."""
-    if isinstance(pair, TwoEditPair):
-        row = score_two_edit(pair, source, target)
-        row.update(score_two_cycle(pair, source, back, "picture"))
+    row = pair.score(source, target) | pair.score_reversal(source, back, "picture")
+    if isinstance(pair, TwoEditPair):  # the other object is what a two-object edit keeps
         row["kept"] = row["other_kept"]
-        return row
-    row = score_edit(pair, source, target)
-    row.update(score_cycle(source, back, "picture"))
     return row
 
 

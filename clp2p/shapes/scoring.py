@@ -8,6 +8,7 @@ rendered images back with :mod:`clp2p.shapes.metrics`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -43,6 +44,22 @@ class EditPair:
     source: Attributes
     target: Attributes
     seed: int
+
+    kinds: ClassVar[tuple[str, ...]] = KINDS
+    """Edit kinds of this world, in table order."""
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Metrics averaged into a table cell of this world's pairs."""
+        return METRICS
+
+    def score(self, source: np.ndarray, target: np.ndarray) -> dict:
+        """:func:`score_edit` of this pair."""
+        return score_edit(self, source, target)
+
+    def score_reversal(self, source: np.ndarray, back: np.ndarray, prefix: str) -> dict:
+        """:func:`score_cycle` of a reversal of this pair's edit."""
+        return score_cycle(source, back, prefix)
 
     @property
     def index(self) -> int:

@@ -9,6 +9,7 @@ the other must stay where and as it was, and so must the background.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -102,6 +103,22 @@ class TwoEditPair:
     source: TwoCombo
     target: TwoCombo
     seed: int
+
+    kinds: ClassVar[tuple[str, ...]] = TWO_KINDS
+    """Edit kinds of this world, in table order."""
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        """Metrics averaged into a table cell of this world's pairs."""
+        return TWO_METRICS
+
+    def score(self, source: np.ndarray, target: np.ndarray) -> dict:
+        """:func:`score_two_edit` of this pair."""
+        return score_two_edit(self, source, target)
+
+    def score_reversal(self, source: np.ndarray, back: np.ndarray, prefix: str) -> dict:
+        """:func:`score_two_cycle` of a reversal of this pair's edit."""
+        return score_two_cycle(self, source, back, prefix)
 
     @property
     def source_prompt(self) -> str:
