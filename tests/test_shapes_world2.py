@@ -297,13 +297,13 @@ def test_the_training_set_mixes_one_and_two_object_scenes_and_keeps_the_first_wo
     from clp2p.shapes.train import TrainConfig, make_dataset
 
     mcfg = ModelConfig()
-    images, captions = make_dataset(TrainConfig(dataset_size=40, two_fraction=0.5), mcfg)
+    images, captions, _ = make_dataset(TrainConfig(dataset_size=40, two_fraction=0.5), mcfg)
     assert images.shape == (40, 64, 64, 3) and images.dtype == np.uint8
     two = [c for c in captions if " and " in c]
     assert 10 <= len(two) <= 30
     assert all(scoring.read_objects_caption(c) is not None for c in captions)
     # two_fraction 0: the first model's data set, scene for scene
-    images, captions = make_dataset(TrainConfig(dataset_size=5), mcfg)
+    images, captions, _ = make_dataset(TrainConfig(dataset_size=5), mcfg)
     rng = np.random.default_rng(0)
     scenes = [world.sample_scene(rng) for _ in range(5)]
     assert captions == [world.prompt(s) for s in scenes]

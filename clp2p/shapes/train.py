@@ -21,7 +21,6 @@ if __name__ == "__main__":
 
 import argparse
 import copy
-import csv
 import dataclasses
 import json
 import shutil
@@ -36,10 +35,12 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline
 
 from clp2p import atomic
 from clp2p.atomic import write_with
+from clp2p.attention.processor import ControlledAttnProcessor
 from clp2p.model.card import CARD_FILE
+from clp2p.shapes import grounding, world
 from clp2p.shapes import model as shapes_model
-from clp2p.shapes import world
 from clp2p.shapes.model import ModelConfig
+from clp2p.shapes.train_log import Progress, write_curve
 
 
 @dataclass(frozen=True)
@@ -63,60 +64,32 @@ class TrainConfig:
     caption_drop: float = 0.1
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
+    # token grounding (:mod:`clp2p.shapes.grounding`): weights of its token and pixel terms
+    grounding: float = 0.0
+    grounding_pixel: float = 0.0
     grad_clip: float = 1.0
     log_every: int = 20
     checkpoint_every: int = 200
     max_minutes: float = 88.0  # stage 3 stops early (and still exports) past this
 
 
-class Progress:
-    """Collects the loss curve and prints steps, running loss and ETA."""
-
-    def __init__(self, stage: str, total: int, every: int, start: float, rows: list[dict]):
-        self.stage, self.total, self.every, self.start, self.rows = stage, total, every, start, rows
-        self.window: list[float] = []
-        self.stage_start = time.time()
-        self.first_step: int | None = None
-
-    def step(self, step: int, loss: float, lr: float) -> None:
-        if self.first_step is None:
-            self.first_step = step
-        self.window.append(loss)
-        if (step + 1) % self.every and step + 1 != self.total:
-            return
-        mean = float(np.mean(self.window))
-        self.window.clear()
-        now = time.time()
-        done = step + 1 - self.first_step
-        eta = (now - self.stage_start) / max(done, 1) * (self.total - step - 1)
-        self.rows.append(
-            {
-                "stage": self.stage,
-                "step": step + 1,
-                "loss": mean,
-                "lr": lr,
-                "minutes": (now - self.start) / 60,
-            }
-        )
-        print(
-            f"[{self.stage}] step {step + 1}/{self.total} loss {mean:.4f} lr {lr:.2e} "
-            f"elapsed {(now - self.start) / 60:.1f} min, stage ETA {eta / 60:.1f} min",
-            flush=True,
-        )
-
-
-def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[str]]:
-    """Render ``cfg.dataset_size`` seeded scenes: uint8 (N, S, S, 3) and their captions.
+def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Render ``cfg.dataset_size`` seeded scenes: uint8 (N, S, S, 3), their captions, and each
+    object's latent mask (:func:`~clp2p.shapes.grounding.latent_masks`, uint8 (N, 2, L, L)).
     With ``two_fraction`` 0 the scenes are the one-object world's, drawn as the first model
     drew them."""
     rng = np.random.default_rng(cfg.seed)
     if cfg.two_fraction <= 0:
         scenes = [world.sample_scene(rng) for _ in range(cfg.dataset_size)]
-        images = np.stack([world.render(s, mcfg.image_size)[0] for s in scenes])
-        return images, [world.prompt(s) for s in scenes]
-    multi = [world.sample_one_or_two(rng, cfg.two_fraction) for _ in range(cfg.dataset_size)]
-    images = np.stack([world.render_objects(s, mcfg.image_size)[0] for s in multi])
-    return images, [world.caption(s) for s in multi]
+        multi = [world.MultiScene.from_scene(s) for s in scenes]
+        captions = [world.prompt(s) for s in scenes]
+    else:
+        multi = [world.sample_one_or_two(rng, cfg.two_fraction) for _ in range(cfg.dataset_size)]
+        captions = [world.caption(s) for s in multi]
+    drawn = [world.render_objects(s, mcfg.image_size) for s in multi]
+    images = np.stack([image for image, _ in drawn])
+    masks = np.stack([grounding.latent_masks(m, mcfg.latent_size) for _, m in drawn])
+    return images, captions, masks
 
 
 def to_pixels(images: np.ndarray) -> torch.Tensor:
@@ -198,13 +171,18 @@ def _resume(path: Path, modules: dict, opt, gen: torch.Generator, rows: list[dic
     return ckpt["step"]
 
 
-def _denoiser_loss(cfg, unet, text, data: dict, alphas, gen: torch.Generator) -> torch.Tensor:
-    """The min-SNR weighted noise-prediction loss of one random batch."""
+def _denoiser_loss(
+    cfg, unet, text, data: dict, alphas, gen: torch.Generator, capture
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The min-SNR weighted noise-prediction loss of one random batch, plus the grounding
+    terms when ``capture`` (an :class:`~clp2p.shapes.grounding.AttentionCapture` installed in
+    ``unet``) is given; the loss and its parts."""
     idx = torch.randint(len(data["mean"]), (cfg.batch,), generator=gen)
     eps_z = torch.randn(data["mean"][idx].shape, generator=gen)
     z0 = (data["mean"][idx] + data["std"][idx] * eps_z) * float(data["scale"])  # (B, C, L, L)
     ids = data["ids"][idx].clone()  # (B, T)
-    ids[torch.rand(cfg.batch, generator=gen) < cfg.caption_drop] = data["empty"]
+    dropped = torch.rand(cfg.batch, generator=gen) < cfg.caption_drop
+    ids[dropped] = data["empty"]
     t = torch.randint(len(alphas), (cfg.batch,), generator=gen)
     noise = torch.randn(z0.shape, generator=gen)
     a = alphas[t].view(-1, 1, 1, 1)
@@ -212,7 +190,15 @@ def _denoiser_loss(cfg, unet, text, data: dict, alphas, gen: torch.Generator) ->
     pred = unet(zt, t, text(ids).last_hidden_state).sample
     snr = (alphas[t] / (1 - alphas[t])).clamp(min=1e-8)
     weight = snr.clamp(max=cfg.min_snr_gamma) / snr  # (B,)
-    return (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    if capture is None:
+        return loss, {}
+    where = data["where"][idx].clone()  # (B, K, W)
+    where[dropped] = -1
+    masks = data["masks"][idx].float() / 255  # (B, K, L, L)
+    token, pixel = grounding.grounding_loss(capture.take(), masks, where)
+    total = loss + cfg.grounding * token + cfg.grounding_pixel * pixel
+    return total, {"denoise": loss.item(), "token": token.item(), "pixel": pixel.item()}
 
 
 def train_denoiser(
@@ -237,10 +223,15 @@ def train_denoiser(
     first = _resume(ckpt_path, modules, opt, gen, rows)
     progress = Progress("unet", cfg.steps, cfg.log_every, start, rows)
     stage_start = time.time()
+    grounded = cfg.grounding > 0 or cfg.grounding_pixel > 0
+    capture = grounding.AttentionCapture() if grounded else None
+    if capture is not None:
+        layers = unet.attn_processors
+        unet.set_attn_processor({n: ControlledAttnProcessor(capture, n) for n in layers})
     for step in range(first, cfg.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(cfg, step)
-        loss = _denoiser_loss(cfg, unet, text, data, alphas, gen)
+        loss, parts = _denoiser_loss(cfg, unet, text, data, alphas, gen, capture)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
@@ -248,7 +239,7 @@ def train_denoiser(
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
-        progress.step(step, loss.item(), opt.param_groups[0]["lr"])
+        progress.step(step, loss.item(), opt.param_groups[0]["lr"], parts)
         last = step + 1 == cfg.steps
         over = (time.time() - start) / 60 > cfg.max_minutes
         if (step + 1) % cfg.checkpoint_every == 0 or last or over:
@@ -287,32 +278,6 @@ def export(
     shutil.rmtree(out / "tokenizer")
     shapes_model.write_tokenizer(mcfg, out / "tokenizer")
     atomic.write_json(out / CARD_FILE, shapes_model.CARD, indent=1)
-
-
-def write_curve(rows: list[dict], figures: Path) -> None:
-    """Loss curve as ``shapes-loss.csv`` and ``shapes-loss.png`` under ``figures``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figures.mkdir(parents=True, exist_ok=True)
-    with open(figures / "shapes-loss.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["stage", "step", "loss", "lr", "minutes"])
-        writer.writeheader()
-        writer.writerows(rows)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for ax, stage, title in zip(
-        axes, ("vae", "unet"), ("VAE (MSE + KL)", "UNet + text (min-SNR eps MSE)"), strict=True
-    ):
-        pts = [(r["step"], r["loss"]) for r in rows if r["stage"] == stage]
-        if pts:
-            ax.plot(*zip(*pts, strict=True))
-        ax.set(title=title, xlabel="step", ylabel="loss", yscale="log")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(figures / "shapes-loss.png", dpi=100)
-    plt.close(fig)
 
 
 def _configs(items: list[str]) -> tuple[TrainConfig, ModelConfig]:
@@ -368,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
     start, rows = time.time(), []
     print(f"train config: {cfg}\nmodel config: {mcfg}", flush=True)
 
-    images, captions = make_dataset(cfg, mcfg)
+    images, captions, masks = make_dataset(cfg, mcfg)
     vae, mean, std = _stage1(cfg, mcfg, images, args.work_dir, rows, start)
     print(
         f"latents {tuple(mean.shape)}, scaling_factor {vae.config.scaling_factor:.4f}, "
@@ -382,6 +347,10 @@ def main(argv: list[str] | None = None) -> None:
         "ids": ids,
         "empty": empty,
         "scale": torch.tensor(vae.config.scaling_factor),
+        "masks": torch.from_numpy(masks),
+        "where": torch.from_numpy(
+            grounding.positions(ids.numpy(), grounding.word_ids(shapes_model.load_tokenizer(mcfg)))
+        ),
     }
     unet, text = train_denoiser(cfg, mcfg, data, args.work_dir, rows, start)
     export(mcfg, vae, unet, text, args.out)
