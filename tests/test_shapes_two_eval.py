@@ -150,6 +150,22 @@ def test_word_maps_on_their_objects_localise_and_flat_ones_do_not():
     swapped = _maps(two_objects.two_caption(COMBO), {"red": right, "blue": left})
     crossed = generation.word_ious(swapped, two_objects.objects_of(COMBO), masks, steps=6)
     assert max(crossed["4x4"]["all"]["colour"]) < 0.1
+    # colour words crossed, shape words on their objects: only the shape words localise
+    half = _maps(
+        two_objects.two_caption(COMBO),
+        {"red": right, "blue": left, "circle": left, "square": right},
+    )
+    half_scores = generation.word_ious(half, two_objects.objects_of(COMBO), masks, steps=6)
+    crossed_table = generation.localisation_table([half_scores])
+    assert generation.sharpest_grid(crossed_table) is None
+    assert generation.sharpest_grid(crossed_table, ("colour",)) is None
+    assert generation.sharpest_grid(crossed_table, ("shape",)) == "4x4"
+    by_kind = {"colour": None, "shape": "4x4"}
+    text = report.localise_table(
+        {"scored": 1, "n": 1, "goal": 0.5, "sharpest": None, "table": crossed_table}
+        | {"sharpest_by_kind": by_kind}
+    )
+    assert "grid: none; colour words: none, shape words: 4x4" in text
 
 
 def test_step_ranges_cover_the_steps():
@@ -278,3 +294,21 @@ def test_vae_ceiling_reads_ground_truth_through_the_vae(tiny_model_dir):
     for figures in ceiling.values():
         assert set(figures) == {"colour", "shape", "mad", "marked"}
         assert 0 <= figures["colour"] <= 1 and figures["mad"] > 0  # an untrained VAE blurs
+
+
+def test_local_blend_of_a_two_object_edit_masks_the_edited_object_in_both_prompts():
+    from clp2p.model.presets import preset
+    from clp2p.shapes.evaluate import _blend_on_object
+    from clp2p.shapes.scoring import make_pairs
+
+    pair = make_two_pairs(2, 10, 0, kinds=("colour",))[0]
+    edited = two_objects.objects_of(pair.source)[pair.which]
+    blended = _blend_on_object(pair, preset("cl-p2p").with_(kind="swap", k=0.3))
+    assert set(blended.blend_words) == {*pair.changed, edited[1]}
+    assert all(w in pair.source_prompt or w in pair.target_prompt for w in blended.blend_words)
+    plain = preset("cl-p2p").with_(kind="swap")
+    assert _blend_on_object(pair, plain) is plain  # no blend: nothing to mask
+    chosen = plain.with_(k=0.3, blend_words=("circle",))
+    assert _blend_on_object(pair, chosen) is chosen  # the user's words stay
+    one = make_pairs(1, seed=0)[0]
+    assert _blend_on_object(one, plain.with_(k=0.3)).blend_words == ()

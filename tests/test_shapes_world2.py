@@ -303,7 +303,7 @@ def test_the_training_set_mixes_one_and_two_object_scenes_and_keeps_the_first_wo
     assert 10 <= len(two) <= 30
     assert all(scoring.read_objects_caption(c) is not None for c in captions)
     # two_fraction 0: the first model's data set, scene for scene
-    images, captions, _ = make_dataset(TrainConfig(dataset_size=5), mcfg)
+    images, captions, _ = make_dataset(TrainConfig(dataset_size=5, two_fraction=0.0), mcfg)
     rng = np.random.default_rng(0)
     scenes = [world.sample_scene(rng) for _ in range(5)]
     assert captions == [world.prompt(s) for s in scenes]

@@ -132,6 +132,16 @@ class PairImages:
     colds: dict[str, np.ndarray]
 
 
+def _blend_on_object(pair: EditPair, params: EditParams) -> EditParams:
+    """``params`` with local blend on the pair's own blend words (a two-object pair's edited
+    object: its swapped word and its other word, in both prompts) when it blends and names no
+    words; else ``params``."""
+    words = getattr(pair, "blend_words", ())
+    if params.k <= 0 or params.blend_words or not words:
+        return params
+    return params.with_(blend_words=tuple(words))
+
+
 def render_pair(
     engine,
     pair: EditPair,
@@ -152,6 +162,7 @@ def render_pair(
 
     settings = replace(settings, seed=pair.seed)
     quiet = RenderOptions(batch_branches=batch_branches, heatmaps=HeatmapOptions(max_pixels=0))
+    edits = {name: _blend_on_object(pair, params) for name, params in edits.items()}
     names = list(edits)
     targets, backs, colds = {}, {}, {}
     source = None

@@ -173,9 +173,10 @@ LOCALISE_GOAL = 0.5
 """Mean IoU a grid's word maps must reach (colour words and shape words each) to localise."""
 
 
-def sharpest_grid(table: dict) -> str | None:
-    """The largest grid (most cells) whose all-steps maps localise: mean IoU of colour words
-    and of shape words both at least ``LOCALISE_GOAL``; None when no grid does."""
+def sharpest_grid(table: dict, kinds: tuple[str, ...] = ("colour", "shape")) -> str | None:
+    """The largest grid (most cells) whose all-steps maps localise: the mean IoU of each word
+    kind of ``kinds`` (colour words, shape words) at least ``LOCALISE_GOAL``; None when no
+    grid does."""
 
     def cells(grid: str) -> int:
         h, w = grid.split("x")
@@ -184,7 +185,7 @@ def sharpest_grid(table: dict) -> str | None:
     good = [
         g
         for g, ranges in table.items()
-        if min(ranges["all"]["colour"], ranges["all"]["shape"]) >= LOCALISE_GOAL
+        if min(ranges["all"][kind] for kind in kinds) >= LOCALISE_GOAL
     ]
     return max(good, key=cells, default=None)
 
@@ -207,6 +208,7 @@ def run_localise(
         "goal": LOCALISE_GOAL,
         "table": table,
         "sharpest": sharpest_grid(table),
+        "sharpest_by_kind": {kind: sharpest_grid(table, (kind,)) for kind in ("colour", "shape")},
         "engine_default_grid": outcomes[0]["default_grid"] if outcomes else None,
         "captions": [two_objects.two_caption(c) for c in deck],
         "images": [o["image"] for o in outcomes[:12]],

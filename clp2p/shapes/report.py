@@ -80,8 +80,11 @@ def localise_table(result: dict) -> str:
         f"{result['scored']} of {result['n']} pictures read as asked; cells: colour words / "
         f"shape words (goal >= {result['goal']:g}); sharpest localising grid: "
         f"{result['sharpest'] or 'none'}",
-        "",
     ]
+    by_kind = result.get("sharpest_by_kind")
+    if by_kind:
+        lines[-1] += "; " + ", ".join(f"{k} words: {g or 'none'}" for k, g in by_kind.items())
+    lines.append("")
     table = result["table"]
     ranges = list(next(iter(table.values()))) if table else []
     lines.append(_row(["grid", *(f"steps {r}" for r in ranges)]))

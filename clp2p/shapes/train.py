@@ -49,14 +49,14 @@ class TrainConfig:
 
     seed: int = 0
     # the share of two-object scenes (0: the one-object world of the first shipped model)
-    two_fraction: float = 0.0
+    two_fraction: float = 0.6
     threads: int = 2
-    dataset_size: int = 30_000
-    vae_steps: int = 800
+    dataset_size: int = 40_000
+    vae_steps: int = 3_000
     vae_batch: int = 32
     vae_lr: float = 1e-3
     kl_weight: float = 1e-4  # on the per-element mean KL
-    steps: int = 2_400
+    steps: int = 3_000
     batch: int = 64
     lr: float = 6e-4
     warmup: int = 100
@@ -65,12 +65,12 @@ class TrainConfig:
     ema_decay: float = 0.998
     min_snr_gamma: float = 5.0
     # token grounding (:mod:`clp2p.shapes.grounding`): weights of its token and pixel terms
-    grounding: float = 0.0
-    grounding_pixel: float = 0.0
+    grounding: float = 0.3
+    grounding_pixel: float = 0.2
     grad_clip: float = 1.0
     log_every: int = 20
     checkpoint_every: int = 200
-    max_minutes: float = 88.0  # stage 3 stops early (and still exports) past this
+    max_minutes: float = 100.0  # stage 3 stops early (and still exports) past this
 
 
 def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[str], np.ndarray]:
