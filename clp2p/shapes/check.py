@@ -1,6 +1,6 @@
 """Measure how well a shapes-world model follows its prompts.
 
-    python -m clp2p.shapes.check resources/models/shapes [--grid docs/figures/shapes-samples.png]
+    python -m clp2p.shapes.check resources/models/shapes [--grid samples.png]
 
 Loads the folder with the stock diffusers StableDiffusionPipeline and a DDIMScheduler, samples
 one image per seed with seeds spread round-robin over every (colour, shape, background)

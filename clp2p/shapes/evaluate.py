@@ -92,8 +92,9 @@ def base_methods() -> dict[str, EditParams]:
 
 TWO_BLEND_K = 0.3
 """Local blend's k for the two-object edit table's ``+lb`` methods: prompt-to-prompt's default
-k, until the k x cross x self sweep on two-object colour swaps picks one on a model that
-binds."""
+k. The k x cross x self sweep on the two-object model picked none: local blend lowered the
+other object's change on most pairs but wrecked a few, so no k > 0 beat k = 0 on the mean
+(``docs/shapes-eval.md``)."""
 
 
 def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:
