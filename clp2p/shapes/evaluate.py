@@ -137,10 +137,9 @@ def _blend_on_object(pair: EditPair, params: EditParams) -> EditParams:
     """``params`` with local blend on the pair's own blend words (a two-object pair's edited
     object: its swapped word and its other word, in both prompts) when it blends and names no
     words; else ``params``."""
-    words = getattr(pair, "blend_words", ())
-    if params.k <= 0 or params.blend_words or not words:
+    if params.k <= 0 or params.blend_words or not pair.blend_words:
         return params
-    return params.with_(blend_words=tuple(words))
+    return params.with_(blend_words=pair.blend_words)
 
 
 def render_pair(

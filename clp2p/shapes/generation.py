@@ -103,6 +103,10 @@ def step_ranges(steps: int, parts: int = STEP_PARTS) -> dict[str, tuple[int, int
     return out
 
 
+WORD_KINDS: tuple[str, ...] = ("colour", "shape")
+"""The kinds of an object's words whose maps localisation scores, in caption order."""
+
+
 def localise_work(worker, payload: tuple) -> dict:
     """A task of :func:`run_localise`: render one two-object caption keeping the word maps
     of every grid, read the picture, and score each object's words at every grid and step
@@ -139,9 +143,9 @@ def word_ious(maps, wanted: list[tuple[str, str]], masks: list[np.ndarray], step
     for grid in maps.grids:
         per_range = {}
         for name, window in step_ranges(steps).items():
-            cell: dict[str, list[float]] = {"colour": [], "shape": []}
-            for (colour, shape), mask in zip(wanted, masks, strict=True):
-                for kind, word in (("colour", colour), ("shape", shape)):
+            cell: dict[str, list[float]] = {kind: [] for kind in WORD_KINDS}
+            for words, mask in zip(wanted, masks, strict=True):
+                for kind, word in zip(WORD_KINDS, words, strict=True):
                     word_map = upsample(maps.word_map(0, word, grid, window), size)
                     cell[kind].append(two_objects.map_iou(word_map, mask))
             per_range[name] = cell
@@ -159,13 +163,9 @@ def localisation_table(rows: list[dict | None]) -> dict:
     for grid, ranges in scored[0].items():
         out[grid] = {}
         for name in ranges:
-            colour = [v for r in scored for v in r[grid][name]["colour"]]
-            shape = [v for r in scored for v in r[grid][name]["shape"]]
-            out[grid][name] = {
-                "colour": float(np.mean(colour)),
-                "shape": float(np.mean(shape)),
-                "words": float(np.mean(colour + shape)),
-            }
+            ious = {k: [v for r in scored for v in r[grid][name][k]] for k in WORD_KINDS}
+            out[grid][name] = {k: float(np.mean(v)) for k, v in ious.items()}
+            out[grid][name]["words"] = float(np.mean(sum(ious.values(), [])))
     return out
 
 
@@ -173,7 +173,7 @@ LOCALISE_GOAL = 0.5
 """Mean IoU a grid's word maps must reach (colour words and shape words each) to localise."""
 
 
-def sharpest_grid(table: dict, kinds: tuple[str, ...] = ("colour", "shape")) -> str | None:
+def sharpest_grid(table: dict, kinds: tuple[str, ...] = WORD_KINDS) -> str | None:
     """The largest grid (most cells) whose all-steps maps localise: the mean IoU of each word
     kind of ``kinds`` (colour words, shape words) at least ``LOCALISE_GOAL``; None when no
     grid does."""
@@ -208,7 +208,7 @@ def run_localise(
         "goal": LOCALISE_GOAL,
         "table": table,
         "sharpest": sharpest_grid(table),
-        "sharpest_by_kind": {kind: sharpest_grid(table, (kind,)) for kind in ("colour", "shape")},
+        "sharpest_by_kind": {kind: sharpest_grid(table, (kind,)) for kind in WORD_KINDS},
         "engine_default_grid": outcomes[0]["default_grid"] if outcomes else None,
         "captions": [two_objects.two_caption(c) for c in deck],
         "images": [o["image"] for o in outcomes[:12]],

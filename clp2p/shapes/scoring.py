@@ -36,6 +36,19 @@ def caption(attrs: Attributes) -> str:
     return f"a {colour} {shape} on a {background} background"
 
 
+METRICS: tuple[str, ...] = (
+    "success",
+    "iou",
+    "kept",
+    "keep_mad",
+    "cycle_mad",
+    "cycle_iou",
+    "cold_mad",
+    "cold_iou",
+)
+"""Metrics averaged into a table cell, in column order."""
+
+
 @dataclass(frozen=True)
 class EditPair:
     """One word swap: ``source`` -> ``target`` differ only in the attribute ``kind``."""
@@ -47,11 +60,11 @@ class EditPair:
 
     kinds: ClassVar[tuple[str, ...]] = KINDS
     """Edit kinds of this world, in table order."""
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """Metrics averaged into a table cell of this world's pairs."""
-        return METRICS
+    metric_names: ClassVar[tuple[str, ...]] = METRICS
+    """Metrics averaged into a table cell of this world's pairs."""
+    blend_words: ClassVar[tuple[str, ...]] = ()
+    """Local blend's words when an edit blends: none, so the engine's default (the changed
+    words) applies; the one object is the whole edit."""
 
     def score(self, source: np.ndarray, target: np.ndarray) -> dict:
         """:func:`score_edit` of this pair."""
@@ -176,19 +189,6 @@ def score_cycle(source: np.ndarray, back: np.ndarray, prefix: str = "cycle") -> 
     the source (``{prefix}_mad``), and the IoU of their foreground masks (``{prefix}_iou``)."""
     iou = metrics.mask_iou(metrics.foreground_mask(back), metrics.foreground_mask(source))
     return {f"{prefix}_mad": metrics.mean_abs_diff(back, source), f"{prefix}_iou": iou}
-
-
-METRICS: tuple[str, ...] = (
-    "success",
-    "iou",
-    "kept",
-    "keep_mad",
-    "cycle_mad",
-    "cycle_iou",
-    "cold_mad",
-    "cold_iou",
-)
-"""Metrics averaged into a table cell, in column order."""
 
 
 def summarise(rows: list[dict], names: tuple[str, ...] = METRICS) -> dict:

@@ -134,9 +134,9 @@ def encode_dataset(vae: AutoencoderKL, images: np.ndarray) -> tuple[torch.Tensor
     return torch.cat(means), torch.cat(stds)
 
 
-def token_ids(mcfg: ModelConfig, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids of every caption, (N, T), and of the empty caption, (T,)."""
-    tok = shapes_model.load_tokenizer(mcfg)
+def token_ids(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids of every caption, (N, T), and of the empty caption, (T,), by the tokenizer
+    ``tok``."""
 
     def encode(texts: list[str]) -> torch.Tensor:
         return tok(texts, padding="max_length", truncation=True, return_tensors="pt").input_ids
@@ -340,7 +340,8 @@ def main(argv: list[str] | None = None) -> None:
         f"{(time.time() - start) / 60:.1f} min",
         flush=True,
     )
-    ids, empty = token_ids(mcfg, captions)
+    tok = shapes_model.load_tokenizer(mcfg)
+    ids, empty = token_ids(tok, captions)
     data = {
         "mean": mean,
         "std": std,
@@ -348,9 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         "empty": empty,
         "scale": torch.tensor(vae.config.scaling_factor),
         "masks": torch.from_numpy(masks),
-        "where": torch.from_numpy(
-            grounding.positions(ids.numpy(), grounding.word_ids(shapes_model.load_tokenizer(mcfg)))
-        ),
+        "where": torch.from_numpy(grounding.positions(ids.numpy(), grounding.word_ids(tok))),
     }
     unet, text = train_denoiser(cfg, mcfg, data, args.work_dir, rows, start)
     export(mcfg, vae, unet, text, args.out)

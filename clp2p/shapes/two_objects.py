@@ -93,6 +93,22 @@ present and separate."""
 # ---- edits ---------------------------------------------------------------------------------
 
 
+TWO_METRICS: tuple[str, ...] = (
+    "source_ok",
+    "success",
+    "edited_iou",
+    "other_kept",
+    "other_iou",
+    "other_mad",
+    "background_mad",
+    "cycle_mad",
+    "cycle_other_mad",
+    "cold_mad",
+    "cold_other_mad",
+)
+"""Metrics averaged into a two-object table cell, in column order."""
+
+
 @dataclass(frozen=True)
 class TwoEditPair:
     """An edit of one object of a two-object caption: ``kind`` (colour or class) of object
@@ -106,11 +122,8 @@ class TwoEditPair:
 
     kinds: ClassVar[tuple[str, ...]] = TWO_KINDS
     """Edit kinds of this world, in table order."""
-
-    @property
-    def metric_names(self) -> tuple[str, ...]:
-        """Metrics averaged into a table cell of this world's pairs."""
-        return TWO_METRICS
+    metric_names: ClassVar[tuple[str, ...]] = TWO_METRICS
+    """Metrics averaged into a table cell of this world's pairs."""
 
     def score(self, source: np.ndarray, target: np.ndarray) -> dict:
         """:func:`score_two_edit` of this pair."""
@@ -261,22 +274,6 @@ def score_two_cycle(
         f"{prefix}_mad": metrics.mean_abs_diff(back, source),
         f"{prefix}_other_mad": _region_mad(source, back, region),
     }
-
-
-TWO_METRICS: tuple[str, ...] = (
-    "source_ok",
-    "success",
-    "edited_iou",
-    "other_kept",
-    "other_iou",
-    "other_mad",
-    "background_mad",
-    "cycle_mad",
-    "cycle_other_mad",
-    "cold_mad",
-    "cold_other_mad",
-)
-"""Metrics averaged into a two-object table cell, in column order."""
 
 
 # ---- word maps -----------------------------------------------------------------------------
