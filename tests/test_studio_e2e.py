@@ -104,6 +104,19 @@ def test_event_loop_never_stalls_over_50_ms_during_a_render(window, loop):
     assert max(gaps) < 0.050, f"worst stall {max(gaps) * 1000:.1f} ms"
 
 
+def test_a_full_collection_after_the_model_loads_is_short(window):
+    # what was alive when the model loaded is frozen: a full collection mid-render (which the
+    # interpreter starts when it likes, holding the lock) must not walk torch, Qt and the model
+    import gc
+
+    assert gc.get_freeze_count() > 0
+    junk = [[i] for i in range(20_000)]  # what a render leaves behind, and more
+    start = time.perf_counter()
+    gc.collect()
+    assert time.perf_counter() - start < 0.050
+    del junk
+
+
 async def _until_idle(window):
     while window.jobs.busy:
         await asyncio.sleep(0.05)
