@@ -46,8 +46,19 @@ def _shifted(node):
     return {**node, "params": {**params, "refine_pad": "shifted"}}
 
 
+def _v4_to_v5(doc: dict) -> dict:
+    """Version 5 added the optional ``blend_start`` of an edit. A version-4 file has none,
+    which means local blend after every step, as before."""
+    return {**doc, "schema_version": 5}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {
+    1: _v1_to_v2,
+    2: _v2_to_v3,
+    3: _v3_to_v4,
+    4: _v4_to_v5,
+}
 
 
 @cache
@@ -60,9 +71,14 @@ def validator():
 
 
 def json_path(parts) -> str:
+    """``$.nodes[2].metrics["odd key"]``: a key that is not a plain name is quoted as JSON,
+    so that a message naming it stays one line whatever the file holds."""
     out = "$"
     for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if str(p).isidentifier() else f"[{json.dumps(str(p))}]"
     return out
 
 
@@ -85,4 +101,6 @@ def migrate(data: dict) -> dict:
 
 
 def short(message: str, n: int = 160) -> str:
+    """``message`` on one line (line breaks a file put in it escaped), at most ``n`` long."""
+    message = message.replace("\r", "\\r").replace("\n", "\\n")
     return message if len(message) <= n else message[: n - 3] + "..."
