@@ -72,6 +72,7 @@ FIELD_LABELS: dict[str, str] = {
     "v_blend": "V blend",
     "v_layers": "V layers",
     "k": "k",
+    "blend_start": "blend start",
     "blend_words": "blend words",
     "reweight": "re-weight",
     "preset": "preset",

@@ -32,6 +32,7 @@ from clp2p.model.align import normalise_word
 from clp2p.model.edits import infer_kind
 from clp2p.model.params import (
     EDIT_KINDS,
+    REFERENCE_BLEND_START,
     REFINE_PADS,
     V_LAYER_KINDS,
     CrossWindow,
@@ -134,9 +135,18 @@ class ParamsPanel(QWidget):
         self.k.setRange(0, 100)
         self.k_label = QLabel("0.00")
         self.k.valueChanged.connect(lambda v: self.k_label.setText(f"{v / 100:.2f}"))
+        self.blend_start = QDoubleSpinBox()
+        self.blend_start.setRange(0, 0.95)
+        self.blend_start.setSingleStep(0.05)
+        self.blend_start.setPrefix("from ")
+        self.blend_start.setToolTip(
+            "the fraction of the steps before local blend begins: 0 blends from the first step, "
+            f"prompt-to-prompt's reference waits {REFERENCE_BLEND_START:g}"
+        )
         row = QHBoxLayout()
         row.addWidget(self.k, 1)
         row.addWidget(self.k_label)
+        row.addWidget(self.blend_start)
         form.addRow("k (blend)", row)
         self.blend = QLineEdit()
         self.blend.setPlaceholderText("blend words (default: the changed words)")
@@ -212,6 +222,7 @@ class ParamsPanel(QWidget):
             w.valuesChanged.connect(self._changed)
         self.k.valueChanged.connect(self._changed)
         self.v_blend.valueChanged.connect(self._changed)
+        self.blend_start.valueChanged.connect(self._changed)
         self.cross_words.itemChanged.connect(self._changed)
         self.reweight.itemChanged.connect(self._changed)
         self.target.textChanged.connect(self._rebuild_chips)
@@ -249,6 +260,7 @@ class ParamsPanel(QWidget):
 
     def _apply_params(self, p: EditParams) -> None:
         self.k.setValue(round(p.k * 100))
+        self.blend_start.setValue(p.blend_start)
         self.cross.setValues(p.cross.default.start, p.cross.default.end)
         self.self_window.setValues(p.self_window.start, p.self_window.end)
         self.self_res.setCurrentText("all" if p.self_res is None else str(p.self_res))
@@ -337,6 +349,7 @@ class ParamsPanel(QWidget):
             v_blend=self.v_blend.value(),
             v_layers=self.v_layers.currentText(),
             k=self.k.value() / 100,
+            blend_start=self.blend_start.value(),
             blend_words=tuple(self.blend.text().split()),
             reweight=reweight,
             inject_uncond=self.uncond.isChecked(),

@@ -168,6 +168,27 @@ def test_local_blend_keeps_source_outside_the_mask(tiny_engine):
     assert np.array_equal(result.latents[0], result.latents[1])
 
 
+def test_local_blend_begins_at_its_start_fraction():
+    # an empty mask (maps of zeros) makes a blended step's edit its source: before the start
+    # the edit keeps its own latents, from the start on it is its source's
+    from types import SimpleNamespace
+
+    import torch
+
+    from clp2p.attention.blend import LocalBlend
+
+    latents = torch.stack([torch.zeros(4, 4, 4), torch.ones(4, 4, 4)])  # source, edit
+    maps = torch.zeros(2, 16, 8)
+    for start, blended in ((0.0, [True] * 4), (0.5, [False, False, True, True])):
+        params = preset("p2p").with_(k=0.3, blend_start=start)
+        plan = SimpleNamespace(
+            branch=1, source=0, params=params, blend_source=[2], blend_target=[2]
+        )
+        blend = LocalBlend([plan], (4, 4), (4, 4), steps=4)
+        out = [bool((blend(step, latents, maps)[1] == 0).all()) for step in range(4)]
+        assert out == blended, start
+
+
 def test_non_square_size_and_heatmaps(tiny_engine):
     settings = RenderSettings(seed=1, steps=2, guidance=5.0, width=48, height=32)
     result = tiny_engine.edit(

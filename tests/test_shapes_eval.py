@@ -111,7 +111,8 @@ SETTINGS = RenderSettings(steps=3, guidance=5.0)
 def test_tiny_edit_run_returns_the_table(tiny_engine, tmp_path: Path):
     pairs = make_pairs(1)
     result = evaluate.run_edit(tiny_engine, pairs, SETTINGS, evaluate.VSetting())
-    assert list(result["table"]) == ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v"]
+    assert list(result["table"]) == ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v", "p2p@0.2"]
+    assert result["methods"]["p2p@0.2"]["blend_start"] == 0.2
     for cells in result["table"].values():
         assert set(cells) == {pairs[0].kind, "all"}
         assert cells["all"]["n"] == 1
@@ -170,7 +171,7 @@ def test_cli_eval_edit_writes_json(tiny_model_dir, tmp_path: Path, capsys):
     assert main([*argv, "--model", str(tiny_model_dir), "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     assert data["task"] == "edit" and data["settings"]["steps"] == 2
-    assert set(data["table"]) == {"none", "p2p", "cl-p2p", "fpe", "cl-p2p+v"}
+    assert set(data["table"]) == {"none", "p2p", "cl-p2p", "fpe", "cl-p2p+v", "p2p@0.2"}
     assert len(data["pairs"]) == 1 and "examples" not in data
     assert "| swap | method |" in capsys.readouterr().out
 

@@ -78,14 +78,36 @@ def test_the_loss_is_low_on_maps_that_sit_on_their_objects_and_high_on_swapped_o
     masks[0, 0, 2:6, 2:6] = 1
     masks[0, 1, 9:14, 8:13] = 1
     where = torch.tensor([[[2, 3], [5, 6]]])
-    good_token, good_pixel = grounding.grounding_loss([_maps_on(masks, [2, 5])], masks, where)
-    bad_token, bad_pixel = grounding.grounding_loss([_maps_on(masks, [5, 2])], masks, where)
-    assert good_token.item() < 0.01 and bad_token.item() > 0.99
-    assert good_pixel.item() < bad_pixel.item()
+    good = grounding.grounding_loss([_maps_on(masks, [2, 5])], masks, where)
+    bad = grounding.grounding_loss([_maps_on(masks, [5, 2])], masks, where)
+    assert set(good) == set(grounding.TERMS)
+    assert good["token"].item() < 0.01 and bad["token"].item() > 0.99
+    assert good["pixel"].item() < bad["pixel"].item()
+    assert good["word"].item() < 0.01 and bad["word"].item() > 1.0
     # the 8x8 grid of the same maps is scored against the masks pooled to 8x8
     coarse = torch.nn.functional.avg_pool2d(masks, 2)
-    token8, _ = grounding.grounding_loss([_maps_on(coarse, [2, 5])], masks, where)
+    token8 = grounding.grounding_loss([_maps_on(coarse, [2, 5])], masks, where)["token"]
     assert token8.item() < 0.3
+
+
+def test_only_the_word_term_sees_a_colour_word_that_is_a_speckle_on_its_object():
+    # the shape word covers each object and carries the colour; the colour word's map is one
+    # bright cell inside its object: all of its attention is inside, and the pair covers it
+    masks = torch.zeros(1, 2, 16, 16)
+    masks[0, 0, 2:6, 2:6] = 1
+    masks[0, 1, 9:14, 8:13] = 1
+    where = torch.tensor([[[2, 3], [5, 6]]])
+    covering = _maps_on(masks, [2, 5])
+    speckled = covering.clone()
+    for colour, (y, x) in ((2, (3, 3)), (5, (10, 9))):
+        speckled[..., 3 if colour == 2 else 6] += speckled[..., colour]  # the shape word takes it
+        speckled[..., colour] = 0
+        speckled[..., y * 16 + x, colour] = 0.01
+    good = grounding.grounding_loss([covering], masks, where)
+    speckle = grounding.grounding_loss([speckled], masks, where)
+    assert speckle["token"].item() < 0.01  # all of the colour word's attention is inside
+    assert abs(speckle["pixel"].item() - good["pixel"].item()) < 0.05
+    assert speckle["word"].item() > good["word"].item() + 0.5
 
 
 def test_rows_without_objects_do_not_count_and_no_objects_gives_zero_with_a_gradient():
@@ -93,14 +115,14 @@ def test_rows_without_objects_do_not_count_and_no_objects_gives_zero_with_a_grad
     masks[:, 0, 2:6, 2:6] = 1
     maps = _maps_on(masks, [2, 5])
     where = torch.tensor([[[2, 3], [-1, -1]], [[5, 6], [-1, -1]]])  # row 1 names the wrong words
-    one_row, _ = grounding.grounding_loss([maps[:1]], masks[:1], where[:1])
-    both, _ = grounding.grounding_loss([maps], masks, where)
+    one_row = grounding.grounding_loss([maps[:1]], masks[:1], where[:1])["token"]
+    both = grounding.grounding_loss([maps], masks, where)["token"]
     assert one_row.item() < 0.01 and both.item() > 0.4
     dropped = torch.full_like(where, -1)
     maps.requires_grad_(True)
-    token, pixel = grounding.grounding_loss([maps], masks, dropped)
-    assert token.item() == 0 and pixel.item() == 0
-    (token + pixel).backward()
+    terms = grounding.grounding_loss([maps], masks, dropped)
+    assert all(term.item() == 0 for term in terms.values())
+    sum(terms.values()).backward()
     assert maps.grad is not None
 
 
@@ -149,3 +171,24 @@ def test_a_grounded_training_run_logs_its_terms_and_exports_a_stock_pipeline(tmp
     assert {"denoise", "token", "pixel"} <= set(header.split(","))
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "out", safety_checker=None)
     assert type(next(iter(pipe.unet.attn_processors.values()))).__name__ == "AttnProcessor2_0"
+    assert " word " not in out  # the base run has no word term
+
+    train.main(
+        [
+            "--init", str(tmp_path / "out"),
+            "--out", str(tmp_path / "tuned"),
+            "--work-dir", str(tmp_path / "work-tune"),
+            "--figures", str(tmp_path / "fig-tune"),
+            "--set", "two_fraction=0.6", "dataset_size=12", "batch=4", "steps=2", "log_every=1",
+        ]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert "kept the VAE" in out and " word " in out and f"lr={train.FINETUNE['lr']}" in out
+    tuned = StableDiffusionPipeline.from_pretrained(tmp_path / "tuned", safety_checker=None)
+    for part in ("vae", "unet", "text_encoder"):
+        before = dict(getattr(pipe, part).named_parameters())
+        after = dict(getattr(tuned, part).named_parameters())
+        same = all(torch.equal(before[name], after[name]) for name in before)
+        assert same == (part == "vae"), part  # the VAE is kept; the rest started from it ...
+        moved = max((before[name] - after[name]).abs().max().item() for name in before)
+        assert moved < 1e-3, part  # ... and moved a little

@@ -199,12 +199,14 @@ SETTINGS = RenderSettings(steps=3, guidance=5.0)
 def test_tiny_two_object_edit_run_with_local_blend(tiny_engine, tmp_path: Path):
     pairs = make_two_pairs(2, 0, 0)
     result = evaluate.run_edit(tiny_engine, pairs, SETTINGS, evaluate.VSetting(), blend_k=0.3)
-    names = ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v", "p2p+lb", "cl-p2p+lb"]
-    assert list(result["table"]) == names
+    names = ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v", "p2p@0.2", "p2p+lb", "cl-p2p+lb"]
+    assert list(result["table"]) == [*names, "cl-p2p+lb@0.2"]
     cell = result["table"]["cl-p2p+lb"]
     assert set(cell) == {"colour", "shape", "all"}
     assert set(cell["all"]) >= {"success", "other_mad", "other_iou", "cycle_other_mad"}
     assert result["methods"]["cl-p2p+lb"]["k"] == 0.3
+    assert "blend_start" not in result["methods"]["cl-p2p+lb"]  # from the first step
+    assert result["methods"]["cl-p2p+lb@0.2"]["blend_start"] == 0.2  # as the reference
     text = report.edit_table(result["table"])
     assert "other object MAD" in text and "`cl-p2p+lb`" in text
     assert all(p.stat().st_size > 0 for p in eval_cli.write_figures(result, tmp_path))

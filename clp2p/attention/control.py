@@ -52,7 +52,7 @@ class AttentionController:
         self.branches, self.steps, self.guided = branches, steps, guided
         self.heatmaps = heatmaps
         self.sources = SourceStore(self.plans, source)
-        self.blend = LocalBlend(self.plans, latent_hw, heatmaps.blend, source)
+        self.blend = LocalBlend(self.plans, latent_hw, heatmaps.blend, steps, source)
         self.recorder = records if records is not None else BranchRecorder((), 0, steps)
         self.layer_numbers = layer_numbers or {}  # self-attention layer -> its number from 1
         self.step = 0

@@ -16,6 +16,7 @@ from pathlib import Path
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
 from clp2p.model.params import (
+    REFERENCE_BLEND_START,
     REFINE_PADS,
     V_LAYER_KINDS,
     CrossWindow,
@@ -170,6 +171,12 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reweight", nargs="+", default=[], metavar="WORD=SCALE")
     g.add_argument("--preset", default=EditParams().preset, choices=tuple(PRESETS))
     g.add_argument("--k", type=number, help="local-blend silhouette threshold in [0, 1]")
+    g.add_argument(
+        "--blend-start",
+        type=number,
+        help="fraction of the steps before local blend begins, in [0, 1) (default 0: from the "
+        f"first step; prompt-to-prompt's reference waits {REFERENCE_BLEND_START:g})",
+    )
     g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
     g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
     g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
@@ -198,6 +205,7 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
 # reversed edit's parameters unless one of them is given)
 INJECTION_FIELDS = (
     "k",
+    "blend_start",
     "cross",
     "self_window",
     "self_res",
@@ -215,6 +223,8 @@ def edit_params(args: argparse.Namespace, kind: str = "auto", xl: bool = False) 
     changes: dict[str, object] = {"kind": kind}
     if args.k is not None:
         changes["k"] = args.k
+    if args.blend_start is not None:
+        changes["blend_start"] = args.blend_start
     if args.cross is not None:
         changes["cross"] = CrossWindow.parse(args.cross, base.cross.default)
     if args.self_window is not None:

@@ -24,6 +24,11 @@ def step_index(fraction: float, steps: int) -> int:
     return math.floor(round(fraction * steps, 9))
 
 
+REFERENCE_BLEND_START = 0.2
+"""The fraction of the steps prompt-to-prompt's reference LocalBlend waits before it blends
+(its ``start_blend``); clp2p's ``blend_start`` defaults to 0, blending from the first step."""
+
+
 @dataclass(frozen=True)
 class StepWindow:
     """A window of denoising steps as fractions of the schedule, ``0 <= start <= end <= 1``."""
@@ -126,6 +131,8 @@ class EditParams:
     ``v_blend`` (beta): inside ``v_window`` the target's attention uses
     ``V = (1 - beta) * V_target + beta * V_source`` in the ``v_layers`` kind of layers.
     ``k``: local-blend silhouette threshold; 0 disables local blending.
+    ``blend_start``: the fraction of the steps before local blend begins: 0 blends after
+    every step (the default), prompt-to-prompt's LocalBlend waits :data:`REFERENCE_BLEND_START`.
     ``inject_uncond``: also edit the unconditional half of classifier-free guidance
     (prompt-to-prompt edits only the conditional half).
     ``refine_pad``: how a refinement maps the padding after the end token (see
@@ -142,6 +149,7 @@ class EditParams:
     v_blend: float = 0.0
     v_layers: str = "self"
     k: float = 0.0
+    blend_start: float = 0.0
     blend_words: tuple[str, ...] = ()
     reweight: tuple[tuple[str, float], ...] = ()
     inject_uncond: bool = False
@@ -155,11 +163,7 @@ class EditParams:
                 value=self.kind,
                 kinds=", ".join(EDIT_KINDS),
             )
-        if not 0.0 <= self.k <= 1.0:
-            raise Clp2pError.about(
-                "{k} {value:g} is outside [0, 1]: the silhouette threshold is a fraction",
-                value=self.k,
-            )
+        self._check_blend()
         if not 0.0 <= self.v_blend <= 1.0:
             raise Clp2pError.about("{v_blend} {value:g} is outside [0, 1]", value=self.v_blend)
         if self.refine_pad not in REFINE_PADS:
@@ -206,6 +210,20 @@ class EditParams:
                 "{v_blend} is set but the {v_window} window is empty: give e.g. {v_window} 0.5"
             )
 
+    def _check_blend(self) -> None:
+        """Local blend's threshold and start are fractions."""
+        if not 0.0 <= self.k <= 1.0:
+            raise Clp2pError.about(
+                "{k} {value:g} is outside [0, 1]: the silhouette threshold is a fraction",
+                value=self.k,
+            )
+        if not 0.0 <= self.blend_start < 1.0:
+            raise Clp2pError.about(
+                "{blend_start} {value:g} is outside [0, 1): give the fraction of the steps "
+                "before local blend begins",
+                value=self.blend_start,
+            )
+
     def with_(self, **changes: object) -> EditParams:
         return replace(self, **changes)
 
@@ -221,6 +239,7 @@ class EditParams:
             "v_blend": self.v_blend,
             "v_layers": self.v_layers,
             "k": self.k,
+            **({"blend_start": self.blend_start} if self.blend_start else {}),
             "blend_words": list(self.blend_words),
             "reweight": {w: s for w, s in self.reweight},
             "inject_uncond": self.inject_uncond,
@@ -241,6 +260,7 @@ class EditParams:
             v_blend=float(data.get("v_blend", 0.0)),
             v_layers=data.get("v_layers", "self"),
             k=float(data.get("k", 0.0)),
+            blend_start=float(data.get("blend_start", 0.0)),
             blend_words=tuple(data.get("blend_words", ())),
             reweight=tuple((str(w), float(s)) for w, s in dict(data.get("reweight", {})).items()),
             inject_uncond=bool(data.get("inject_uncond", False)),

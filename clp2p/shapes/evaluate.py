@@ -29,7 +29,14 @@ from itertools import product
 
 import numpy as np
 
-from clp2p.model.params import V_LAYER_KINDS, Branch, CrossWindow, EditParams, StepWindow
+from clp2p.model.params import (
+    REFERENCE_BLEND_START,
+    V_LAYER_KINDS,
+    Branch,
+    CrossWindow,
+    EditParams,
+    StepWindow,
+)
 from clp2p.model.presets import preset
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes.scoring import (
@@ -98,12 +105,17 @@ other object's change on most pairs but wrecked a few, so no k > 0 beat k = 0 on
 
 
 def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:
-    """The edit task's methods, in table order; with ``blend_k`` also ``p2p`` and ``cl-p2p``
-    with local blend at that k (on the changed words, as the engine picks them)."""
+    """The edit task's methods, in table order: ``p2p`` also as the reference blends
+    (``p2p@0.2``: from :data:`REFERENCE_BLEND_START` of the steps); with ``blend_k`` also
+    ``p2p`` and ``cl-p2p`` with local blend at that k (on the changed words, as the engine
+    picks them), ``cl-p2p``'s from the first step and from the reference's start."""
     out = base_methods() | {"cl-p2p+v": v.params().with_(kind="swap")}
+    late = f"@{REFERENCE_BLEND_START:g}"
+    out["p2p" + late] = out["p2p"].with_(blend_start=REFERENCE_BLEND_START)
     if blend_k is not None:
         out["p2p+lb"] = out["p2p"].with_(k=blend_k)
         out["cl-p2p+lb"] = out["cl-p2p"].with_(k=blend_k)
+        out["cl-p2p+lb" + late] = out["cl-p2p+lb"].with_(blend_start=REFERENCE_BLEND_START)
     return out
 
 

@@ -8,9 +8,13 @@ shape word falls on that object. The loss follows TokenCompose (Wang et al., CVP
 
 - a token term, ``1 - (attention inside the mask) / (all of the word's attention)``, per word;
 - a pixel term, the binary cross-entropy between the attention an object's words receive
-  together at each pixel and the object's mask at that grid.
+  together at each pixel and the object's mask at that grid;
+- a word term (ours), the same cross-entropy for each word alone, its map scaled to its peak:
+  the shape of the map that the heatmap panel shows and localisation scores. The pixel term
+  is met when the shape word alone covers the object; the causal text encoder lets the shape
+  word carry the colour, so the colour word's map stayed a faint speckle until this term.
 
-Both average over every cross-attention layer and head of the UNet. The model sees no mask
+All average over every cross-attention layer and head of the UNet. The model sees no mask
 when it samples: the loss shapes what it learns, not what it is given.
 """
 
@@ -93,20 +97,24 @@ class AttentionCapture:
         return maps
 
 
+TERMS: tuple[str, ...] = ("token", "pixel", "word")
+"""The terms of :func:`grounding_loss`, as the training log names them."""
+
+
 def grounding_loss(
     maps: list[torch.Tensor], masks: torch.Tensor, where: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The token and pixel terms (scalars) over ``maps`` (each (B, heads, Q, T) with Q a square
-    grid), for objects with latent masks float (B, K, L, L) in [0, 1] whose words sit at token
-    positions ``where`` long (B, K, W) (-1: no such object, or its caption was dropped).
-    Zero when no row has an object."""
+) -> dict[str, torch.Tensor]:
+    """The token, pixel and word terms (scalars, keyed by :data:`TERMS`) over ``maps`` (each
+    (B, heads, Q, T) with Q a square grid), for objects with latent masks float (B, K, L, L)
+    in [0, 1] whose words sit at token positions ``where`` long (B, K, W) (-1: no such object,
+    or its caption was dropped). Zero when no row has an object."""
     valid = where >= 0  # (B, K, W)
     if not bool(valid.any()):
         zero = maps[0].sum() * 0
-        return zero, zero
+        return dict.fromkeys(TERMS, zero)
     b, k, w = where.shape
     index = where.clamp(min=0).reshape(b, 1, k * w)  # (B, 1, K*W)
-    token_terms, pixel_terms = [], []
+    token_terms, pixel_terms, word_terms = [], [], []
     for probs in maps:
         q = probs.shape[2]
         side = int(round(q**0.5))
@@ -119,4 +127,8 @@ def grounding_loss(
         together = (words * valid[..., None]).sum(dim=2).clamp(1e-6, 1 - 1e-6)  # (B, K, Q)
         bce = F.binary_cross_entropy(together, grid_masks[:, :, 0], reduction="none")
         pixel_terms.append(bce.mean(-1)[valid.any(-1)])  # (objects,)
-    return torch.cat(token_terms).mean(), torch.cat(pixel_terms).mean()
+        shape = (words / words.amax(-1, keepdim=True).clamp_min(1e-8)).clamp(1e-6, 1 - 1e-6)
+        each = F.binary_cross_entropy(shape, grid_masks.expand_as(shape), reduction="none")
+        word_terms.append(each.mean(-1)[valid])  # (words,)
+    terms = (token_terms, pixel_terms, word_terms)
+    return {name: torch.cat(t).mean() for name, t in zip(TERMS, terms, strict=True)}

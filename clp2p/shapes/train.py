@@ -6,6 +6,11 @@ Stage 1 trains the AutoencoderKL on rendered scenes; stage 2 encodes a fixed dat
 stage 3 trains the UNet and the text encoder jointly on those latents (epsilon prediction,
 min-SNR weighting, 10% empty captions for classifier-free guidance, EMA weights exported).
 Checkpoints land in ``--work-dir`` and a rerun resumes from them.
+
+    python -m clp2p.shapes.train --init resources/models/shapes --out OUT
+
+fine-tunes a trained model instead (:data:`FINETUNE`): its VAE is kept, stage 3 starts from
+its UNet and text encoder. The shipped model is the base run followed by this fine-tune.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, StableDiffusionPipeline
+from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+from transformers import CLIPTextModel
 
 from clp2p import atomic
 from clp2p.atomic import write_with
@@ -67,10 +73,23 @@ class TrainConfig:
     # token grounding (:mod:`clp2p.shapes.grounding`): weights of its token and pixel terms
     grounding: float = 0.3
     grounding_pixel: float = 0.2
+    grounding_word: float = 0.0
     grad_clip: float = 1.0
     log_every: int = 20
     checkpoint_every: int = 200
     max_minutes: float = 100.0  # stage 3 stops early (and still exports) past this
+    init: str = ""  # a trained model folder to fine-tune (``--init``)
+
+
+FINETUNE: dict[str, object] = {
+    "steps": 800,
+    "lr": 1.5e-4,
+    "warmup": 50,
+    "grounding_word": 0.3,
+    "max_minutes": 40.0,
+}
+"""What ``--init`` changes in the defaults: a short, gentle run that adds the word term of the
+grounding loss (:mod:`clp2p.shapes.grounding`) to the base model's training."""
 
 
 def make_dataset(cfg: TrainConfig, mcfg: ModelConfig) -> tuple[np.ndarray, list[str], np.ndarray]:
@@ -196,9 +215,11 @@ def _denoiser_loss(
     where = data["where"][idx].clone()  # (B, K, W)
     where[dropped] = -1
     masks = data["masks"][idx].float() / 255  # (B, K, L, L)
-    token, pixel = grounding.grounding_loss(capture.take(), masks, where)
-    total = loss + cfg.grounding * token + cfg.grounding_pixel * pixel
-    return total, {"denoise": loss.item(), "token": token.item(), "pixel": pixel.item()}
+    terms = grounding.grounding_loss(capture.take(), masks, where)
+    weights = {"token": cfg.grounding, "pixel": cfg.grounding_pixel, "word": cfg.grounding_word}
+    total = loss + sum(weights[name] * term for name, term in terms.items())
+    parts = {name: term.item() for name, term in terms.items() if weights[name] > 0}
+    return total, {"denoise": loss.item(), **parts}
 
 
 def train_denoiser(
@@ -212,6 +233,10 @@ def train_denoiser(
     """Stage 3: UNet and text encoder jointly; returns their EMA copies."""
     torch.manual_seed(cfg.seed + 2)
     unet, text = shapes_model.build_unet(mcfg), shapes_model.build_text_encoder(mcfg)
+    if cfg.init:
+        init = Path(cfg.init)
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(init / "unet").state_dict())
+        text.load_state_dict(CLIPTextModel.from_pretrained(init / "text_encoder").state_dict())
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text).eval()
     params = [*unet.parameters(), *text.parameters()]
     ema_params = [*ema_unet.parameters(), *ema_text.parameters()]
@@ -223,7 +248,7 @@ def train_denoiser(
     first = _resume(ckpt_path, modules, opt, gen, rows)
     progress = Progress("unet", cfg.steps, cfg.log_every, start, rows)
     stage_start = time.time()
-    grounded = cfg.grounding > 0 or cfg.grounding_pixel > 0
+    grounded = max(cfg.grounding, cfg.grounding_pixel, cfg.grounding_word) > 0
     capture = grounding.AttentionCapture() if grounded else None
     if capture is not None:
         layers = unet.attn_processors
@@ -280,9 +305,12 @@ def export(
     atomic.write_json(out / CARD_FILE, shapes_model.CARD, indent=1)
 
 
-def _configs(items: list[str]) -> tuple[TrainConfig, ModelConfig]:
-    """The default configs with ``FIELD=VALUE`` overrides (``--set``)."""
+def _configs(items: list[str], init: Path | None = None) -> tuple[TrainConfig, ModelConfig]:
+    """The default configs (with :data:`FINETUNE` when fine-tuning ``init``) and
+    ``FIELD=VALUE`` overrides (``--set``)."""
     cfg, mcfg = TrainConfig(), ModelConfig()
+    if init is not None:
+        cfg = dataclasses.replace(cfg, **FINETUNE, init=str(init))  # type: ignore[arg-type]
     for item in items:
         key, value = item.split("=", 1)
         target = cfg if key in {f.name for f in dataclasses.fields(cfg)} else mcfg
@@ -296,8 +324,13 @@ def _configs(items: list[str]) -> tuple[TrainConfig, ModelConfig]:
 
 
 def _stage1(cfg, mcfg, images, work: Path, rows: list[dict], start: float):
-    """The VAE (trained, or loaded from ``work``) and the latent posterior of every image."""
-    vae_dir = work / "vae"
+    """The VAE (trained, loaded from ``work``, or the fine-tuned model's) and the latent
+    posterior of every image."""
+    vae_dir = Path(cfg.init) / "vae" if cfg.init else work / "vae"
+    if cfg.init:
+        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        print(f"kept the VAE of {cfg.init}", flush=True)
+        return vae, *encode_dataset(vae, images)
     if (vae_dir / "config.json").exists():
         vae = AutoencoderKL.from_pretrained(vae_dir).eval()
         rows.extend(json.loads((work / "vae_rows.json").read_text()))
@@ -319,6 +352,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("resources/models/shapes"))
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/clp2p-shapes-train"))
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
+    parser.add_argument("--init", type=Path, help="fine-tune this trained model folder")
     parser.add_argument(
         "--set",
         nargs="*",
@@ -327,7 +361,7 @@ def main(argv: list[str] | None = None) -> None:
         help="override TrainConfig / ModelConfig fields (for timed trials)",
     )
     args = parser.parse_args(argv)
-    cfg, mcfg = _configs(args.set)
+    cfg, mcfg = _configs(args.set, args.init)
     torch.set_num_threads(cfg.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     start, rows = time.time(), []
