@@ -136,7 +136,7 @@ class ParamsPanel(QWidget):
         self.k_label = QLabel("0.00")
         self.k.valueChanged.connect(lambda v: self.k_label.setText(f"{v / 100:.2f}"))
         self.blend_start = QDoubleSpinBox()
-        self.blend_start.setRange(0, 0.95)
+        self.blend_start.setRange(0, 0.99)  # [0, 1) at the box's two decimals
         self.blend_start.setSingleStep(0.05)
         self.blend_start.setPrefix("from ")
         self.blend_start.setToolTip(

@@ -326,11 +326,11 @@ def _configs(items: list[str], init: Path | None = None) -> tuple[TrainConfig, M
 def _stage1(cfg, mcfg, images, work: Path, rows: list[dict], start: float):
     """The VAE (trained, loaded from ``work``, or the fine-tuned model's) and the latent
     posterior of every image."""
-    vae_dir = Path(cfg.init) / "vae" if cfg.init else work / "vae"
     if cfg.init:
-        vae = AutoencoderKL.from_pretrained(vae_dir).eval()
+        vae = AutoencoderKL.from_pretrained(Path(cfg.init) / "vae").eval()
         print(f"kept the VAE of {cfg.init}", flush=True)
         return vae, *encode_dataset(vae, images)
+    vae_dir = work / "vae"
     if (vae_dir / "config.json").exists():
         vae = AutoencoderKL.from_pretrained(vae_dir).eval()
         rows.extend(json.loads((work / "vae_rows.json").read_text()))
