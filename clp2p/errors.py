@@ -73,6 +73,7 @@ FIELD_LABELS: dict[str, str] = {
     "v_layers": "V layers",
     "k": "k",
     "blend_start": "blend start",
+    "blend_pixels": "blend pixels",
     "blend_words": "blend words",
     "reweight": "re-weight",
     "preset": "preset",

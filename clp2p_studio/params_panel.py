@@ -31,6 +31,7 @@ from clp2p.errors import Clp2pError
 from clp2p.model.align import normalise_word
 from clp2p.model.edits import infer_kind
 from clp2p.model.params import (
+    BLEND_PIXELS_HELP,
     EDIT_KINDS,
     REFERENCE_BLEND_START,
     REFINE_PADS,
@@ -147,6 +148,9 @@ class ParamsPanel(QWidget):
         row.addWidget(self.k, 1)
         row.addWidget(self.k_label)
         row.addWidget(self.blend_start)
+        self.blend_pixels = QCheckBox("pixels")
+        self.blend_pixels.setToolTip(BLEND_PIXELS_HELP)
+        row.addWidget(self.blend_pixels)
         form.addRow("k (blend)", row)
         self.blend = QLineEdit()
         self.blend.setPlaceholderText("blend words (default: the changed words)")
@@ -261,6 +265,7 @@ class ParamsPanel(QWidget):
     def _apply_params(self, p: EditParams) -> None:
         self.k.setValue(round(p.k * 100))
         self.blend_start.setValue(p.blend_start)
+        self.blend_pixels.setChecked(p.blend_pixels)
         self.cross.setValues(p.cross.default.start, p.cross.default.end)
         self.self_window.setValues(p.self_window.start, p.self_window.end)
         self.self_res.setCurrentText("all" if p.self_res is None else str(p.self_res))
@@ -350,6 +355,7 @@ class ParamsPanel(QWidget):
             v_layers=self.v_layers.currentText(),
             k=self.k.value() / 100,
             blend_start=self.blend_start.value(),
+            blend_pixels=self.blend_pixels.isChecked(),
             blend_words=tuple(self.blend.text().split()),
             reweight=reweight,
             inject_uncond=self.uncond.isChecked(),

@@ -1,9 +1,11 @@
 """Local blend (prompt-to-prompt's LocalBlend with threshold k): after each step from the
 edit's ``blend_start``, outside the mask of the blend words (in the source's or the target's
-maps) an edit keeps its source's latent."""
+maps) an edit keeps its source's latent; with ``blend_pixels``, its decoded picture also
+keeps the source's pixels outside the last mask."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -30,6 +32,7 @@ class LocalBlend:
         self.latent_hw = latent_hw
         self.grid = grid
         self.record = record
+        self.masks: dict[int, torch.Tensor] = {}  # branch -> its last mask, (1, h, w) bool
 
     def __call__(self, step: int, latents: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """latents: (branches, C, h, w) after ``step``; maps: (branches, pixels, tokens) the
@@ -47,6 +50,7 @@ class LocalBlend:
             k = plan.params.k
             mask = self._mask(src_maps, plan.blend_source, k)
             mask |= self._mask(maps[plan.branch], plan.blend_target, k)
+            self.masks[plan.branch] = mask
             latents[plan.branch] = src + mask.to(latents.dtype) * (latents[plan.branch] - src)
         return latents
 
@@ -61,3 +65,29 @@ class LocalBlend:
         m = F.interpolate(m, size=self.latent_hw)  # nearest, as prompt-to-prompt
         m = m / m.max().clamp_min(1e-12)
         return m[0] > k  # (1, h, w)
+
+    def paste(self, images: list[np.ndarray], scale: int) -> list[np.ndarray]:
+        """``images`` (uint8 (H, W, 3), by branch, ``scale`` pixels per latent cell) with each
+        ``blend_pixels`` edit laid over its source's picture (a recorded source's picture,
+        or the source branch's as already pasted) through its last mask."""
+        out = list(images)
+        for plan in self.plans:
+            if not (plan.params.blend_pixels and plan.branch in self.masks):
+                continue
+            recorded = plan.source == RECORDED
+            source = self.record.image.numpy() if recorded else out[plan.source]
+            out[plan.branch] = lay_over(source, out[plan.branch], self.masks[plan.branch], scale)
+        return out
+
+
+def lay_over(source: np.ndarray, edit: np.ndarray, mask: torch.Tensor, scale: int) -> np.ndarray:
+    """``edit`` where the latent ``mask`` (1, h, w) is set, ``source`` elsewhere (both uint8
+    (h * scale, w * scale, 3)): the mask at pixel size, its edge softened over half a latent
+    cell each side so that no seam shows, and outside that the source's pixels exactly."""
+    m = F.interpolate(mask.float().cpu()[None], scale_factor=scale)  # (1, 1, H, W), nearest
+    r = scale // 2
+    if r:
+        m = F.avg_pool2d(m, 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+    w = m[0, 0, :, :, None].numpy()
+    base = source.astype(np.float32)
+    return np.rint(base + w * (edit.astype(np.float32) - base)).clip(0, 255).astype(np.uint8)

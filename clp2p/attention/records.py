@@ -19,7 +19,8 @@ LayerKey = tuple[int, str]  # (denoising step, attention layer name as in unet.a
 class BranchRecord:
     """What an edit of a branch needs from it, per step and attention layer: the queries,
     keys and values its self-attention used, the probabilities and values its
-    cross-attention used, and after each step its latent and cumulative blend maps. Tensors
+    cross-attention used, after each step its latent and cumulative blend maps, and its final
+    picture. Tensors
     are (1, heads, ...): only the conditional half of guidance is kept (an edit that also
     edits the unconditional half is rendered from its source's own branch instead). ``spec``
     says which of them were kept; a tensor not kept is None."""
@@ -31,12 +32,15 @@ class BranchRecord:
     latents: list[torch.Tensor]  # per step, (C, h, w)
     blend_sum: list[torch.Tensor]  # per step, (pixels, tokens)
     spec: RecordSpec = FULL
+    # the branch's picture as shown, (H, W, 3) uint8: what an edit that keeps its source's
+    # pixels outside the blend mask lays itself over (set after decoding)
+    image: torch.Tensor | None = None
 
     @property
     def nbytes(self) -> int:
         tensors = [t for qkv in self.self_qkv.values() for t in qkv]
         tensors += [t for pv in self.cross.values() for t in pv]
-        tensors += self.latents + self.blend_sum
+        tensors += self.latents + self.blend_sum + [self.image]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 

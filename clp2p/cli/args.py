@@ -16,6 +16,7 @@ from pathlib import Path
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
 from clp2p.model.params import (
+    BLEND_PIXELS_HELP,
     REFERENCE_BLEND_START,
     REFINE_PADS,
     V_LAYER_KINDS,
@@ -177,6 +178,11 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
         help="fraction of the steps before local blend begins, in [0, 1) (default 0: from the "
         f"first step; prompt-to-prompt's reference waits {REFERENCE_BLEND_START:g})",
     )
+    g.add_argument(
+        "--blend-pixels",
+        action=argparse.BooleanOptionalAction,
+        help=BLEND_PIXELS_HELP,
+    )
     g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
     g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
     g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
@@ -206,6 +212,7 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
 INJECTION_FIELDS = (
     "k",
     "blend_start",
+    "blend_pixels",
     "cross",
     "self_window",
     "self_res",
@@ -225,6 +232,8 @@ def edit_params(args: argparse.Namespace, kind: str = "auto", xl: bool = False) 
         changes["k"] = args.k
     if args.blend_start is not None:
         changes["blend_start"] = args.blend_start
+    if args.blend_pixels is not None:
+        changes["blend_pixels"] = args.blend_pixels
     if args.cross is not None:
         changes["cross"] = CrossWindow.parse(args.cross, base.cross.default)
     if args.self_window is not None:

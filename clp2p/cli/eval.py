@@ -7,6 +7,7 @@ from pathlib import Path
 
 from clp2p.cli.args import adapters_of, add_model_args, finish
 from clp2p.cli.sweep import add_run_args, pool_from, spec_from, start_early
+from clp2p.model.params import BLEND_PIXELS_HELP
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes import seeds
 from clp2p.shapes.evaluate import (
@@ -73,6 +74,7 @@ def add_parser(sub) -> None:
         metavar="WINDOW/BETA/LAYERS",
         help="picture-cycle: the V settings to check on the held-out pairs (e.g. 0.2/0.3/both)",
     )
+    s.add_argument("--blend-pixels", action="store_true", help="sweep: " + BLEND_PIXELS_HELP)
     s.add_argument("--json", help="write the results to this file")
     s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
     s.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
@@ -222,7 +224,8 @@ def _run_task(args, pool) -> dict:
     else:
         where = seeds.TWO_TUNING if args.objects == 2 else seeds.EDIT_TUNING
         pairs = _pairs(args, args.pairs or DEFAULT_PAIRS["sweep"], where, ("colour",))
-        result = timed(lambda: run_sweep(pool, pairs, settings, batch_branches=batch))
+        pixels = args.blend_pixels
+        result = timed(lambda: run_sweep(pool, pairs, settings, batch, pixels))
     result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
     result["objects"] = args.objects
     return result

@@ -248,8 +248,8 @@ class Engine:
             latents = self._denoise(inputs, controller, options, inversion, on_step, cancel)
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled before decoding")
-            # one latent at a time, for the same reason as the UNet passes
-            images = [image for z in latents.split(1) for image in self.decode(z)]
+            # one latent at a time, as the UNet passes; then as shown (local blend's pixels)
+            images = controller.finish([i for z in latents.split(1) for i in self.decode(z)])
         return RenderResult(
             branches=inputs.branches,
             settings=inputs.settings,

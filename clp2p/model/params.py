@@ -28,6 +28,12 @@ REFERENCE_BLEND_START = 0.2
 """The fraction of the steps prompt-to-prompt's reference LocalBlend waits before it blends
 (its ``start_blend``); clp2p's ``blend_start`` defaults to 0, blending from the first step."""
 
+BLEND_PIXELS_HELP = (
+    "local blend also keeps the source's pixels outside its mask (off: latents only, as "
+    "prompt-to-prompt; the VAE's decoder can then still move pixels far from the edit)"
+)
+"""What ``blend_pixels`` does, in the words the CLI's help and the studio's tooltip show."""
+
 
 @dataclass(frozen=True)
 class StepWindow:
@@ -133,6 +139,11 @@ class EditParams:
     ``k``: local-blend silhouette threshold; 0 disables local blending.
     ``blend_start``: the fraction of the steps before local blend begins: 0 blends after
     every step (the default), prompt-to-prompt's LocalBlend waits :data:`REFERENCE_BLEND_START`.
+    ``blend_pixels``: local blend also keeps the source's pixels outside its last mask (the
+    decoded edit is laid over the source's picture only where the mask lets it change). The
+    latents outside the mask are the source's either way, but the VAE's decoder normalises
+    over the whole latent, so a local change can still move far pixels; prompt-to-prompt
+    blends latents only (False, the default).
     ``inject_uncond``: also edit the unconditional half of classifier-free guidance
     (prompt-to-prompt edits only the conditional half).
     ``refine_pad``: how a refinement maps the padding after the end token (see
@@ -150,6 +161,7 @@ class EditParams:
     v_layers: str = "self"
     k: float = 0.0
     blend_start: float = 0.0
+    blend_pixels: bool = False
     blend_words: tuple[str, ...] = ()
     reweight: tuple[tuple[str, float], ...] = ()
     inject_uncond: bool = False
@@ -211,7 +223,7 @@ class EditParams:
             )
 
     def _check_blend(self) -> None:
-        """Local blend's threshold and start are fractions."""
+        """Local blend's threshold and start are fractions; its pixel switch is a bool."""
         if not 0.0 <= self.k <= 1.0:
             raise Clp2pError.about(
                 "{k} {value:g} is outside [0, 1]: the silhouette threshold is a fraction",
@@ -222,6 +234,10 @@ class EditParams:
                 "{blend_start} {value:g} is outside [0, 1): give the fraction of the steps "
                 "before local blend begins",
                 value=self.blend_start,
+            )
+        if not isinstance(self.blend_pixels, bool):
+            raise Clp2pError.about(
+                "{blend_pixels} {value}: give true or false", value=repr(self.blend_pixels)[:40]
             )
 
     def with_(self, **changes: object) -> EditParams:
@@ -240,6 +256,7 @@ class EditParams:
             "v_layers": self.v_layers,
             "k": self.k,
             **({"blend_start": self.blend_start} if self.blend_start else {}),
+            **({"blend_pixels": True} if self.blend_pixels else {}),
             "blend_words": list(self.blend_words),
             "reweight": {w: s for w, s in self.reweight},
             "inject_uncond": self.inject_uncond,
@@ -261,6 +278,7 @@ class EditParams:
             v_layers=data.get("v_layers", "self"),
             k=float(data.get("k", 0.0)),
             blend_start=float(data.get("blend_start", 0.0)),
+            blend_pixels=data.get("blend_pixels", False),
             blend_words=tuple(data.get("blend_words", ())),
             reweight=tuple((str(w), float(s)) for w, s in dict(data.get("reweight", {})).items()),
             inject_uncond=bool(data.get("inject_uncond", False)),

@@ -116,6 +116,8 @@ def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:
         out["p2p+lb"] = out["p2p"].with_(k=blend_k)
         out["cl-p2p+lb"] = out["cl-p2p"].with_(k=blend_k)
         out["cl-p2p+lb" + late] = out["cl-p2p+lb"].with_(blend_start=REFERENCE_BLEND_START)
+        for name in ("cl-p2p+lb", "cl-p2p+lb" + late):  # also keeping the source's pixels
+            out[name.replace("lb", "lb+px")] = out[name].with_(blend_pixels=True)
     return out
 
 
@@ -351,12 +353,14 @@ def run_edit(
     }
 
 
-def sweep_edits() -> dict[str, EditParams]:
-    """Every cell of the k x cross x self grid, named ``k/cross/self``."""
+def sweep_edits(pixels: bool = False) -> dict[str, EditParams]:
+    """Every cell of the k x cross x self grid, named ``k/cross/self`` (local blend keeping
+    the source's pixels with ``pixels``)."""
     return {
         f"{k:g}/{c:g}/{s:g}": preset("cl-p2p").with_(
             kind="swap",
             k=k,
+            blend_pixels=pixels,
             cross=CrossWindow(StepWindow(0.0, c)),
             self_window=StepWindow(0.0, s),
         )
@@ -365,10 +369,11 @@ def sweep_edits() -> dict[str, EditParams]:
 
 
 def run_sweep(
-    runner, pairs: list[EditPair], settings: RenderSettings, batch_branches: bool = False
+    runner, pairs: list[EditPair], settings: RenderSettings, batch_branches=False, pixels=False
 ) -> dict:
-    """Colour swaps over the study's grid; the surfaces of success and mask IoU."""
-    edits = sweep_edits()
+    """Colour swaps over the study's grid (see :func:`sweep_edits`); the surfaces of success
+    and mask IoU."""
+    edits = sweep_edits(pixels)
     per_pair, examples = _score_all(
         runner, pairs, edits, settings, False, "sweep", 2, batch_branches=batch_branches
     )
@@ -376,6 +381,7 @@ def run_sweep(
     return {
         "task": "sweep",
         "axes": {"k": SWEEP_K, "cross": SWEEP_CROSS, "self": SWEEP_SELF},
+        "blend_pixels": pixels,
         "cells": cells,
         "pairs": [dict(p.to_json(), scores=s) for p, s in zip(pairs, per_pair, strict=True)],
         "examples": examples,

@@ -209,6 +209,7 @@ def _document(key: str, identity: str, record: BranchRecord) -> dict:
         "cross": [[step, layer, list(ts)] for (step, layer), ts in record.cross.items()],
         "latents": list(record.latents),
         "blend_sum": list(record.blend_sum),
+        "image": record.image,
         "spec": {
             "self_qk": _window(spec.self_qk),
             "self_pixels": spec.self_pixels,
@@ -263,6 +264,8 @@ def _record(doc: object, key: str, identity: str) -> BranchRecord:
         _check(isinstance(doc.get(name), list), name)
     spec = doc.get("spec")
     _check(isinstance(spec, dict), "spec")
+    image = tensor(doc.get("image"), optional=True)
+    _check(image is None or (image.dtype == torch.uint8 and image.dim() == 3), "image")
     pixels = spec.get("self_pixels")
     _check(pixels is None or type(pixels) is int, "self_pixels")
     return BranchRecord(
@@ -272,6 +275,7 @@ def _record(doc: object, key: str, identity: str) -> BranchRecord:
         cross=layers(doc.get("cross"), 2),
         latents=[tensor(t) for t in doc["latents"]],
         blend_sum=[tensor(t) for t in doc["blend_sum"]],
+        image=image,
         spec=RecordSpec(
             self_qk=window(spec.get("self_qk")),
             self_pixels=pixels,

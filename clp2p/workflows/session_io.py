@@ -1,4 +1,4 @@
-"""Session files: versioned JSON validated against ``resources/schemas/session-v5.schema.json``,
+"""Session files: versioned JSON validated against ``resources/schemas/session-v6.schema.json``,
 migrations for older versions, atomic writes, and images (and an imported picture's inversion
 arrays) beside the file or embedded."""
 

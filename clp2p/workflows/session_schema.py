@@ -52,12 +52,19 @@ def _v4_to_v5(doc: dict) -> dict:
     return {**doc, "schema_version": 5}
 
 
+def _v5_to_v6(doc: dict) -> dict:
+    """Version 6 added the optional ``blend_pixels`` of an edit. A version-5 file has none,
+    which means local blend on latents only, as before."""
+    return {**doc, "schema_version": 6}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
     4: _v4_to_v5,
+    5: _v5_to_v6,
 }
 
 
