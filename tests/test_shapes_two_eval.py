@@ -200,13 +200,16 @@ def test_tiny_two_object_edit_run_with_local_blend(tiny_engine, tmp_path: Path):
     pairs = make_two_pairs(2, 0, 0)
     result = evaluate.run_edit(tiny_engine, pairs, SETTINGS, evaluate.VSetting(), blend_k=0.3)
     names = ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v", "p2p@0.2", "p2p+lb", "cl-p2p+lb"]
-    assert list(result["table"]) == [*names, "cl-p2p+lb@0.2"]
+    extra = ["cl-p2p+lb@0.2", "cl-p2p+lb+px", "cl-p2p+lb+px@0.2"]
+    assert list(result["table"]) == [*names, *extra]
     cell = result["table"]["cl-p2p+lb"]
     assert set(cell) == {"colour", "shape", "all"}
     assert set(cell["all"]) >= {"success", "other_mad", "other_iou", "cycle_other_mad"}
     assert result["methods"]["cl-p2p+lb"]["k"] == 0.3
     assert "blend_start" not in result["methods"]["cl-p2p+lb"]  # from the first step
     assert result["methods"]["cl-p2p+lb@0.2"]["blend_start"] == 0.2  # as the reference
+    assert result["methods"]["cl-p2p+lb+px"]["blend_pixels"] is True
+    assert "blend_pixels" not in result["methods"]["cl-p2p+lb"]
     text = report.edit_table(result["table"])
     assert "other object MAD" in text and "`cl-p2p+lb`" in text
     assert all(p.stat().st_size > 0 for p in eval_cli.write_figures(result, tmp_path))
@@ -314,3 +317,8 @@ def test_local_blend_of_a_two_object_edit_masks_the_edited_object_in_both_prompt
     assert _blend_on_object(pair, chosen) is chosen  # the user's words stay
     one = make_pairs(1, seed=0)[0]
     assert _blend_on_object(one, plain.with_(k=0.3)).blend_words == ()
+
+
+def test_the_sweep_keeps_the_sources_pixels_only_when_asked():
+    assert all(p.blend_pixels for p in evaluate.sweep_edits(pixels=True).values())
+    assert not any(p.blend_pixels for p in evaluate.sweep_edits().values())

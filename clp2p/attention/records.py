@@ -145,8 +145,10 @@ class BranchRecorder:
         steps: int,
         policy: RecordPolicy | None = None,
         spec: RecordSpec = FULL,
+        picture: int = 0,
     ) -> None:
         self.steps, self.policy, self.spec = steps, policy, spec
+        self.picture = picture  # bytes of a branch's final picture, which its record keeps
         self.records: dict[int, BranchRecord] = {}
         # (kind, layer) -> (pixels, bytes of each tensor of one branch), seen in the first step
         self._layers: Layers = {}
@@ -182,7 +184,7 @@ class BranchRecorder:
 
     def projected_bytes(self, per_step: int) -> int:
         """A record's size after all steps: see :func:`projected_bytes`."""
-        return projected_bytes(self._layers, self.spec, self.steps, per_step)
+        return projected_bytes(self._layers, self.spec, self.steps, per_step) + self.picture
 
     def end_step(self, step: int, latents: torch.Tensor, blend_sum: torch.Tensor) -> None:
         """latents: (branches, C, h, w) after the step; blend_sum: (branches, pixels, tokens)."""

@@ -56,6 +56,7 @@ def run_records_bench(
     threads: int | None = None,
     timed: list[str] | None = None,
     cold_depths: list[int] | None = None,
+    dtype: str = "fp32",
 ) -> dict:
     import torch
 
@@ -68,7 +69,8 @@ def run_records_bench(
     folder, native = ARCHS[arch]
     size = size or native
     pipe = build_sd15_random(resources_dir() / "configs" / folder)
-    engine = Engine(pipe, choose_device("cpu", "fp32"), name=f"{arch}-random")
+    choice = choose_device("cpu", dtype)  # bf16: the half-precision records of a GPU's fp16
+    engine = Engine(pipe.to(dtype=choice.dtype), choice, name=f"{arch}-random")
     print(f"{arch} architecture, random weights, {size} px, on {engine.device} ({engine.dtype})")
     edits = edits_for(engine.text.xl)
     rows = _sizes(engine, size, edits)

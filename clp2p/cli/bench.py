@@ -39,6 +39,12 @@ def add_parser(sub) -> None:
         metavar="DEPTH",
         help="the depths whose cold render is timed too (default: all)",
     )
+    recs.add_argument(
+        "--dtype",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the render's dtype: bf16 sizes records as a GPU's fp16 render keeps them",
+    )
     recs.add_argument("--json", help="also write the results to this file")
     recs.add_argument("--threads", type=int, help="CPU threads (default: all cores)")
     finish(recs, cmd_records)
@@ -90,6 +96,7 @@ def cmd_records(args: argparse.Namespace) -> int:
         args.threads,
         args.timed_edits,
         args.cold_depths,
+        args.dtype,
     )
     return 0
 

@@ -263,8 +263,7 @@ class Engine:
     def _controller(
         self, inputs: _Inputs, heatmaps: HeatmapOptions, recording: Recording
     ) -> AttentionController:
-        """Stage 2: the edit plans, the attention statistics and the branch records, in the
-        controller the attention layers hand their work to."""
+        """Stage 2: the edit plans, attention statistics and branch records, in one controller."""
         n, steps = len(inputs.branches), inputs.settings.steps
         grids = attention_grids(self.pipe.unet.config, inputs.latent_hw)
         used = max(p.length for p in inputs.prompts)
@@ -274,6 +273,7 @@ class Engine:
             inputs.branches, inputs.prompts, inputs.recorded, steps, self.max_tokens, self.device
         )
         prompts = tuple(b.prompt for b in inputs.branches)
+        picture = 3 * inputs.latent_hw[0] * inputs.latent_hw[1] * self.vae_scale**2  # uint8 RGB
         return AttentionController(
             plans,
             n,
@@ -282,7 +282,7 @@ class Engine:
             stats,
             inputs.latent_hw,
             source=recording.source,
-            records=BranchRecorder(prompts, used, steps, recording.keep, recording.spec),
+            records=BranchRecorder(prompts, used, steps, recording.keep, recording.spec, picture),
             layer_numbers=self.self_layers,
         )
 

@@ -99,8 +99,9 @@ def base_methods() -> dict[str, EditParams]:
 
 TWO_BLEND_K = 0.3
 """Local blend's k for the two-object edit table's ``+lb`` methods: prompt-to-prompt's default
-k. The k x cross x self sweep on the two-object model picked none: local blend lowered the
-other object's change on most pairs but wrecked a few, so no k > 0 beat k = 0 on the mean
+k. The k x cross x self sweep on the two-object model: blending latents only, no k > 0 beat
+k = 0 on the mean (the decoder wrecked a few pairs); keeping the source's pixels, k 0.3 and
+0.6 kept the other object (MAD 2.6 against 19.1) at the cost of one edit of 12
 (``docs/shapes-eval.md``)."""
 
 
