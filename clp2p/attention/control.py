@@ -68,7 +68,7 @@ class AttentionController:
         pixels pasted (:meth:`LocalBlend.paste`), each kept in its branch's record."""
         images = self.blend.paste(images, images[0].shape[0] // self.blend.latent_hw[0])
         for b, record in self.records.items():
-            record.image = torch.from_numpy(images[b])
+            record.image = torch.from_numpy(images[b].copy())  # the record owns its picture
         return images
 
     def begin_step(self, step: int) -> None:

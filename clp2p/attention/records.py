@@ -20,10 +20,9 @@ class BranchRecord:
     """What an edit of a branch needs from it, per step and attention layer: the queries,
     keys and values its self-attention used, the probabilities and values its
     cross-attention used, after each step its latent and cumulative blend maps, and its final
-    picture. Tensors
-    are (1, heads, ...): only the conditional half of guidance is kept (an edit that also
-    edits the unconditional half is rendered from its source's own branch instead). ``spec``
-    says which of them were kept; a tensor not kept is None."""
+    picture. Tensors are (1, heads, ...): only the conditional half of guidance is kept (an
+    edit that also edits the unconditional half is rendered from its source's own branch
+    instead). ``spec`` says which of them were kept; a tensor not kept is None."""
 
     prompt: str
     tokens: int  # token positions kept in blend_sum
