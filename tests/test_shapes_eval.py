@@ -148,7 +148,13 @@ def test_tiny_v_search_and_sweep(tiny_engine, tmp_path: Path, monkeypatch):
     sweep = evaluate.run_sweep(tiny_engine, pairs, SETTINGS)
     assert set(sweep["cells"]) == {"0/0.2/0.2", "0/0.2/0.8", "0.3/0.2/0.2", "0.3/0.2/0.8"}
     assert "k = 0.3" in report.sweep_tables(sweep)
-    assert all(p.stat().st_size > 0 for p in eval_cli.write_figures(sweep, tmp_path))
+    one = eval_cli.write_figures(sweep, tmp_path)
+    assert all(p.stat().st_size > 0 for p in one)
+    # each world and blend mode keeps its own figures: a two-object run with the source's
+    # pixels kept does not overwrite the one-object sweep's
+    two = eval_cli.write_figures({**sweep, "objects": 2, "blend_pixels": True}, tmp_path)
+    assert [p.name for p in one] == ["eval-sweep.png", "eval-sweep-grid.png"]
+    assert [p.name for p in two] == ["eval-sweep-two-px.png", "eval-sweep-two-px-grid.png"]
 
 
 def test_tiny_generate_run_scores_against_the_goals(tiny_engine):

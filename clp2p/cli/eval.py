@@ -115,10 +115,17 @@ def write_json(path: Path, result: dict) -> None:
     atomic.write_json(path, clean, indent=1)
 
 
+def figure_stem(result: dict) -> str:
+    """The figures' name suffix: each world and blend mode keeps its own files, so a
+    two-object or pixel-kept run never overwrites a one-object run's figures."""
+    two = "-two" if result.get("objects", 1) == 2 else ""
+    return two + ("-px" if result.get("blend_pixels") else "")
+
+
 def write_figures(result: dict, folder: Path) -> list[Path]:
     from clp2p.shapes import figures
 
-    task = result["task"]
+    task, stem = result["task"], figure_stem(result)
     if task == "generate":
         from clp2p.shapes import check
 
@@ -130,11 +137,11 @@ def write_figures(result: dict, folder: Path) -> list[Path]:
     if task in ("picture-cycle", "localise"):
         return []
     if task == "edit":
-        out = [folder / "eval-edit.png", folder / "eval-examples.png"]
+        out = [folder / f"eval-edit{stem}.png", folder / f"eval-examples{stem}.png"]
         figures.edit_bars(result["table"], out[0])
         figures.edit_examples(result["examples"], list(result["methods"]), out[1])
         return out
-    out = [folder / "eval-sweep.png", folder / "eval-sweep-grid.png"]
+    out = [folder / f"eval-sweep{stem}.png", folder / f"eval-sweep{stem}-grid.png"]
     figures.sweep_heatmaps(result, out[0])
     figures.sweep_grid(result, result["examples"], out[1])
     return out

@@ -28,9 +28,10 @@ CARD = {
     "metrics": ["mask_iou"],
     "scores": ["shapes_edit"],
     "sampling": {"steps": 30, "guidance": 4.0},
-    # the full 16x16 latent grid: there the shape words' maps sit on their objects (mean IoU
-    # 0.59 at a half-peak threshold, `clp2p eval shapes --task localise`), against 0.46 at
-    # prompt-to-prompt's quarter of the latent (4x4); local blend and the heatmaps use it
+    # the full 16x16 latent grid: there the colour and shape words' maps sit on their objects
+    # (mean IoU 0.60 / 0.65 at a half-peak threshold, `clp2p eval shapes --task localise`),
+    # against 0.40 / 0.46 at prompt-to-prompt's quarter of the latent (4x4); local blend and
+    # the heatmaps use it
     "attention_grid": 1.0,
 }
 """The shapes model's card (:mod:`clp2p.model.card`), written beside every export: its
@@ -39,7 +40,8 @@ reversal metric and edit scores (plug-ins), its recommended sampling, and its at
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes of every component. Defaults are the shipped model."""
+    """Sizes of every component. Defaults are the shipped model's base run; its decoder stage
+    (:mod:`clp2p.shapes.train_decoder`) then adds one resnet per VAE block."""
 
     image_size: int = 64
     vae_channels: tuple[int, ...] = (16, 32, 64)  # len - 1 downsamplings: 64 px -> 16 latents

@@ -1,0 +1,188 @@
+"""Fine-tune the decoder of a trained shapes model; its encoder, UNet and text encoder are kept.
+
+    python -m clp2p.shapes.train_decoder --init resources/models/shapes --out OUT
+
+The denoiser's latents are never exactly the encoder's: a decoder trained only on encoder
+posteriors turns the gap into stray coloured marks and tinted backgrounds. This stage freezes
+the encoder (so every latent the denoiser learnt, and every inversion, stays valid) and trains
+the decoder to map posterior samples plus extra Gaussian latent noise back to the rendered
+scene. ``extra_layers`` first adds resnets to every block: each new resnet starts as the
+identity (its second convolution is zero), so the encoder's output does not change by a bit.
+The shipped model is the two-stage run of :mod:`clp2p.shapes.train` followed by this stage.
+"""
+
+from __future__ import annotations
+
+import os
+
+if __name__ == "__main__":
+    # sleeping OpenMP waits on a shared 2-core machine (see clp2p.shapes.train)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import csv
+import dataclasses
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL
+
+from clp2p.atomic import write_with
+from clp2p.shapes import world
+from clp2p.shapes.train import encode_dataset, to_pixels
+from clp2p.shapes.train_log import Progress
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Every hyperparameter of the decoder stage; the defaults produce the shipped decoder."""
+
+    seed: int = 12_345  # the scenes' seed: not the denoiser's training seed, no evaluation's
+    scenes: int = 20_000
+    two_fraction: float = 0.6
+    extra_layers: int = 1  # resnets added to every encoder and decoder block
+    latent_noise: float = 0.3  # std of the added noise, in the denoiser's (scaled) latent units
+    steps: int = 2_500
+    batch: int = 32
+    lr: float = 3e-4
+    threads: int = 2
+    log_every: int = 20
+    checkpoint_every: int = 200
+
+
+def grow(vae: AutoencoderKL, extra: int) -> AutoencoderKL:
+    """The same VAE with ``extra`` more resnets per block, each the identity at first (its
+    second convolution is zero, so ``x + conv2(...)`` is ``x``): outputs are unchanged."""
+    if extra <= 0:
+        return vae
+    config = dict(vae.config)
+    config["layers_per_block"] = config["layers_per_block"] + extra
+    bigger = AutoencoderKL.from_config(config)
+    missing = bigger.load_state_dict(vae.state_dict(), strict=False).missing_keys
+    params = dict(bigger.named_parameters())
+    with torch.no_grad():
+        for key in missing:
+            if ".conv2." in key:
+                params[key].zero_()
+    return bigger.eval()
+
+
+def scenes(cfg: DecoderConfig, size: int) -> np.ndarray:
+    """uint8 (N, S, S, 3): the rendered one- and two-object scenes the decoder learns."""
+    rng = np.random.default_rng(cfg.seed)
+    drawn = [world.sample_one_or_two(rng, cfg.two_fraction) for _ in range(cfg.scenes)]
+    return np.stack([world.render_objects(s, size)[0] for s in drawn])
+
+
+def _resume(path: Path, vae, opt, sched, gen: torch.Generator, rows: list[dict]) -> int:
+    """Load the stage's checkpoint; the step to go on from (0 without one)."""
+    if not path.exists():
+        return 0
+    ckpt = torch.load(path, weights_only=False)
+    vae.load_state_dict(ckpt["vae"])
+    opt.load_state_dict(ckpt["opt"])
+    sched.load_state_dict(ckpt["sched"])
+    gen.set_state(ckpt["gen"])
+    rows[:] = ckpt["rows"]
+    print(f"resumed the decoder stage at step {ckpt['step']}", flush=True)
+    return ckpt["step"]
+
+
+def train(cfg: DecoderConfig, vae: AutoencoderKL, images: np.ndarray, work: Path) -> list[dict]:
+    """Train ``vae``'s decoder in place (MSE on pixels in [-1, 1]); the loss rows."""
+    vae.requires_grad_(False)
+    mean, std = encode_dataset(vae, images)  # (N, C, L, L) each, frozen encoder
+    noise = cfg.latent_noise / vae.config.scaling_factor
+    params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05
+    )
+    gen, rows = torch.Generator().manual_seed(cfg.seed + 1), []
+    ckpt_path = work / "decoder.pt"
+    first = _resume(ckpt_path, vae, opt, sched, gen, rows)
+    progress = Progress("decoder", cfg.steps, cfg.log_every, time.time(), rows)
+    vae.train()
+    for step in range(first, cfg.steps):
+        idx = torch.randint(len(images), (cfg.batch,), generator=gen)
+        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
+        z = z + noise * torch.randn(z.shape, generator=gen)
+        loss = F.mse_loss(vae.decode(z).sample, to_pixels(images[idx.numpy()]))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        progress.step(step, loss.item(), sched.get_last_lr()[0])
+        if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+            state = {
+                "vae": vae.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "gen": gen.get_state(),
+                "step": step + 1,
+                "rows": rows,
+            }
+            write_with(ckpt_path, lambda f, state=state: torch.save(state, f))
+    vae.eval().requires_grad_(False)
+    return rows
+
+
+def export(init: Path, vae: AutoencoderKL, out: Path) -> None:
+    """``init``'s pipeline folder with ``vae`` in place of its VAE."""
+    if out.resolve() != init.resolve():
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.copytree(init, out)
+    shutil.rmtree(out / "vae")
+    vae.save_pretrained(out / "vae", safe_serialization=True)
+
+
+def write_rows(rows: list[dict], path: Path) -> None:
+    """The loss curve as CSV (step, loss, lr, minutes since the stage started)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["stage", "step", "loss", "lr", "minutes"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _config(items: list[str]) -> DecoderConfig:
+    cfg = DecoderConfig()
+    for item in items:
+        key, value = item.split("=", 1)
+        cfg = dataclasses.replace(cfg, **{key: type(getattr(cfg, key))(value)})
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", type=Path, required=True, help="the trained model folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/clp2p-shapes-decoder"))
+    parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
+    args = parser.parse_args(argv)
+    cfg = _config(args.set)
+    torch.set_num_threads(cfg.threads)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    print(f"decoder config: {cfg}", flush=True)
+    vae = grow(AutoencoderKL.from_pretrained(args.init / "vae").eval(), cfg.extra_layers)
+    images = scenes(cfg, vae.config.sample_size)
+    rows = train(cfg, vae, images, args.work_dir)
+    export(args.init, vae, args.out)
+    write_rows(rows, args.figures / "shapes-decoder-loss.csv")
+    minutes = (time.time() - start) / 60
+    size = sum(p.stat().st_size for p in args.out.rglob("*.safetensors")) / 2**20
+    print(f"done: {minutes:.1f} min wall time, weights {size:.1f} MiB in {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
