@@ -40,10 +40,9 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionMod
 from transformers import CLIPTextModel
 
 from clp2p import atomic
-from clp2p.atomic import write_with
 from clp2p.attention.processor import ControlledAttnProcessor
 from clp2p.model.card import CARD_FILE
-from clp2p.shapes import grounding, world
+from clp2p.shapes import checkpoint, grounding, world
 from clp2p.shapes import model as shapes_model
 from clp2p.shapes.model import ModelConfig
 from clp2p.shapes.train_log import Progress, write_curve
@@ -175,21 +174,6 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
     return cfg.lr * (floor + (1 - floor) * 0.5 * (1 + np.cos(np.pi * progress)))
 
 
-def _resume(path: Path, modules: dict, opt, gen: torch.Generator, rows: list[dict]) -> int:
-    """Load stage 3's checkpoint into ``modules``, the optimiser, the generator and the loss
-    rows; the step to go on from (0 without a checkpoint)."""
-    if not path.exists():
-        return 0
-    ckpt = torch.load(path, weights_only=False)
-    for key, module in modules.items():
-        module.load_state_dict(ckpt[key])
-    opt.load_state_dict(ckpt["opt"])
-    gen.set_state(ckpt["gen"])
-    rows[:] = ckpt["rows"]
-    print(f"resumed stage 3 at step {ckpt['step']}", flush=True)
-    return ckpt["step"]
-
-
 def _denoiser_loss(
     cfg, unet, text, data: dict, alphas, gen: torch.Generator, capture
 ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -245,7 +229,7 @@ def train_denoiser(
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     modules = {"unet": unet, "text": text, "ema_unet": ema_unet, "ema_text": ema_text}
     ckpt_path = work / "denoiser.pt"
-    first = _resume(ckpt_path, modules, opt, gen, rows)
+    first = checkpoint.resume(ckpt_path, modules, opt, gen, rows, "stage 3")
     progress = Progress("unet", cfg.steps, cfg.log_every, start, rows)
     stage_start = time.time()
     grounded = max(cfg.grounding, cfg.grounding_pixel, cfg.grounding_word) > 0
@@ -268,14 +252,7 @@ def train_denoiser(
         last = step + 1 == cfg.steps
         over = (time.time() - start) / 60 > cfg.max_minutes
         if (step + 1) % cfg.checkpoint_every == 0 or last or over:
-            state = {
-                **{key: module.state_dict() for key, module in modules.items()},
-                "opt": opt.state_dict(),
-                "gen": gen.get_state(),
-                "step": step + 1,
-                "rows": rows,
-            }
-            write_with(ckpt_path, lambda f, state=state: torch.save(state, f))
+            checkpoint.save(ckpt_path, modules, opt, gen, step + 1, rows)
         if over:
             print(f"time budget reached after {step + 1} steps; stopping early", flush=True)
             break

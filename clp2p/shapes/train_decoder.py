@@ -20,7 +20,6 @@ if __name__ == "__main__":
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
-import csv
 import dataclasses
 import shutil
 import time
@@ -32,10 +31,9 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from clp2p.atomic import write_with
-from clp2p.shapes import world
+from clp2p.shapes import checkpoint, world
 from clp2p.shapes.train import encode_dataset, to_pixels
-from clp2p.shapes.train_log import Progress
+from clp2p.shapes.train_log import Progress, write_rows
 
 
 @dataclass(frozen=True)
@@ -79,20 +77,6 @@ def scenes(cfg: DecoderConfig, size: int) -> np.ndarray:
     return np.stack([world.render_objects(s, size)[0] for s in drawn])
 
 
-def _resume(path: Path, vae, opt, sched, gen: torch.Generator, rows: list[dict]) -> int:
-    """Load the stage's checkpoint; the step to go on from (0 without one)."""
-    if not path.exists():
-        return 0
-    ckpt = torch.load(path, weights_only=False)
-    vae.load_state_dict(ckpt["vae"])
-    opt.load_state_dict(ckpt["opt"])
-    sched.load_state_dict(ckpt["sched"])
-    gen.set_state(ckpt["gen"])
-    rows[:] = ckpt["rows"]
-    print(f"resumed the decoder stage at step {ckpt['step']}", flush=True)
-    return ckpt["step"]
-
-
 def train(cfg: DecoderConfig, vae: AutoencoderKL, images: np.ndarray, work: Path) -> list[dict]:
     """Train ``vae``'s decoder in place (MSE on pixels in [-1, 1]); the loss rows."""
     vae.requires_grad_(False)
@@ -107,7 +91,8 @@ def train(cfg: DecoderConfig, vae: AutoencoderKL, images: np.ndarray, work: Path
     )
     gen, rows = torch.Generator().manual_seed(cfg.seed + 1), []
     ckpt_path = work / "decoder.pt"
-    first = _resume(ckpt_path, vae, opt, sched, gen, rows)
+    modules = {"vae": vae, "sched": sched}
+    first = checkpoint.resume(ckpt_path, modules, opt, gen, rows, "the decoder stage")
     progress = Progress("decoder", cfg.steps, cfg.log_every, time.time(), rows)
     vae.train()
     for step in range(first, cfg.steps):
@@ -121,15 +106,7 @@ def train(cfg: DecoderConfig, vae: AutoencoderKL, images: np.ndarray, work: Path
         sched.step()
         progress.step(step, loss.item(), sched.get_last_lr()[0])
         if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
-            state = {
-                "vae": vae.state_dict(),
-                "opt": opt.state_dict(),
-                "sched": sched.state_dict(),
-                "gen": gen.get_state(),
-                "step": step + 1,
-                "rows": rows,
-            }
-            write_with(ckpt_path, lambda f, state=state: torch.save(state, f))
+            checkpoint.save(ckpt_path, modules, opt, gen, step + 1, rows)
     vae.eval().requires_grad_(False)
     return rows
 
@@ -142,15 +119,6 @@ def export(init: Path, vae: AutoencoderKL, out: Path) -> None:
         shutil.copytree(init, out)
     shutil.rmtree(out / "vae")
     vae.save_pretrained(out / "vae", safe_serialization=True)
-
-
-def write_rows(rows: list[dict], path: Path) -> None:
-    """The loss curve as CSV (step, loss, lr, minutes since the stage started)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["stage", "step", "loss", "lr", "minutes"])
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _config(items: list[str]) -> DecoderConfig:

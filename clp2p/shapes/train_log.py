@@ -53,6 +53,17 @@ class Progress:
         )
 
 
+def write_rows(rows: list[dict], path: Path) -> None:
+    """The loss rows as CSV: stage, step, loss, lr, minutes, then the loss's named parts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        names = ["stage", "step", "loss", "lr", "minutes"]
+        names += sorted({key for row in rows for key in row} - set(names))
+        writer = csv.DictWriter(f, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def write_curve(rows: list[dict], figures: Path) -> None:
     """Loss curve as ``shapes-loss.csv`` and ``shapes-loss.png`` under ``figures``."""
     import matplotlib
@@ -60,13 +71,7 @@ def write_curve(rows: list[dict], figures: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figures.mkdir(parents=True, exist_ok=True)
-    with open(figures / "shapes-loss.csv", "w", newline="") as f:
-        names = ["stage", "step", "loss", "lr", "minutes"]
-        names += sorted({key for row in rows for key in row} - set(names))
-        writer = csv.DictWriter(f, fieldnames=names)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_rows(rows, figures / "shapes-loss.csv")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
     for ax, stage, title in zip(
         axes, ("vae", "unet"), ("VAE (MSE + KL)", "UNet + text (min-SNR eps MSE)"), strict=True
