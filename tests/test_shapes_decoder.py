@@ -73,3 +73,20 @@ def test_the_decoder_stage_moves_only_the_decoder_and_exports_a_stock_pipeline(
     again = AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
     old, new = after.vae.state_dict(), again.state_dict()
     assert all(torch.equal(old[k], new[k]) for k in old)
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ("stepz=3", "FIELD is one of seed, scenes"),
+        ("steps=many", "steps takes a whole number"),
+        ("x", "x:"),
+    ],
+)
+def test_a_bad_override_ends_with_one_line_naming_it(tmp_path, capsys, item, says):
+    args = ["--init", str(tmp_path), "--out", str(tmp_path / "out"), "--set", item]
+    with pytest.raises(SystemExit) as exit_:
+        train_decoder.main(args)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert says in err and "Traceback" not in err

@@ -121,11 +121,19 @@ def export(init: Path, vae: AutoencoderKL, out: Path) -> None:
     vae.save_pretrained(out / "vae", safe_serialization=True)
 
 
-def _config(items: list[str]) -> DecoderConfig:
+def _config(parser: argparse.ArgumentParser, items: list[str]) -> DecoderConfig:
+    """The defaults with ``FIELD=VALUE`` overrides; a bad one ends with one line naming it."""
     cfg = DecoderConfig()
+    fields = [f.name for f in dataclasses.fields(cfg)]
     for item in items:
-        key, value = item.split("=", 1)
-        cfg = dataclasses.replace(cfg, **{key: type(getattr(cfg, key))(value)})
+        key, _, value = item.partition("=")
+        if key not in fields:
+            parser.error(f"--set {item}: FIELD is one of {', '.join(fields)}")
+        try:
+            cfg = dataclasses.replace(cfg, **{key: type(getattr(cfg, key))(value)})
+        except ValueError:
+            kind = "a whole number" if type(getattr(cfg, key)) is int else "a number"
+            parser.error(f"--set {item}: {key} takes {kind}")
     return cfg
 
 
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--figures", type=Path, default=Path("docs/figures"))
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE")
     args = parser.parse_args(argv)
-    cfg = _config(args.set)
+    cfg = _config(parser, args.set)
     torch.set_num_threads(cfg.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
