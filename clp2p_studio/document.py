@@ -63,7 +63,7 @@ class Document(QObject):
         self._base = session
         for node in session.nodes:
             if node.status == "rendered" and node.image:
-                result = NodeResult(node.image, node.seconds, dict(node.metrics))
+                result = NodeResult(node.image, node.seconds, dict(node.metrics), node.weights)
                 self.results.store(self._key(session, node.id), result)
         self._view = self._overlay()
         self.undo_stack.cleanChanged.connect(self._clean_changed)
@@ -106,7 +106,9 @@ class Document(QObject):
             if result is not None:
                 s = s.update(node.id, **result.node_fields())
             elif node.status == "rendered":
-                s = s.update(node.id, status="new", image=None, seconds=None, metrics={})
+                s = s.update(
+                    node.id, status="new", image=None, seconds=None, metrics={}, weights=""
+                )
         return s
 
     def _set_base(self, session: Session) -> None:
@@ -134,24 +136,30 @@ class Document(QObject):
             self.images[digest] = image
             key = self._key(session, node_id)
             if node_id == render.node_id:
-                result = NodeResult(digest, round(render.seconds, 3), dict(render.metrics))
+                seconds, metrics = round(render.seconds, 3), dict(render.metrics)
             else:  # computed on the way: the time and metrics of its own render stay
                 previous = self.results.result(key) or NodeResult(digest)
-                result = NodeResult(digest, previous.seconds, previous.metrics)
+                seconds, metrics = previous.seconds, previous.metrics
+            result = NodeResult(digest, seconds, metrics, render.weights)
             self.results.store(key, result, (render.attention, branch))
         self._results_saved = False
         self._view = self._overlay()
         self.changed.emit()
 
     def store_image(
-        self, session: Session, node_id: str, image: np.ndarray, seconds: float | None = None
+        self,
+        session: Session,
+        node_id: str,
+        image: np.ndarray,
+        seconds: float | None = None,
+        weights: str = "",
     ) -> None:
         """An image rendered elsewhere (a sweep's item: the same code path, bit for bit) as the
-        render of ``node_id`` of ``session``, under its chain key there; no attention maps.
-        Not an undo step."""
+        render of ``node_id`` of ``session`` by ``weights``, under its chain key there; no
+        attention maps. Not an undo step."""
         digest = image_hash(image)
         self.images[digest] = image
-        self.results.store(self._key(session, node_id), NodeResult(digest, seconds))
+        self.results.store(self._key(session, node_id), NodeResult(digest, seconds, {}, weights))
         self._results_saved = False
         self._view = self._overlay()
         self.changed.emit()

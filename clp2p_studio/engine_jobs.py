@@ -86,6 +86,8 @@ class EngineJobs(QObject):
             return
         self.model_info = info = future.result()
         self.engine_label.setText(f"engine: {info.spec.model} on {info.device} ({info.dtype})")
+        self.engine_label.setToolTip(f"weights {info.weights}")
+        self.window.set_weights(info.weights)
         settle_long_lived()
 
     def model_dialog(self) -> None:

@@ -25,6 +25,7 @@ class NodeResult:
     image: str
     seconds: float | None = None
     metrics: dict = field(default_factory=dict)
+    weights: str = ""  # the weights that rendered it (a tag; "" unknown)
 
     def node_fields(self) -> dict:
         """The node fields this result sets (see :meth:`clp2p.model.session.Session.update`)."""
@@ -33,6 +34,7 @@ class NodeResult:
             "image": self.image,
             "seconds": self.seconds,
             "metrics": dict(self.metrics),
+            "weights": self.weights,
         }
 
 

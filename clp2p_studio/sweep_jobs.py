@@ -220,6 +220,7 @@ class SweepJobs(QObject):
             row.get("seconds"),
             source,
             f"Add {row['kind']} from a sweep",
+            folder.weights(row["key"]),
         )
 
     def open_item(self, folder: ResultsFolder, row: dict) -> bool:

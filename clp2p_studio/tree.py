@@ -8,7 +8,7 @@ from PySide6.QtCore import QModelIndex, QSize, Qt, Signal
 from PySide6.QtGui import QColor, QFont, QIcon, QPainter, QPixmap, QStandardItem, QStandardItemModel
 from PySide6.QtWidgets import QAbstractItemView, QMenu, QTreeView
 
-from clp2p.model.session import Session
+from clp2p.model.session import Session, rendered_by_other
 
 from .imaging import to_pixmap
 
@@ -53,13 +53,17 @@ def kind_icon(kind: str, image: np.ndarray | None) -> QIcon:
     return QIcon(pix)
 
 
-def node_label(session: Session, node_id: str) -> str:
+def node_label(session: Session, node_id: str, weights: str = "") -> str:
+    """The node's line in the tree; ``weights``: the loaded model's tag (see
+    :func:`~clp2p.model.session.weights_tag`), to mark pictures that other weights made."""
     n = session.node(node_id)
     star = "\u2605 " if n.favourite else ""
     title = n.name or n.prompt
     if n.kind == "cycle":
         title = f"\u21ba {title}"
     status = "" if n.status == "rendered" else "  (not rendered)"
+    if rendered_by_other(n, weights):
+        status = "  (other weights)"
     metric = f"  MAE {n.metrics['mae']:.1f}" if "mae" in n.metrics else ""
     if n.parent is None and session.imported is not None:
         title = f"\u25a3 {title}"  # a framed square: the root is an imported picture
@@ -73,12 +77,12 @@ class SessionTreeModel(QStandardItemModel):
         super().__init__(parent)
         self.setHorizontalHeaderLabels(["Session"])
 
-    def rebuild(self, session: Session, images: dict[str, np.ndarray]) -> None:
+    def rebuild(self, session: Session, images: dict[str, np.ndarray], weights: str = "") -> None:
         self.clear()
         self.setHorizontalHeaderLabels(["Session"])
         items: dict[str, QStandardItem] = {}
         for node in session.nodes:
-            item = QStandardItem(node_label(session, node.id))
+            item = QStandardItem(node_label(session, node.id, weights))
             item.setEditable(False)
             item.setData(node.id, NODE_ID)
             image = images.get(node.image) if node.image else None
@@ -97,6 +101,9 @@ class SessionTreeModel(QStandardItemModel):
                     f"imported picture {imp.file} ({imp.fit}), {imp.inversion.method} "
                     f"inversion, reconstruction PSNR {quality}"
                 )
+            if node.weights:
+                loaded = f"; the loaded model's are {weights}" if weights else ""
+                tip.append(f"rendered with weights {node.weights}{loaded}")
             if node.note:
                 tip.append(node.note)
             item.setToolTip("\n".join(tip))
@@ -138,10 +145,11 @@ class SessionTree(QTreeView):
         self.customContextMenuRequested.connect(self._menu)
         self.selectionModel().currentChanged.connect(self._current_changed)
         self.setAccessibleName("Session tree")
+        self.weights = ""  # the loaded model's weights tag: marks pictures others made
 
     def show_session(self, session: Session, images: dict, current: str | None) -> None:
         self.selectionModel().blockSignals(True)
-        self.tree_model.rebuild(session, images)
+        self.tree_model.rebuild(session, images, self.weights)
         self.expandAll()
         index = self.tree_model.index_of(current) if current else QModelIndex()
         if index.isValid():

@@ -60,17 +60,19 @@ class TreeEdits(QObject):
         seconds: float | None = None,
         source: np.ndarray | None = None,
         text: str = "Add from a sweep",
+        weights: tuple[str, str] = ("", ""),
     ) -> str | None:
         """A node rendered elsewhere (a sweep's item, by the same code path, bit for bit):
         ``change`` adds it as :meth:`add_edit` would; ``image`` is stored as its render and
-        ``source`` as its parent's when the parent has none. Undo takes the node away."""
+        ``source`` as its parent's when the parent has none; ``weights``: the tags of the
+        weights that rendered the source and the image. Undo takes the node away."""
         new_id = self._apply(change, text)
         if new_id:
             doc = self.window.doc
             parent = doc.session.node(new_id).parent
             if source is not None and parent and doc.session.node(parent).status != "rendered":
-                doc.store_image(doc.session, parent, source)
-            doc.store_image(doc.session, new_id, image, seconds)
+                doc.store_image(doc.session, parent, source, weights=weights[0])
+            doc.store_image(doc.session, new_id, image, seconds, weights[1])
             self.window.tree.select(new_id)
         return new_id
 

@@ -16,6 +16,7 @@ from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QScrollArea, QSplitter, QWidget
 
 from clp2p.attention.maps import merge_branches
+from clp2p.model.session import other_weights_message
 
 from .backend import Backend
 from .canvas import Canvas
@@ -109,6 +110,21 @@ class MainWindow(QMainWindow):
         last = doc.session.nodes[-1].id
         self.tree.select(last)
         self._on_select(last)
+        self.check_weights()
+
+    def set_weights(self, tag: str) -> None:
+        """The loaded model's weights: pictures that other weights made are marked."""
+        self.tree.weights = tag
+        if self.doc is not None:
+            self.refresh()
+            self.check_weights()
+
+    def check_weights(self) -> None:
+        """Say so when the document's pictures were made with other weights than the loaded
+        model's: they would re-render with new pixels."""
+        message = other_weights_message(self.doc.session, self.tree.weights)
+        if message:
+            self.notify(message)
 
     def current(self) -> str | None:
         """The selected node's id."""

@@ -51,12 +51,13 @@ class FakeBackend:
         self.gate: threading.Event | None = None  # when set, a render waits for it at step 1
         self.note = ""  # why a render did not start from its parent's record
         self.item_error: Callable[[Item], str | None] | None = None  # a sweep item's failure
+        self.weights = "0123456789abcdef"  # the loaded weights' tag
 
     def load(self, spec: ModelSpec) -> ModelInfo:
         self.calls.append(f"load {spec.model}")
         if spec.model == "missing":
             raise Clp2pError("model 'missing' not found: give a folder")
-        return ModelInfo(spec, "cpu", "float32", 64, 16, 16)
+        return ModelInfo(spec, "cpu", "float32", 64, 16, 16, weights=self.weights)
 
     def render(
         self,
@@ -94,6 +95,7 @@ class FakeBackend:
             images=images,
             latents=np.zeros((4, 8, 8), dtype=np.float32),
             note=self.note,
+            weights=self.weights,
         )
 
     def import_image(

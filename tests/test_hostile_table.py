@@ -112,6 +112,7 @@ CASES = {
     "version-bool": (put("schema_version", True), REFUSE),
     "version-1-migrates": (put("schema_version", 1), LOAD),
     "version-3-migrates": (put("schema_version", 3), LOAD),
+    "version-6-migrates": (put("schema_version", 6), LOAD),
     "model-missing": (drop("model"), REFUSE),
     "model-empty": (put("model", ""), REFUSE),
     "model-number": (put("model", 5), REFUSE),
@@ -325,6 +326,17 @@ def _check(tmp_path, path, expect: str, capsys) -> None:
 
 
 # Files that would load but could not be saved again: refused at load.
+# which weights rendered a node's picture: a tag, or none
+CASES |= {
+    "weights-tag": (put(f"{N}.weights", "0123456789abcdef"), LOAD),
+    "weights-not-hex": (put(f"{N}.weights", "0123456789abcdeg"), REFUSE),
+    "weights-upper": (put(f"{N}.weights", "0123456789ABCDEF"), REFUSE),
+    "weights-whole-hash": (put(f"{N}.weights", HASH), REFUSE),
+    "weights-empty": (put(f"{N}.weights", ""), REFUSE),
+    "weights-number": (put(f"{N}.weights", 12), REFUSE),
+    "weights-null": (put(f"{N}.weights", None), REFUSE),
+}
+
 CASES |= {
     "metrics-1e400": (raw("nodes.0.metrics.mae", "1e400"), REFUSE),  # infinity, not JSON
     "prompt-lone-surrogate": (put(f"{N}.prompt", "\ud800 blue"), REFUSE),  # not UTF-8 text

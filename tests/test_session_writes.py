@@ -47,6 +47,7 @@ def test_the_schema_states_the_models_limits():
     assert node["name"]["maxLength"] == limits.MAX_NAME_CHARS
     assert node["note"]["maxLength"] == limits.MAX_NOTE_CHARS
     assert node["id"]["pattern"] == limits.NODE_ID_PATTERN
+    assert node["weights"]["pattern"] == limits.WEIGHTS_PATTERN
     params = schema["$defs"]["params"]["properties"]
     assert params["self_res"]["maximum"] == limits.MAX_SELF_RES
     number = f"[1-9][0-9]{{0,{len(str(limits.MAX_LAYER)) - 1}}}"  # up to MAX_LAYER's digits

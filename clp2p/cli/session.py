@@ -21,7 +21,13 @@ from clp2p.cli.args import (
 )
 from clp2p.engine.families import is_xl
 from clp2p.errors import Clp2pError
-from clp2p.model.session import NODE_KINDS, Session, describe_metrics
+from clp2p.model.session import (
+    NODE_KINDS,
+    Session,
+    describe_metrics,
+    other_weights_message,
+    rendered_by_other,
+)
 from clp2p.workflows import session_io
 from clp2p.workflows.adapters import verify
 from clp2p.workflows.record_cache import DEFAULT_BUDGET
@@ -124,7 +130,7 @@ def _add_locked(args: argparse.Namespace) -> int:
 
 def _render(args: argparse.Namespace) -> int:
     from clp2p.engine.engine import RenderOptions
-    from clp2p.workflows.session_render import SessionRenderer, apply
+    from clp2p.workflows.session_render import apply
 
     session, images = _load(args.file)
     ids = args.node or [n.id for n in session.nodes]
@@ -134,14 +140,13 @@ def _render(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out:
         check_output(out / f"{ids[0]}.png")
-    verify(session.adapters)  # the session's own LoRAs and embeddings, unchanged
-    engine = engine_from(args, args.model or session.model, session.adapters)
-    renderer = SessionRenderer(engine, args.cache_mib * 2**20)
-    if not args.no_cache:
-        renderer.spill_to(records_folder(args.file), args.spill_mib * 2**20)
+    renderer = _renderer(args, session)
     options = RenderOptions(batch_branches=args.batch)
     if out:
         out.mkdir(parents=True, exist_ok=True)
+    weights = renderer.weights
+    if message := other_weights_message(session, weights):
+        print(message)
     differ, failed = [], []
     for node_id in ids:
         try:
@@ -165,6 +170,8 @@ def _render(args: argparse.Namespace) -> int:
                 _store(args.file, session, node_id, result, images)
         else:
             state = "DIFFERS"
+            if rendered_by_other(session.node(node_id), weights):
+                state += f" (rendered with weights {session.node(node_id).weights})"
             differ.append(node_id)
         if out:
             atomic.write_png(out / f"{node_id}.png", result.image)
@@ -180,6 +187,19 @@ def _render(args: argparse.Namespace) -> int:
         print(f"{len(failed)} node(s) failed: {', '.join(failed)}; the others are saved")
         return 2
     return 1 if differ else 0
+
+
+def _renderer(args: argparse.Namespace, session: Session):
+    """The session renderer of ``args``' model (the session's by default) with the session's
+    own LoRAs and embeddings (checked unchanged), its cache and spill."""
+    from clp2p.workflows.session_render import SessionRenderer
+
+    verify(session.adapters)
+    engine = engine_from(args, args.model or session.model, session.adapters)
+    renderer = SessionRenderer(engine, args.cache_mib * 2**20)
+    if not args.no_cache:
+        renderer.spill_to(records_folder(args.file), args.spill_mib * 2**20)
+    return renderer
 
 
 def _check_sizes(args: argparse.Namespace) -> None:
@@ -238,9 +258,10 @@ def _show(args: argparse.Namespace) -> int:
         name = f" [{n.name}]" if n.name else ""
         params = f" {n.params.preset}" if n.params else ""
         metrics = describe_metrics(n.metrics)
+        weights = f" weights {n.weights}" if n.weights else ""
         print(
             f"{'  ' * depth}{mark}{n.id} {n.kind}{extra}{name}{params}: '{n.prompt}' "
-            f"{n.status}{' ' + metrics if metrics else ''}"
+            f"{n.status}{weights}{' ' + metrics if metrics else ''}"
         )
         stack.extend((child, depth + 1) for child in reversed(children.get(n.id, [])))
     return 0

@@ -52,17 +52,23 @@ def _update(digest, tensor: torch.Tensor) -> None:
 _WEIGHTS: weakref.WeakKeyDictionary[Engine, str] = weakref.WeakKeyDictionary()
 
 
+def weights_of(engine: Engine) -> str:
+    """The :func:`weights_fingerprint` of ``engine``'s pipeline, read on first use for each
+    engine (every weight) and kept."""
+    weights = _WEIGHTS.get(engine)
+    if weights is None:
+        weights = _WEIGHTS[engine] = weights_fingerprint(engine.pipe)
+    return weights
+
+
 def engine_identity(engine: Engine) -> str:
     """sha256 (hex) of what decides ``engine``'s render bits besides the render's inputs:
     its :func:`weights_fingerprint`, the scheduler's config, the tokenizer's size and
     length, the device (and which GPU), the dtype, on the CPU the number of threads (a
     matrix product split over another number of threads may round differently), and the
-    versions of torch, diffusers and clp2p, and the card's attention grid when it names one.
-    The weights are read on first use for each
-    engine (every weight) and their fingerprint kept."""
-    weights = _WEIGHTS.get(engine)
-    if weights is None:
-        weights = _WEIGHTS[engine] = weights_fingerprint(engine.pipe)
+    versions of torch, diffusers and clp2p, and the card's attention grid when it names one
+    (the weights: :func:`weights_of`)."""
+    weights = weights_of(engine)
     return _identity(engine.pipe, engine.device, engine.dtype, weights, engine.card.attention_grid)
 
 

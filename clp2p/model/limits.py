@@ -1,5 +1,5 @@
 """The bounds every input must keep, in one place: the model's types enforce them, the
-session schema (``resources/schemas/session-v6.schema.json``) states the same numbers (a test
+session schema (``resources/schemas/session-v7.schema.json``) states the same numbers (a test
 holds them equal), and the CLI and the studio take their ranges from here. A value outside
 them is refused where it is typed, so a file clp2p writes always loads again."""
 
@@ -22,6 +22,9 @@ MAX_REWEIGHT = 1000.0  # |scale| of a re-weighted word
 MAX_WORD_CHARS = 256  # a blend or re-weight word
 MAX_PATH = 4096  # a file path a session names (LoRA and embedding files)
 NODE_ID_PATTERN = r"^n[0-9]{1,9}$"
+# the weights a node's picture was rendered with: the head of their sha256 fingerprint
+WEIGHTS_CHARS = 16
+WEIGHTS_PATTERN = rf"^[0-9a-f]{{{WEIGHTS_CHARS}}}$"
 
 
 def finite(field: str, value: float) -> float:

@@ -27,7 +27,7 @@ from clp2p.model.imported import ImportedImage
 from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams
 from clp2p.model.settings import RenderSettings
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 NODE_KINDS = ("root", *RESOLVED_KINDS, "cycle")
 STATUSES = ("new", "rendered")
 
@@ -63,8 +63,15 @@ class Node:
     seconds: float | None = None
     metrics: dict = field(default_factory=dict)
     created: str = field(default_factory=now)
+    # the weights its image was rendered with (see :func:`weights_tag`); "" when unknown
+    weights: str = ""
 
     def __post_init__(self) -> None:
+        if self.weights and not re.match(limits.WEIGHTS_PATTERN, self.weights):
+            raise Clp2pError(
+                f"weights '{self.weights[:40]}': a node's weights are "
+                f"{limits.WEIGHTS_CHARS} lowercase hex digits (or none)"
+            )
         limits.text("prompt", self.prompt, limits.MAX_PROMPT_CHARS)
         limits.text("name", self.name, limits.MAX_NAME_CHARS)
         limits.text("note", self.note, limits.MAX_NOTE_CHARS)
@@ -229,12 +236,44 @@ class Session:
 
     def update(self, node_id: str, **changes) -> Session:
         """Rename, annotate, mark favourite, or store a render result on one node."""
-        allowed = {"name", "note", "favourite", "status", "image", "seconds", "metrics"}
+        allowed = {"name", "note", "favourite", "status", "image", "seconds", "metrics", "weights"}
         if not set(changes) <= allowed:
             raise Clp2pError(f"cannot change {sorted(set(changes) - allowed)} of a node")
         self.node(node_id)
         nodes = tuple(replace(n, **changes) if n.id == node_id else n for n in self.nodes)
         return replace(self, nodes=nodes)
+
+
+def weights_tag(fingerprint: str) -> str:
+    """What a node keeps of the fingerprint of the weights that rendered it
+    (:func:`clp2p.engine.fingerprint.weights_fingerprint`): its first
+    :data:`~clp2p.model.limits.WEIGHTS_CHARS` hex digits."""
+    return fingerprint[: limits.WEIGHTS_CHARS]
+
+
+def rendered_by_other(node: Node, tag: str) -> bool:
+    """Whether ``node``'s picture was made with other weights than ``tag``'s; a node
+    rendered before weights were kept (none stored) is not: unknown. No tag: never."""
+    return bool(tag) and node.status == "rendered" and node.weights not in ("", tag)
+
+
+def other_weights(session: Session, tag: str) -> list[str]:
+    """The nodes of ``session`` whose pictures :func:`rendered_by_other` weights."""
+    return [n.id for n in session.nodes if rendered_by_other(n, tag)]
+
+
+def other_weights_message(session: Session, tag: str) -> str:
+    """One line for people when :func:`other_weights` is not empty, else ""."""
+    ids = other_weights(session, tag)
+    if not ids:
+        return ""
+    made = sorted({session.node(i).weights for i in ids})
+    shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+    return (
+        f"{shown}: rendered with other weights of '{session.model}' ({', '.join(made)}; "
+        f"loaded: {tag}); they re-render with new pixels, and their pictures so far stay "
+        "until you re-render them"
+    )
 
 
 def _number(node_id: str) -> int:

@@ -301,7 +301,9 @@ def chain_session(session: Session, node_id: str, seed: int | None = None) -> Se
                 "sweep without seeds"
             )
         out = replace(out, settings=replace(session.settings, seed=seed))
-        out = replace(out, nodes=tuple(replace(n, status="new", image=None) for n in out.nodes))
+        out = replace(
+            out, nodes=tuple(replace(n, status="new", image=None, weights="") for n in out.nodes)
+        )
     return out
 
 

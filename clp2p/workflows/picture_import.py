@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from clp2p.engine.fingerprint import weights_of
 from clp2p.engine.inversion import invert
 from clp2p.model.imported import (
     DEFAULT_INNER_STEPS,
@@ -19,7 +20,23 @@ from clp2p.model.imported import (
     psnr,
 )
 from clp2p.model.params import Branch
-from clp2p.model.session import Session, image_hash
+from clp2p.model.session import Session, image_hash, weights_tag
+
+
+def _imported(result, fitted, reconstruction, fit, file, method, inner_steps) -> ImportedImage:
+    """What the session keeps of an inversion ``result`` of the ``fitted`` picture."""
+    quality = psnr(reconstruction, fitted)
+    return ImportedImage(
+        inversion=result.inversion,
+        input=image_hash(fitted),
+        fit=fit,
+        file=file,
+        psnr=None if quality == float("inf") else round(quality, 3),
+        seconds=round(result.seconds, 3),
+        unet_forward=result.unet_forward,
+        unet_backward=result.unet_backward,
+        inner_steps=inner_steps if optimises_embeddings(method) else 0,
+    )
 
 
 class _Progress:
@@ -76,18 +93,7 @@ def import_image(
         cancel=cancel,
     )
     reconstruction = render.images[0]
-    quality = psnr(reconstruction, fitted)
-    imported = ImportedImage(
-        inversion=result.inversion,
-        input=image_hash(fitted),
-        fit=fit,
-        file=file,
-        psnr=None if quality == float("inf") else round(quality, 3),
-        seconds=round(result.seconds, 3),
-        unet_forward=result.unet_forward,
-        unet_backward=result.unet_backward,
-        inner_steps=inner_steps if optimises_embeddings(method) else 0,
-    )
+    imported = _imported(result, fitted, reconstruction, fit, file, method, inner_steps)
     session = replace(Session.from_image(imported, settings, engine.name), adapters=engine.adapters)
     key = image_hash(reconstruction)
     session = session.update(
@@ -96,5 +102,6 @@ def import_image(
         image=key,
         seconds=round(result.seconds + render.seconds, 3),
         metrics={} if imported.psnr is None else {"psnr": imported.psnr},
+        weights=weights_tag(weights_of(engine)),
     )
     return session, {key: reconstruction, imported.input: fitted}

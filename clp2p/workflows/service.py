@@ -74,6 +74,7 @@ class ModelInfo:
     size_multiple: int
     max_tokens: int
     adapters: tuple = ()  # the LoRAs and embeddings loaded (Adapter), for new sessions
+    weights: str = ""  # the tag of the loaded weights (clp2p.model.session.weights_tag)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ class EngineService:
             engine.size_multiple,
             engine.max_tokens,
             engine.adapters,
+            self.renderer.weights,  # reads every weight once
         )
         return self.info
 

@@ -1,4 +1,4 @@
-"""Session files: versioned JSON validated against ``resources/schemas/session-v6.schema.json``,
+"""Session files: versioned JSON validated against ``resources/schemas/session-v7.schema.json``,
 migrations for older versions, atomic writes, and images (and an imported picture's inversion
 arrays) beside the file or embedded."""
 
@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
 import re
 import stat
@@ -27,7 +26,7 @@ from clp2p.workflows import session_assets
 from clp2p.workflows.session_lock import SessionChanged as SessionChanged  # re-exported
 from clp2p.workflows.session_lock import Stamp, check_unchanged, locked, stamp
 from clp2p.workflows.session_schema import MIGRATIONS as MIGRATIONS  # re-exported
-from clp2p.workflows.session_schema import json_path, migrate, short, validator
+from clp2p.workflows.session_schema import document, json_path, migrate, short, validator
 
 FORMAT = "clp2p-session"
 NPZ_URL = "data:application/x-npz;base64,"
@@ -86,6 +85,7 @@ def _node_json(n: Node) -> dict:
         "seconds": n.seconds,
         "metrics": dict(n.metrics),
         "created": n.created,
+        **({"weights": n.weights} if n.weights else {}),
     }
 
 
@@ -174,6 +174,7 @@ def _node(raw: dict, i: int, nodes: list[Node], seen: dict[str, int]) -> Node:
         seconds=raw.get("seconds"),
         metrics=dict(raw.get("metrics", {})),
         created=raw.get("created", ""),
+        weights=raw.get("weights", ""),
     )
 
 
@@ -231,45 +232,8 @@ def _is_ancestor(nodes: list[Node], seen: dict[str, int], start: str, target: st
     return False
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not a number JSON allows")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if math.isinf(number):  # e.g. 1e400: a session holding it could not be saved again
-        raise ValueError(f"{short(text, 20)} is too large a number")
-    return number
-
-
-MAX_DEPTH = 16  # a session document nests 5 levels; deeper is damage, never read further
-
-
-def _too_deep(data: object) -> bool:
-    """Whether ``data`` nests containers deeper than :data:`MAX_DEPTH` (without recursion)."""
-    stack = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict | list):
-            if depth > MAX_DEPTH:
-                return True
-            items = value.values() if isinstance(value, dict) else value
-            stack.extend((item, depth + 1) for item in items)
-    return False
-
-
 def parse(text: str, base: Path | None = None) -> Session:
-    try:
-        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
-    except (ValueError, RecursionError) as exc:
-        raise Clp2pError(
-            f"$: not valid JSON ({short(str(exc), 100)}): the file is damaged"
-        ) from None
-    if _too_deep(data):
-        raise Clp2pError(
-            f"$: values are nested more than {MAX_DEPTH} levels deep: the file is damaged"
-        )
-    return from_json(data, base)
+    return from_json(document(text), base)
 
 
 def _read_text(path: Path) -> tuple[str, Stamp]:

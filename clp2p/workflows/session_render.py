@@ -16,10 +16,10 @@ import numpy as np
 from clp2p.attention.maps import AttentionMaps
 from clp2p.attention.records import BranchRecord, Recording
 from clp2p.engine.engine import Engine, RenderOptions, StepInfo
-from clp2p.engine.fingerprint import engine_identity
+from clp2p.engine.fingerprint import engine_identity, weights_of
 from clp2p.model.params import RECORDED, Branch, EditParams
 from clp2p.model.reuse import RecordSpec
-from clp2p.model.session import Session, chain_key, image_hash
+from clp2p.model.session import Session, chain_key, image_hash, weights_tag
 from clp2p.workflows.metrics import reversal_metrics
 from clp2p.workflows.record_cache import DEFAULT_BUDGET, RecordCache
 from clp2p.workflows.record_spill import RecordSpill
@@ -42,6 +42,7 @@ class NodeRender:
     images: dict[str, np.ndarray]  # node id -> image for every computed node of the chain
     latents: np.ndarray  # (C, h, w) float32, the node's final latent
     note: str = ""  # why a cached record could not serve it, when one could not
+    weights: str = ""  # the weights that rendered it (:func:`weights_tag`)
 
 
 class SessionRenderer:
@@ -67,6 +68,11 @@ class SessionRenderer:
             spill.limit = limit
         else:
             self.cache.spill = RecordSpill(folder, limit, engine_identity(self.engine))
+
+    @property
+    def weights(self) -> str:
+        """The tag (:func:`weights_tag`) of the engine's weights: read once per engine."""
+        return weights_tag(weights_of(self.engine))
 
     @staticmethod
     def record_key(session: Session, chain: list, options: RenderOptions) -> str:
@@ -105,12 +111,7 @@ class SessionRenderer:
         start, source, note = 0, None, ""
         if use_cache:
             start, source, note = self._cached_start(session, chain, options)
-        branches = []
-        for i, node in enumerate(chain[start:]):
-            if i == 0 and source is None:
-                branches.append(Branch(node.prompt))
-            else:
-                branches.append(Branch(node.prompt, RECORDED if i == 0 else i - 1, node.params))
+        branches = _branches(chain[start:], source is not None)
         result = self.engine.render(
             branches,
             session.settings,
@@ -145,6 +146,7 @@ class SessionRenderer:
             images=computed,
             latents=result.latents[-1],
             note=note,
+            weights=self.weights,
         )
 
     def _keep(
@@ -207,12 +209,26 @@ class SessionRenderer:
         return 0, None, f"rendered from the root: {note}" if note else ""
 
 
+def _branches(chain: list, recorded: bool) -> list[Branch]:
+    """The render batch of ``chain``: each node edited from the one before; the first from
+    the record of its parent when ``recorded``, else rendered from its prompt."""
+    branches = []
+    for i, node in enumerate(chain):
+        if i == 0 and not recorded:
+            branches.append(Branch(node.prompt))
+        else:
+            branches.append(Branch(node.prompt, RECORDED if i == 0 else i - 1, node.params))
+    return branches
+
+
 def apply(session: Session, render: NodeRender) -> Session:
-    """The session with ``render`` stored on its node (status, image hash, time, metrics)."""
+    """The session with ``render`` stored on its node (status, image hash, time, metrics,
+    the weights that rendered it)."""
     return session.update(
         render.node_id,
         status="rendered",
         image=render.hash,
         seconds=round(render.seconds, 3),
         metrics=render.metrics,
+        weights=render.weights,
     )

@@ -4,6 +4,7 @@ migrations that bring older documents up to it."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from functools import cache
 
@@ -58,6 +59,13 @@ def _v5_to_v6(doc: dict) -> dict:
     return {**doc, "schema_version": 6}
 
 
+def _v6_to_v7(doc: dict) -> dict:
+    """Version 7 added the optional ``weights`` of a node: which weights rendered its
+    picture. A version-6 file has none, which means unknown: its nodes are never reported as
+    made with other weights."""
+    return {**doc, "schema_version": 7}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     1: _v1_to_v2,
@@ -65,6 +73,7 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     3: _v3_to_v4,
     4: _v4_to_v5,
     5: _v5_to_v6,
+    6: _v6_to_v7,
 }
 
 
@@ -111,3 +120,47 @@ def short(message: str, n: int = 160) -> str:
     """``message`` on one line (line breaks a file put in it escaped), at most ``n`` long."""
     message = message.replace("\r", "\\r").replace("\n", "\\n")
     return message if len(message) <= n else message[: n - 3] + "..."
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):  # e.g. 1e400: a session holding it could not be saved again
+        raise ValueError(f"{short(text, 20)} is too large a number")
+    return number
+
+
+MAX_DEPTH = 16  # a session document nests 5 levels; deeper is damage, never read further
+
+
+def _too_deep(data: object) -> bool:
+    """Whether ``data`` nests containers deeper than :data:`MAX_DEPTH` (without recursion)."""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                return True
+            items = value.values() if isinstance(value, dict) else value
+            stack.extend((item, depth + 1) for item in items)
+    return False
+
+
+def document(text: str) -> object:
+    """A session file's text as parsed JSON: one line naming the damage when it is not JSON,
+    holds a number JSON does not allow (NaN, infinity, too large to keep) or nests deeper
+    than :data:`MAX_DEPTH`."""
+    try:
+        data = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:
+        raise Clp2pError(
+            f"$: not valid JSON ({short(str(exc), 100)}): the file is damaged"
+        ) from None
+    if _too_deep(data):
+        raise Clp2pError(
+            f"$: values are nested more than {MAX_DEPTH} levels deep: the file is damaged"
+        )
+    return data

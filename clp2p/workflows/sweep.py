@@ -82,14 +82,19 @@ def _render_item(worker: Worker, item: Item, pixels: np.ndarray | None) -> dict:
         session, device=str(engine.device), dtype=str(engine.dtype).replace("torch.", "")
     )
     parent = session.node(node_id).parent or ""
+    stored = session.node(parent).image in images  # else rendered here, with these weights
     source = _source(worker, session, parent, images)
     render = worker.renderer.render(session, node_id, cancel=worker.cancel)
     _keep(worker, session, render)
-    session = apply(session, render).update(parent, status="rendered", image=image_hash(source))
+    weights = session.node(parent).weights if stored else render.weights
+    session = apply(session, render).update(
+        parent, status="rendered", image=image_hash(source), weights=weights
+    )
     images |= {image_hash(source): source, render.hash: render.image}
     # the nodes above the parent keep their images only when this item has them
     nodes = tuple(
-        n if n.image in images else replace(n, status="new", image=None) for n in session.nodes
+        n if n.image in images else replace(n, status="new", image=None, weights="")
+        for n in session.nodes
     )
     session = replace(session, nodes=nodes)
     kept = {n.image for n in nodes} | ({session.imported.input} if session.imported else set())
@@ -158,6 +163,17 @@ class ResultsFolder:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError):
             return None
         return row if isinstance(row, dict) and row.get("key") == key else None
+
+    def weights(self, key: str) -> tuple[str, str]:
+        """The weights (tags) that rendered the item's source and result, as its
+        ``session.json`` says; ("", "") (unknown) when it cannot be read."""
+        try:
+            session, _ = session_io.read(self.item_dir(key) / "session.json")
+        except (Clp2pError, OSError):
+            return "", ""
+        edited = session.nodes[-1]
+        source = session.node(edited.parent).weights if edited.parent else ""
+        return source, edited.weights
 
     def done(self, key: str) -> bool:
         row = self.row(key)
