@@ -53,6 +53,9 @@ def kind_icon(kind: str, image: np.ndarray | None) -> QIcon:
     return QIcon(pix)
 
 
+OTHER_WEIGHTS = "\u26a0 other weights"  # a warning sign: its picture is another model's
+
+
 def node_label(session: Session, node_id: str, weights: str = "") -> str:
     """The node's line in the tree; ``weights``: the loaded model's tag (see
     :func:`~clp2p.model.session.weights_tag`), to mark pictures that other weights made."""
@@ -62,12 +65,12 @@ def node_label(session: Session, node_id: str, weights: str = "") -> str:
     if n.kind == "cycle":
         title = f"\u21ba {title}"
     status = "" if n.status == "rendered" else "  (not rendered)"
-    if rendered_by_other(n, weights):
-        status = "  (other weights)"
+    other = rendered_by_other(n, weights)
     metric = f"  MAE {n.metrics['mae']:.1f}" if "mae" in n.metrics else ""
     if n.parent is None and session.imported is not None:
         title = f"\u25a3 {title}"  # a framed square: the root is an imported picture
-    return f"{star}{n.id}  {title}{status}{metric}"
+    flag = f" {OTHER_WEIGHTS}" if other else ""  # first: long titles are cut on the right
+    return f"{star}{n.id}{flag}  {title}{status}{metric}"
 
 
 class SessionTreeModel(QStandardItemModel):

@@ -16,7 +16,7 @@ from PySide6.QtGui import QAction, QCloseEvent
 from PySide6.QtWidgets import QMainWindow, QMessageBox, QScrollArea, QSplitter, QWidget
 
 from clp2p.attention.maps import merge_branches
-from clp2p.model.session import other_weights_message
+from clp2p.model.session import other_weights_message, rendered_by_other
 
 from .backend import Backend
 from .canvas import Canvas
@@ -158,7 +158,10 @@ class MainWindow(QMainWindow):
             # an imported root: the picture beside its reconstruction
             parent_image = doc.images.get(session.imported.input)
             left = f"picture {session.imported.file}".strip()
-        self.canvas.set_images(parent_image, doc.image(node_id), left, f"{node.id} ({node.kind})")
+        right = f"{node.id} ({node.kind})"
+        if rendered_by_other(node, self.tree.weights):
+            right += ", other weights"  # which ones: the tree's tooltip
+        self.canvas.set_images(parent_image, doc.image(node_id), left, right)
         self._show_attention(node.parent, node_id)
 
     def _show_attention(self, parent: str | None, node_id: str) -> None:

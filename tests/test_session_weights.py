@@ -21,6 +21,7 @@ from clp2p.model.session import (
 from clp2p.model.settings import RenderSettings
 from clp2p.workflows import session_io
 from clp2p.workflows.session_render import SessionRenderer, apply
+from clp2p_studio.tree import OTHER_WEIGHTS
 
 A = "a red circle on a white background"
 B = "a blue circle on a white background"
@@ -116,13 +117,17 @@ def test_the_studio_marks_pictures_that_other_weights_made(window, loop, tmp_pat
     path = str(tmp_path / "s.json")
     window.doc.save(path)
     assert [n.weights for n in session_io.load(path)[0].nodes] == [made, made]
-    assert not any("other weights" in label for label in _labels(window))
+    assert not any(OTHER_WEIGHTS in label for label in _labels(window))
     window.backend.weights = NEW  # the model's files were replaced by other weights
     loop.run_until_complete(window.engine_jobs.load_model())
-    assert all(label.endswith("(other weights)") for label in _labels(window))
+    assert [label.split("  ")[0] for label in _labels(window)] == [
+        f"n1 {OTHER_WEIGHTS}",
+        f"n2 {OTHER_WEIGHTS}",
+    ]
+    assert window.canvas.label("right") == "n2 (swap), other weights"
     assert window.messages[-1].startswith("n1, n2: rendered with other weights")
     assert window.engine_jobs.engine_label.toolTip() == f"weights {NEW}"
     window.engine_jobs.render_node("n2")
     loop.run_until_complete(window.jobs.join())
     assert [n.weights for n in window.doc.session.nodes] == [NEW, NEW]
-    assert not any("other weights" in label for label in _labels(window))
+    assert not any(OTHER_WEIGHTS in label for label in _labels(window))
