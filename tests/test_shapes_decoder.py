@@ -3,6 +3,7 @@ stays bit-exact through training, the result loads as a stock pipeline, and a re
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL, StableDiffusionPipeline
@@ -90,3 +91,40 @@ def test_a_bad_override_ends_with_one_line_naming_it(tmp_path, capsys, item, say
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert says in err and "Traceback" not in err
+
+
+def test_the_denoisers_own_latents_are_drawn_seeded_kept_and_resumed(tiny_model, tmp_path, capsys):
+    from clp2p.shapes import denoised
+
+    vae = AutoencoderKL.from_pretrained(tiny_model / "vae")
+    drawn = denoised.scenes(5, 3, 0.6)
+    assert {len(s.objects) for s in drawn} <= {1, 2}
+    first = denoised.denoised_latents(tiny_model, vae, drawn, 3, tmp_path / "a")
+    assert first.shape == (5, vae.config.latent_channels, 16, 16)
+    assert "denoised latents: 5/5" in capsys.readouterr().out
+    again = denoised.denoised_latents(tiny_model, vae, drawn, 3, tmp_path / "b")
+    assert torch.equal(first, again)  # every scene's noise is seeded
+    kept = denoised.denoised_latents(tiny_model, vae, drawn, 3, tmp_path / "a")
+    assert "resumed the denoised latents at 5" in capsys.readouterr().out
+    assert torch.equal(first, kept)
+    other = denoised.denoised_latents(tiny_model, vae, drawn, 4, tmp_path / "a")
+    assert not torch.equal(first, other)  # another seed is drawn anew, not resumed
+    fewer = denoised.denoised_latents(tiny_model, vae, drawn[1:], 4, tmp_path / "a")
+    assert len(fewer) == 4 and "resumed" not in capsys.readouterr().out  # other scenes: anew
+
+
+def test_the_decoder_stage_mixes_the_denoisers_latents_into_its_batches(tiny_model, tmp_path):
+    args = ["--init", str(tiny_model), "--out", str(tmp_path / "out")]
+    args += ["--work-dir", str(tmp_path / "work"), "--figures", str(tmp_path / "fig")]
+    args += ["--set", "steps=2", "scenes=8", "batch=4", "denoised=6", "denoised_share=0.5"]
+    train_decoder.main(args)
+    kept = torch.load(tmp_path / "work" / "denoised.pt", weights_only=True)
+    assert kept["latents"].shape[0] == 6
+    data = train_decoder.Pairs(
+        np.zeros((8, 64, 64, 3), np.uint8), np.full((6, 64, 64, 3), 255, np.uint8), kept["latents"]
+    )
+    cfg = train_decoder.DecoderConfig(batch=4, denoised_share=0.5)
+    mean = torch.zeros(8, 4, 16, 16)
+    z, pixels = train_decoder._batch(cfg, data, mean, mean, 0.0, torch.Generator().manual_seed(0))
+    assert z.shape == (4, 4, 16, 16) and (pixels[:2] == -1).all() and (pixels[2:] == 1).all()
+    assert any(torch.equal(z[2], row) for row in kept["latents"])

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from clp2p.shapes import checkpoint, world
+from clp2p.shapes import checkpoint, denoised, world
 from clp2p.shapes.train import encode_dataset, to_pixels
 from clp2p.shapes.train_log import Progress, write_rows
 
@@ -51,6 +51,12 @@ class DecoderConfig:
     threads: int = 2
     log_every: int = 20
     checkpoint_every: int = 200
+    # scenes whose latents the model's own denoiser draws (clp2p.shapes.denoised), and the
+    # share of every batch taken from them; 0: posteriors only
+    denoised: int = 0
+    denoised_share: float = 0.0
+    denoised_seed: int = 777  # their scenes' seed
+    denoised_noise: int = 10_000  # scene i's noise seed is this + i (no evaluation's seeds)
 
 
 def grow(vae: AutoencoderKL, extra: int) -> AutoencoderKL:
@@ -77,10 +83,49 @@ def scenes(cfg: DecoderConfig, size: int) -> np.ndarray:
     return np.stack([world.render_objects(s, size)[0] for s in drawn])
 
 
-def train(cfg: DecoderConfig, vae: AutoencoderKL, images: np.ndarray, work: Path) -> list[dict]:
+@dataclass
+class Pairs:
+    """What the decoder learns from: rendered scenes (uint8 (N, S, S, 3)) with their
+    posteriors, and rendered scenes with the latents the denoiser drew for them."""
+
+    images: np.ndarray
+    denoised_images: np.ndarray  # (M, S, S, 3); M may be 0
+    denoised: torch.Tensor  # (M, C, L, L), unscaled
+
+
+def pairs(cfg: DecoderConfig, init: Path, vae: AutoencoderKL, work: Path) -> Pairs:
+    """The scenes of ``cfg`` and, when it asks for them, the denoiser's latents of
+    ``cfg.denoised`` more (drawn by ``init``'s UNet, kept in ``work``)."""
+    size = vae.config.sample_size
+    drawn = denoised.scenes(cfg.denoised, cfg.denoised_seed, cfg.two_fraction)
+    side = size // 2 ** (len(vae.config.block_out_channels) - 1)  # the latent grid
+    latents = torch.zeros(0, vae.config.latent_channels, side, side)
+    if drawn:
+        latents = denoised.denoised_latents(init, vae, drawn, cfg.denoised_noise, work)
+    rendered = [world.render_objects(s, size)[0] for s in drawn]
+    empty = np.zeros((0, size, size, 3), dtype=np.uint8)
+    return Pairs(scenes(cfg, size), np.stack(rendered) if rendered else empty, latents)
+
+
+def _batch(cfg, data: Pairs, mean, std, noise, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents and the pixels they should decode to: ``denoised_share`` of the batch from
+    the denoiser's latents, the rest posterior samples plus ``noise`` (unscaled units)."""
+    own = round(cfg.batch * cfg.denoised_share) if len(data.denoised) else 0
+    idx = torch.randint(len(data.images), (cfg.batch - own,), generator=gen)
+    z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
+    z = z + noise * torch.randn(z.shape, generator=gen)
+    pixels = [data.images[idx.numpy()]]
+    if own:
+        j = torch.randint(len(data.denoised), (own,), generator=gen)
+        z = torch.cat([z, data.denoised[j]])
+        pixels.append(data.denoised_images[j.numpy()])
+    return z, to_pixels(np.concatenate(pixels))
+
+
+def train(cfg: DecoderConfig, vae: AutoencoderKL, data: Pairs, work: Path) -> list[dict]:
     """Train ``vae``'s decoder in place (MSE on pixels in [-1, 1]); the loss rows."""
     vae.requires_grad_(False)
-    mean, std = encode_dataset(vae, images)  # (N, C, L, L) each, frozen encoder
+    mean, std = encode_dataset(vae, data.images)  # (N, C, L, L) each, frozen encoder
     noise = cfg.latent_noise / vae.config.scaling_factor
     params = [*vae.post_quant_conv.parameters(), *vae.decoder.parameters()]
     for p in params:
@@ -96,10 +141,8 @@ def train(cfg: DecoderConfig, vae: AutoencoderKL, images: np.ndarray, work: Path
     progress = Progress("decoder", cfg.steps, cfg.log_every, time.time(), rows)
     vae.train()
     for step in range(first, cfg.steps):
-        idx = torch.randint(len(images), (cfg.batch,), generator=gen)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
-        z = z + noise * torch.randn(z.shape, generator=gen)
-        loss = F.mse_loss(vae.decode(z).sample, to_pixels(images[idx.numpy()]))
+        z, pixels = _batch(cfg, data, mean, std, noise, gen)
+        loss = F.mse_loss(vae.decode(z).sample, pixels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -151,8 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.time()
     print(f"decoder config: {cfg}", flush=True)
     vae = grow(AutoencoderKL.from_pretrained(args.init / "vae").eval(), cfg.extra_layers)
-    images = scenes(cfg, vae.config.sample_size)
-    rows = train(cfg, vae, images, args.work_dir)
+    rows = train(cfg, vae, pairs(cfg, args.init, vae, args.work_dir), args.work_dir)
     export(args.init, vae, args.out)
     write_rows(rows, args.figures / "shapes-decoder-loss.csv")
     minutes = (time.time() - start) / 60
