@@ -104,7 +104,9 @@ def test_the_denoisers_own_latents_are_drawn_seeded_kept_and_resumed(tiny_model,
     assert "denoised latents: 5/5" in capsys.readouterr().out
     again = denoised.denoised_latents(tiny_model, vae, drawn, 3, tmp_path / "b")
     assert torch.equal(first, again)  # every scene's noise is seeded
-    kept = denoised.denoised_latents(tiny_model, vae, drawn, 3, tmp_path / "a")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(denoised, "_pipeline", None)  # all kept: the pipeline is not loaded
+        kept = denoised.denoised_latents(tiny_model, vae, drawn, 3, tmp_path / "a")
     assert "resumed the denoised latents at 5" in capsys.readouterr().out
     assert torch.equal(first, kept)
     other = denoised.denoised_latents(tiny_model, vae, drawn, 4, tmp_path / "a")

@@ -33,8 +33,14 @@ SAVE_EVERY = 10  # batches between two saves of the latents drawn so far
 
 
 def scenes(count: int, seed: int, two_fraction: float) -> list[world.MultiScene]:
+    """``count`` one- or two-object scenes drawn from ``seed``."""
     rng = np.random.default_rng(seed)
     return [world.sample_one_or_two(rng, two_fraction) for _ in range(count)]
+
+
+def render(drawn: list[world.MultiScene], size: int) -> np.ndarray:
+    """uint8 (N, S, S, 3): the scenes rendered."""
+    return np.stack([world.render_objects(s, size)[0] for s in drawn])
 
 
 def _key(drawn: list[world.MultiScene], seed: int) -> str:
@@ -61,19 +67,26 @@ def denoised_latents(
     seeded by ``seed + i``. Kept in ``work/denoised.pt`` as it goes; a rerun resumes."""
     work.mkdir(parents=True, exist_ok=True)
     path = work / "denoised.pt"
-    done: list[torch.Tensor] = []
+    key, done = _key(drawn, seed), []
     if path.exists():
         saved = torch.load(path, weights_only=True)
-        if saved["key"] == _key(drawn, seed):
+        if saved.get("key") == key:
             done = list(saved["latents"].split(BATCH))
             print(f"resumed the denoised latents at {sum(len(d) for d in done)}", flush=True)
+    if len(done) * BATCH < len(drawn):  # the pipeline loads only when some are left
+        _draw(init, vae, drawn, seed, done, key, path)
+    return torch.cat(done)
+
+
+def _draw(init, vae, drawn, seed: int, done: list, key: str, path: Path) -> None:
+    """Draw the latents of the scenes after those in ``done`` into it (batches of
+    :data:`BATCH`), saving all of them under ``key`` every :data:`SAVE_EVERY` batches and
+    at the end."""
     settings = card_of(str(init)).settings()
     pipe = _pipeline(init, vae)
-    size = vae.config.sample_size
     for b in range(len(done) * BATCH, len(drawn), BATCH):
         part = drawn[b : b + BATCH]
-        pixels = np.stack([world.render_objects(s, size)[0] for s in part])
-        image = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
+        image = torch.from_numpy(render(part, vae.config.sample_size)).permute(0, 3, 1, 2) / 255.0
         with torch.no_grad():
             out = pipe(
                 [world.caption(s) for s in part],
@@ -87,7 +100,6 @@ def denoised_latents(
         done.append(out / vae.config.scaling_factor)
         last = b + BATCH >= len(drawn)
         if len(done) % SAVE_EVERY == 0 or last:
-            state = {"key": _key(drawn, seed), "latents": torch.cat(done)}
+            state = {"key": key, "latents": torch.cat(done)}
             write_with(path, lambda f, state=state: torch.save(state, f))
             print(f"denoised latents: {min(b + BATCH, len(drawn))}/{len(drawn)}", flush=True)
-    return torch.cat(done)

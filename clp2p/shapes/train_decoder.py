@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKL
 
-from clp2p.shapes import checkpoint, denoised, world
+from clp2p.shapes import checkpoint, denoised
 from clp2p.shapes.train import encode_dataset, to_pixels
 from clp2p.shapes.train_log import Progress, write_rows
 
@@ -76,41 +76,33 @@ def grow(vae: AutoencoderKL, extra: int) -> AutoencoderKL:
     return bigger.eval()
 
 
-def scenes(cfg: DecoderConfig, size: int) -> np.ndarray:
-    """uint8 (N, S, S, 3): the rendered one- and two-object scenes the decoder learns."""
-    rng = np.random.default_rng(cfg.seed)
-    drawn = [world.sample_one_or_two(rng, cfg.two_fraction) for _ in range(cfg.scenes)]
-    return np.stack([world.render_objects(s, size)[0] for s in drawn])
-
-
 @dataclass
 class Pairs:
     """What the decoder learns from: rendered scenes (uint8 (N, S, S, 3)) with their
-    posteriors, and rendered scenes with the latents the denoiser drew for them."""
+    posteriors, and rendered scenes with the latents the denoiser drew for them (none when
+    the stage does not ask for them)."""
 
     images: np.ndarray
-    denoised_images: np.ndarray  # (M, S, S, 3); M may be 0
-    denoised: torch.Tensor  # (M, C, L, L), unscaled
+    denoised_images: np.ndarray | None = None  # (M, S, S, 3)
+    denoised: torch.Tensor | None = None  # (M, C, L, L), unscaled
 
 
 def pairs(cfg: DecoderConfig, init: Path, vae: AutoencoderKL, work: Path) -> Pairs:
     """The scenes of ``cfg`` and, when it asks for them, the denoiser's latents of
     ``cfg.denoised`` more (drawn by ``init``'s UNet, kept in ``work``)."""
     size = vae.config.sample_size
+    images = denoised.render(denoised.scenes(cfg.scenes, cfg.seed, cfg.two_fraction), size)
     drawn = denoised.scenes(cfg.denoised, cfg.denoised_seed, cfg.two_fraction)
-    side = size // 2 ** (len(vae.config.block_out_channels) - 1)  # the latent grid
-    latents = torch.zeros(0, vae.config.latent_channels, side, side)
-    if drawn:
-        latents = denoised.denoised_latents(init, vae, drawn, cfg.denoised_noise, work)
-    rendered = [world.render_objects(s, size)[0] for s in drawn]
-    empty = np.zeros((0, size, size, 3), dtype=np.uint8)
-    return Pairs(scenes(cfg, size), np.stack(rendered) if rendered else empty, latents)
+    if not drawn:
+        return Pairs(images)
+    latents = denoised.denoised_latents(init, vae, drawn, cfg.denoised_noise, work)
+    return Pairs(images, denoised.render(drawn, size), latents)
 
 
 def _batch(cfg, data: Pairs, mean, std, noise, gen) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents and the pixels they should decode to: ``denoised_share`` of the batch from
     the denoiser's latents, the rest posterior samples plus ``noise`` (unscaled units)."""
-    own = round(cfg.batch * cfg.denoised_share) if len(data.denoised) else 0
+    own = round(cfg.batch * cfg.denoised_share) if data.denoised is not None else 0
     idx = torch.randint(len(data.images), (cfg.batch - own,), generator=gen)
     z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
     z = z + noise * torch.randn(z.shape, generator=gen)
