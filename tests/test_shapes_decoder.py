@@ -130,3 +130,36 @@ def test_the_decoder_stage_mixes_the_denoisers_latents_into_its_batches(tiny_mod
     z, pixels = train_decoder._batch(cfg, data, mean, mean, 0.0, torch.Generator().manual_seed(0))
     assert z.shape == (4, 4, 16, 16) and (pixels[:2] == -1).all() and (pixels[2:] == 1).all()
     assert any(torch.equal(z[2], row) for row in kept["latents"])
+
+
+def test_spliced_batches_paste_another_scenes_objects_alike_in_latent_and_pixels():
+    gray, red = (128, 128, 128), (255, 0, 0)
+    images = np.zeros((2, 64, 64, 3), np.uint8)
+    images[0] = gray
+    images[1] = (255, 255, 255)
+    images[1, 40:48, 8:16] = red  # latent cells 10-11 x 2-3, grown by one: 9-12 x 1-4
+    cells = train_decoder.object_cells(images, 16)
+    assert not cells[0].any()
+    assert cells[1].nonzero().min(0).values.tolist() == [9, 1]
+    assert cells[1].nonzero().max(0).values.tolist() == [12, 4] and int(cells[1].sum()) == 16
+    z = torch.stack([torch.zeros(4, 16, 16), torch.ones(4, 16, 16)])
+    gen = torch.Generator().manual_seed(0)
+    while True:  # a draw where scene 0 takes scene 1's objects
+        out, pixels = train_decoder.splice(z, images, cells, gen)
+        if out[0].any():
+            break
+    assert torch.equal(out[0][:, cells[1]], torch.ones(4, 16)) and int(out[0].sum()) == 4 * 16
+    assert (pixels[0, 36:52, 4:20] == images[1, 36:52, 4:20]).all()  # cells 9-12 x 1-4
+    assert (pixels[0, :36] == gray).all() and (pixels[0, :, 20:] == gray).all()
+
+
+def test_the_spliced_share_of_a_batch(tmp_path):
+    images = np.zeros((8, 64, 64, 3), np.uint8)
+    images[:, 20:30, 20:30] = 200
+    data = train_decoder.Pairs(images)
+    mean = torch.arange(8.0)[:, None, None, None].expand(8, 4, 16, 16).contiguous()
+    cfg = train_decoder.DecoderConfig(batch=8, spliced_share=0.5)
+    gen = torch.Generator().manual_seed(1)
+    z, _ = train_decoder._batch(cfg, data, mean, torch.zeros_like(mean), 0.0, gen)
+    plain = [len(torch.unique(row)) == 1 for row in z]
+    assert all(plain[4:]) and not all(plain[:4])  # only the first half may mix two scenes

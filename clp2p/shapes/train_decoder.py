@@ -57,6 +57,10 @@ class DecoderConfig:
     denoised_share: float = 0.0
     denoised_seed: int = 777  # their scenes' seed
     denoised_noise: int = 10_000  # scene i's noise seed is this + i (no evaluation's seeds)
+    # share of the posterior samples spliced: another scene's objects (and one latent cell
+    # around them) pasted in, in the latent and in the pixels alike, so that a latent cell
+    # decodes to its own region whatever surrounds it (local blend splices latents)
+    spliced_share: float = 0.0
 
 
 def grow(vae: AutoencoderKL, extra: int) -> AutoencoderKL:
@@ -99,14 +103,40 @@ def pairs(cfg: DecoderConfig, init: Path, vae: AutoencoderKL, work: Path) -> Pai
     return Pairs(images, denoised.render(drawn, size), latents)
 
 
+def object_cells(images: np.ndarray, latent: int) -> torch.Tensor:
+    """bool (N, L, L): the latent cells of rendered scenes (uint8 (N, S, S, 3)) that hold any
+    object pixel (one that is not the background's colour, read at the top-left corner),
+    grown by one cell as local blend's max-pooling grows its masks."""
+    objects = (images != images[:, :1, :1]).any(-1)  # (N, S, S)
+    cells = torch.from_numpy(objects).float()[:, None]
+    cells = F.adaptive_max_pool2d(cells, latent)
+    return F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0
+
+
+def splice(z, pixels: np.ndarray, cells: torch.Tensor, gen) -> tuple[torch.Tensor, np.ndarray]:
+    """Latents (B, C, L, L) and their scenes (uint8 (B, S, S, 3)) with, for each, the object
+    cells ``cells`` (B, L, L) of another of them pasted in, alike in both."""
+    partner = torch.randperm(len(z), generator=gen)
+    m = cells[partner]  # (B, L, L)
+    z = torch.where(m[:, None], z[partner], z)
+    scale = pixels.shape[1] // m.shape[-1]
+    big = m.repeat_interleave(scale, 1).repeat_interleave(scale, 2).numpy()[..., None]
+    return z, np.where(big, pixels[partner.numpy()], pixels)
+
+
 def _batch(cfg, data: Pairs, mean, std, noise, gen) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents and the pixels they should decode to: ``denoised_share`` of the batch from
-    the denoiser's latents, the rest posterior samples plus ``noise`` (unscaled units)."""
+    the denoiser's latents, the rest posterior samples plus ``noise`` (unscaled units), of
+    which ``spliced_share`` spliced (:func:`splice`)."""
     own = round(cfg.batch * cfg.denoised_share) if data.denoised is not None else 0
     idx = torch.randint(len(data.images), (cfg.batch - own,), generator=gen)
     z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
     z = z + noise * torch.randn(z.shape, generator=gen)
     pixels = [data.images[idx.numpy()]]
+    spliced = round(len(idx) * cfg.spliced_share)
+    if spliced:
+        cells = object_cells(pixels[0][:spliced], z.shape[-1])
+        z[:spliced], pixels[0][:spliced] = splice(z[:spliced], pixels[0][:spliced], cells, gen)
     if own:
         j = torch.randint(len(data.denoised), (own,), generator=gen)
         z = torch.cat([z, data.denoised[j]])
