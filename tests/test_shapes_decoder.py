@@ -136,7 +136,7 @@ def test_spliced_batches_paste_another_scenes_objects_alike_in_latent_and_pixels
     gray, red = (128, 128, 128), (255, 0, 0)
     images = np.zeros((2, 64, 64, 3), np.uint8)
     images[0] = gray
-    images[1] = (255, 255, 255)
+    images[1] = gray
     images[1, 40:48, 8:16] = red  # latent cells 10-11 x 2-3, grown by one: 9-12 x 1-4
     cells = train_decoder.object_cells(images, 16)
     assert not cells[0].any()
@@ -163,3 +163,15 @@ def test_the_spliced_share_of_a_batch(tmp_path):
     z, _ = train_decoder._batch(cfg, data, mean, torch.zeros_like(mean), 0.0, gen)
     plain = [len(torch.unique(row)) == 1 for row in z]
     assert all(plain[4:]) and not all(plain[:4])  # only the first half may mix two scenes
+
+
+def test_splicing_partners_share_a_background():
+    images = np.zeros((5, 8, 8, 3), np.uint8)
+    images[[0, 2, 4]] = 255  # white; 1 and 3 black
+    images[4, 2:4, 2:4] = (255, 0, 0)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        pick = train_decoder.partners(images, gen).tolist()
+        assert pick[0] in (2, 4) and pick[2] in (0, 4) and pick[4] in (0, 2)
+        assert pick[1] == 3 and pick[3] == 1
+    assert train_decoder.partners(images[:1], gen).tolist() == [0]  # alone: itself

@@ -8,7 +8,8 @@ the encoder (so every latent the denoiser learnt, and every inversion, stays val
 the decoder to map posterior samples plus extra Gaussian latent noise back to the rendered
 scene. ``extra_layers`` first adds resnets to every block: each new resnet starts as the
 identity (its second convolution is zero), so the encoder's output does not change by a bit.
-The shipped model is the two-stage run of :mod:`clp2p.shapes.train` followed by this stage.
+The shipped model is the two-stage run of :mod:`clp2p.shapes.train` followed by this stage,
+run three times (runs 5, 6 and 7 of ``docs/shapes-training.md``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ from clp2p.shapes.train_log import Progress, write_rows
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Every hyperparameter of the decoder stage; the defaults produce the shipped decoder."""
+    """Every hyperparameter of the decoder stage. The defaults are run 5's stage (from run 4);
+    the shipped run 7 is two more runs from it (``docs/shapes-training.md``)."""
 
     seed: int = 12_345  # the scenes' seed: not the denoiser's training seed, no evaluation's
     scenes: int = 20_000
@@ -113,10 +115,23 @@ def object_cells(images: np.ndarray, latent: int) -> torch.Tensor:
     return F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0
 
 
+def partners(pixels: np.ndarray, gen) -> torch.Tensor:
+    """For each scene (uint8 (B, S, S, 3)) another of the same background colour (itself when
+    it has none), drawn with ``gen``: a local blend splices a picture's edited region into
+    the same picture's background, never into another background."""
+    background = [tuple(p[0, 0]) for p in pixels]
+    out = []
+    for i, colour in enumerate(background):
+        same = [j for j, other in enumerate(background) if other == colour and j != i] or [i]
+        out.append(same[int(torch.randint(len(same), (1,), generator=gen))])
+    return torch.tensor(out)
+
+
 def splice(z, pixels: np.ndarray, cells: torch.Tensor, gen) -> tuple[torch.Tensor, np.ndarray]:
     """Latents (B, C, L, L) and their scenes (uint8 (B, S, S, 3)) with, for each, the object
-    cells ``cells`` (B, L, L) of another of them pasted in, alike in both."""
-    partner = torch.randperm(len(z), generator=gen)
+    cells ``cells`` (B, L, L) of another of the same background (:func:`partners`) pasted
+    in, alike in both."""
+    partner = partners(pixels, gen)
     m = cells[partner]  # (B, L, L)
     z = torch.where(m[:, None], z[partner], z)
     scale = pixels.shape[1] // m.shape[-1]
