@@ -82,6 +82,11 @@ def test_the_decoder_stage_moves_only_the_decoder_and_exports_a_stock_pipeline(
         ("stepz=3", "FIELD is one of seed, scenes"),
         ("steps=many", "steps takes a whole number"),
         ("x", "x:"),
+        ("spliced_share=nan", "spliced_share takes a number from 0 to 1"),
+        ("denoised_share=-0.5", "denoised_share takes a number from 0 to 1"),
+        ("two_fraction=1e300", "two_fraction takes a number from 0 to 1"),
+        ("batch=0", "batch takes a whole number, at least 1"),
+        ("seed=-1", "seed takes a whole number, 0 or more"),
     ],
 )
 def test_a_bad_override_ends_with_one_line_naming_it(tmp_path, capsys, item, says):

@@ -65,6 +65,10 @@ class DecoderConfig:
     spliced_share: float = 0.0
 
 
+SHARES = ("two_fraction", "denoised_share", "spliced_share")  # DecoderConfig's fractions
+COUNTS = ("scenes", "steps", "batch", "threads", "log_every", "checkpoint_every")  # >= 1
+
+
 def grow(vae: AutoencoderKL, extra: int) -> AutoencoderKL:
     """The same VAE with ``extra`` more resnets per block, each the identity at first (its
     second convolution is zero, so ``x + conv2(...)`` is ``x``): outputs are unchanged."""
@@ -105,11 +109,17 @@ def pairs(cfg: DecoderConfig, init: Path, vae: AutoencoderKL, work: Path) -> Pai
     return Pairs(images, denoised.render(drawn, size), latents)
 
 
+def backgrounds(images: np.ndarray) -> np.ndarray:
+    """uint8 (N, 3): the background colour of rendered scenes (uint8 (N, S, S, 3)), read at
+    the top-left corner, which no object reaches (``world.MARGIN``)."""
+    return images[:, 0, 0]
+
+
 def object_cells(images: np.ndarray, latent: int) -> torch.Tensor:
     """bool (N, L, L): the latent cells of rendered scenes (uint8 (N, S, S, 3)) that hold any
-    object pixel (one that is not the background's colour, read at the top-left corner),
-    grown by one cell as local blend's max-pooling grows its masks."""
-    objects = (images != images[:, :1, :1]).any(-1)  # (N, S, S)
+    object pixel (one not of the :func:`backgrounds` colour), grown by one cell as local
+    blend's max-pooling grows its masks."""
+    objects = (images != backgrounds(images)[:, None, None]).any(-1)  # (N, S, S)
     cells = torch.from_numpy(objects).float()[:, None]
     cells = F.adaptive_max_pool2d(cells, latent)
     return F.max_pool2d(cells, 3, stride=1, padding=1)[:, 0] > 0
@@ -119,7 +129,7 @@ def partners(pixels: np.ndarray, gen) -> torch.Tensor:
     """For each scene (uint8 (B, S, S, 3)) another of the same background colour (itself when
     it has none), drawn with ``gen``: a local blend splices a picture's edited region into
     the same picture's background, never into another background."""
-    background = [tuple(p[0, 0]) for p in pixels]
+    background = [tuple(colour) for colour in backgrounds(pixels)]
     out = []
     for i, colour in enumerate(background):
         same = [j for j, other in enumerate(background) if other == colour and j != i] or [i]
@@ -214,6 +224,12 @@ def _config(parser: argparse.ArgumentParser, items: list[str]) -> DecoderConfig:
         except ValueError:
             kind = "a whole number" if type(getattr(cfg, key)) is int else "a number"
             parser.error(f"--set {item}: {key} takes {kind}")
+        value = getattr(cfg, key)
+        if key in SHARES and not 0.0 <= value <= 1.0:  # NaN fails too
+            parser.error(f"--set {item}: {key} takes a number from 0 to 1")
+        if type(value) is int and value < (1 if key in COUNTS else 0):
+            least = "at least 1" if key in COUNTS else "0 or more"
+            parser.error(f"--set {item}: {key} takes a whole number, {least}")
     return cfg
 
 
