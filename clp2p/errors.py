@@ -74,6 +74,7 @@ FIELD_LABELS: dict[str, str] = {
     "k": "k",
     "blend_start": "blend start",
     "blend_pixels": "blend pixels",
+    "blend_norm": "blend norm",
     "blend_words": "blend words",
     "reweight": "re-weight",
     "preset": "preset",

@@ -31,9 +31,10 @@ from clp2p.errors import Clp2pError
 from clp2p.model.align import normalise_word
 from clp2p.model.edits import infer_kind
 from clp2p.model.params import (
+    BLEND_NORM_HELP,
     BLEND_PIXELS_HELP,
+    BLEND_START_HELP,
     EDIT_KINDS,
-    REFERENCE_BLEND_START,
     REFINE_PADS,
     V_LAYER_KINDS,
     CrossWindow,
@@ -140,10 +141,7 @@ class ParamsPanel(QWidget):
         self.blend_start.setRange(0, 0.99)  # [0, 1) at the box's two decimals
         self.blend_start.setSingleStep(0.05)
         self.blend_start.setPrefix("from ")
-        self.blend_start.setToolTip(
-            "the fraction of the steps before local blend begins: 0 blends from the first step, "
-            f"prompt-to-prompt's reference waits {REFERENCE_BLEND_START:g}"
-        )
+        self.blend_start.setToolTip(BLEND_START_HELP)
         row = QHBoxLayout()
         row.addWidget(self.k, 1)
         row.addWidget(self.k_label)
@@ -151,6 +149,9 @@ class ParamsPanel(QWidget):
         self.blend_pixels = QCheckBox("pixels")
         self.blend_pixels.setToolTip(BLEND_PIXELS_HELP)
         row.addWidget(self.blend_pixels)
+        self.blend_norm = QCheckBox("source norm")
+        self.blend_norm.setToolTip(BLEND_NORM_HELP)
+        row.addWidget(self.blend_norm)
         form.addRow("k (blend)", row)
         self.blend = QLineEdit()
         self.blend.setPlaceholderText("blend words (default: the changed words)")
@@ -266,6 +267,7 @@ class ParamsPanel(QWidget):
         self.k.setValue(round(p.k * 100))
         self.blend_start.setValue(p.blend_start)
         self.blend_pixels.setChecked(p.blend_pixels)
+        self.blend_norm.setChecked(p.blend_norm)
         self.cross.setValues(p.cross.default.start, p.cross.default.end)
         self.self_window.setValues(p.self_window.start, p.self_window.end)
         self.self_res.setCurrentText("all" if p.self_res is None else str(p.self_res))
@@ -356,6 +358,7 @@ class ParamsPanel(QWidget):
             k=self.k.value() / 100,
             blend_start=self.blend_start.value(),
             blend_pixels=self.blend_pixels.isChecked(),
+            blend_norm=self.blend_norm.isChecked(),
             blend_words=tuple(self.blend.text().split()),
             reweight=reweight,
             inject_uncond=self.uncond.isChecked(),

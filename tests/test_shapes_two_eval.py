@@ -201,6 +201,7 @@ def test_tiny_two_object_edit_run_with_local_blend(tiny_engine, tmp_path: Path):
     result = evaluate.run_edit(tiny_engine, pairs, SETTINGS, evaluate.VSetting(), blend_k=0.3)
     names = ["none", "p2p", "cl-p2p", "fpe", "cl-p2p+v", "p2p@0.2", "p2p+lb", "cl-p2p+lb"]
     extra = ["cl-p2p+lb@0.2", "cl-p2p+lb+px", "cl-p2p+lb+px@0.2"]
+    extra += ["cl-p2p+lb+norm", "cl-p2p+lb+norm+px"]
     assert list(result["table"]) == [*names, *extra]
     cell = result["table"]["cl-p2p+lb"]
     assert set(cell) == {"colour", "shape", "all"}
@@ -210,6 +211,10 @@ def test_tiny_two_object_edit_run_with_local_blend(tiny_engine, tmp_path: Path):
     assert result["methods"]["cl-p2p+lb@0.2"]["blend_start"] == 0.2  # as the reference
     assert result["methods"]["cl-p2p+lb+px"]["blend_pixels"] is True
     assert "blend_pixels" not in result["methods"]["cl-p2p+lb"]
+    assert result["methods"]["cl-p2p+lb+norm"]["blend_norm"] is True
+    assert "blend_pixels" not in result["methods"]["cl-p2p+lb+norm"]
+    assert result["methods"]["cl-p2p+lb+norm+px"]["blend_pixels"] is True
+    assert "blend_norm" not in result["methods"]["cl-p2p+lb+px"]
     text = report.edit_table(result["table"])
     assert "other object MAD" in text and "`cl-p2p+lb`" in text
     assert all(p.stat().st_size > 0 for p in eval_cli.write_figures(result, tmp_path))
@@ -322,3 +327,12 @@ def test_local_blend_of_a_two_object_edit_masks_the_edited_object_in_both_prompt
 def test_the_sweep_keeps_the_sources_pixels_only_when_asked():
     assert all(p.blend_pixels for p in evaluate.sweep_edits(pixels=True).values())
     assert not any(p.blend_pixels for p in evaluate.sweep_edits().values())
+
+
+def test_the_sweep_decodes_with_the_sources_statistics_only_when_asked():
+    assert all(p.blend_norm for p in evaluate.sweep_edits(norm=True).values())
+    assert not any(p.blend_norm or p.blend_pixels for p in evaluate.sweep_edits().values())
+    assert eval_cli.figure_stem({"objects": 2, "blend_norm": True}) == "-two-norm"
+    assert eval_cli.figure_stem({"objects": 2, "blend_norm": True, "blend_pixels": True}) == (
+        "-two-norm-px"
+    )

@@ -1,7 +1,8 @@
 """Local blend (prompt-to-prompt's LocalBlend with threshold k): after each step from the
 edit's ``blend_start``, outside the mask of the blend words (in the source's or the target's
 maps) an edit keeps its source's latent; with ``blend_pixels``, its decoded picture also
-keeps the source's pixels outside the last mask."""
+keeps the source's pixels outside the last mask; with ``blend_norm`` it is decoded with its
+source's decoder statistics."""
 
 from __future__ import annotations
 
@@ -65,6 +66,13 @@ class LocalBlend:
         m = F.interpolate(m, size=self.latent_hw)  # nearest, as prompt-to-prompt
         m = m / m.max().clamp_min(1e-12)
         return m[0] > k  # (1, h, w)
+
+    def norm_sources(self) -> dict[int, int]:
+        """Branch -> its source (a branch index, or ``RECORDED``) for each ``blend_norm``
+        edit that blended: the edits to decode with their source's decoder statistics."""
+        return {
+            p.branch: p.source for p in self.plans if p.params.blend_norm and p.branch in self.masks
+        }
 
     def paste(self, images: list[np.ndarray], scale: int) -> list[np.ndarray]:
         """``images`` (uint8 (H, W, 3), by branch, ``scale`` pixels per latent cell) with each

@@ -16,8 +16,9 @@ from pathlib import Path
 from clp2p.errors import Clp2pError
 from clp2p.model import limits
 from clp2p.model.params import (
+    BLEND_NORM_HELP,
     BLEND_PIXELS_HELP,
-    REFERENCE_BLEND_START,
+    BLEND_START_HELP,
     REFINE_PADS,
     V_LAYER_KINDS,
     CrossWindow,
@@ -175,14 +176,14 @@ def add_injection_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--blend-start",
         type=number,
-        help="fraction of the steps before local blend begins, in [0, 1) (default 0: from the "
-        f"first step; prompt-to-prompt's reference waits {REFERENCE_BLEND_START:g})",
+        help=BLEND_START_HELP,
     )
     g.add_argument(
         "--blend-pixels",
         action=argparse.BooleanOptionalAction,
         help=BLEND_PIXELS_HELP,
     )
+    g.add_argument("--blend-norm", action=argparse.BooleanOptionalAction, help=BLEND_NORM_HELP)
     g.add_argument("--cross", help="cross-attention window: F, A:B or [F,]word=F,...")
     g.add_argument("--self", dest="self_window", help="self-attention window: F or A:B")
     g.add_argument("--self-res", help="self-injection only in grids up to NxN, or 'all'")
@@ -213,6 +214,7 @@ INJECTION_FIELDS = (
     "k",
     "blend_start",
     "blend_pixels",
+    "blend_norm",
     "cross",
     "self_window",
     "self_res",
@@ -234,6 +236,8 @@ def edit_params(args: argparse.Namespace, kind: str = "auto", xl: bool = False) 
         changes["blend_start"] = args.blend_start
     if args.blend_pixels is not None:
         changes["blend_pixels"] = args.blend_pixels
+    if args.blend_norm is not None:
+        changes["blend_norm"] = args.blend_norm
     if args.cross is not None:
         changes["cross"] = CrossWindow.parse(args.cross, base.cross.default)
     if args.self_window is not None:

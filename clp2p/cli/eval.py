@@ -7,7 +7,7 @@ from pathlib import Path
 
 from clp2p.cli.args import adapters_of, add_model_args, finish
 from clp2p.cli.sweep import add_run_args, pool_from, spec_from, start_early
-from clp2p.model.params import BLEND_PIXELS_HELP
+from clp2p.model.params import BLEND_NORM_HELP, BLEND_PIXELS_HELP
 from clp2p.model.settings import RenderSettings
 from clp2p.shapes import seeds
 from clp2p.shapes.evaluate import (
@@ -75,6 +75,7 @@ def add_parser(sub) -> None:
         help="picture-cycle: the V settings to check on the held-out pairs (e.g. 0.2/0.3/both)",
     )
     s.add_argument("--blend-pixels", action="store_true", help="sweep: " + BLEND_PIXELS_HELP)
+    s.add_argument("--blend-norm", action="store_true", help="sweep: " + BLEND_NORM_HELP)
     s.add_argument("--json", help="write the results to this file")
     s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
     s.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
@@ -117,9 +118,10 @@ def write_json(path: Path, result: dict) -> None:
 
 def figure_stem(result: dict) -> str:
     """The figures' name suffix: each world and blend mode keeps its own files, so a
-    two-object or pixel-kept run never overwrites a one-object run's figures."""
+    two-object, source-norm or pixel-kept run never overwrites a one-object run's figures."""
     two = "-two" if result.get("objects", 1) == 2 else ""
-    return two + ("-px" if result.get("blend_pixels") else "")
+    norm = "-norm" if result.get("blend_norm") else ""
+    return two + norm + ("-px" if result.get("blend_pixels") else "")
 
 
 def write_figures(result: dict, folder: Path) -> list[Path]:
@@ -231,8 +233,8 @@ def _run_task(args, pool) -> dict:
     else:
         where = seeds.TWO_TUNING if args.objects == 2 else seeds.EDIT_TUNING
         pairs = _pairs(args, args.pairs or DEFAULT_PAIRS["sweep"], where, ("colour",))
-        pixels = args.blend_pixels
-        result = timed(lambda: run_sweep(pool, pairs, settings, batch, pixels))
+        pixels, norm = args.blend_pixels, args.blend_norm
+        result = timed(lambda: run_sweep(pool, pairs, settings, batch, pixels, norm))
     result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
     result["objects"] = args.objects
     return result

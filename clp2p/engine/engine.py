@@ -23,7 +23,7 @@ from clp2p.attention.records import BranchRecord, BranchRecorder, Recording
 from clp2p.engine.loading import DeviceChoice, choose_device, fits_memory, load_pipeline, model_card
 from clp2p.engine.schedulers import make_scheduler, step_options
 from clp2p.engine.text import Embeds, TextEncoders
-from clp2p.engine.vae import image_latent, keep_vae_precise, latent_images
+from clp2p.engine.vae import decode_branches, image_latent, keep_vae_precise, latent_images
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.adapters import Adapter
 from clp2p.model.align import PromptTokens, tokenize
@@ -248,8 +248,8 @@ class Engine:
             latents = self._denoise(inputs, controller, options, inversion, on_step, cancel)
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled before decoding")
-            # one latent at a time, as the UNet passes; then as shown (local blend's pixels)
-            images = controller.finish([i for z in latents.split(1) for i in self.decode(z)])
+            decoded = decode_branches(self.pipe.vae, self.decode, latents, controller.blend)
+            images = controller.finish(decoded)  # as shown (local blend's pixels)
         return RenderResult(
             branches=inputs.branches,
             settings=inputs.settings,

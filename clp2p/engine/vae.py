@@ -1,10 +1,20 @@
-"""The VAE's side of a render: pictures to latents and back, scaled as the UNet expects, and
-the precision the VAE runs in."""
+"""The VAE's side of a render: pictures to latents and back, scaled as the UNet expects, the
+precision the VAE runs in, and decoding an edit with its source's decoder statistics."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+from clp2p.attention.records import to_device
+from clp2p.model.params import RECORDED
+
+if TYPE_CHECKING:
+    from clp2p.attention.blend import LocalBlend
 
 
 def keep_vae_precise(pipe, dtype: torch.dtype, xl: bool) -> None:
@@ -37,3 +47,95 @@ def latent_images(vae, image_processor, latents: torch.Tensor) -> list[np.ndarra
     image = vae.decode(z, return_dict=False)[0]
     arr = image_processor.postprocess(image, output_type="np")
     return [np.ascontiguousarray((a * 255).round().astype(np.uint8)) for a in arr]
+
+
+class DecoderNorms:
+    """The VAE decoder's GroupNorm statistics taken from one decode and used in another.
+
+    The decoder normalises every feature map over the whole picture, so the statistics of a
+    latent that is mostly its source's but carries another picture's region inside a mask
+    (local blend) can shift, and the decoder then repaints pixels far from the mask. An edit
+    decoded :meth:`using` the statistics :meth:`recording` took from its source's latent is
+    normalised as its source was. Statistics are matched to the decoder's norms by the order
+    they run in, which is fixed for latents of one size (tiled decoding included), and are
+    kept in float32 whatever the VAE's dtype."""
+
+    def __init__(self, vae) -> None:
+        self.norms = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+        self._stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._using = False
+        self._next = 0
+
+    @contextmanager
+    def recording(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Decodes inside the block are unchanged; the list it yields then holds their
+        statistics, (mean, variance) per norm call, each (batch, groups, 1)."""
+        self._stats, self._using = [], False
+        with self._hooked():
+            yield self._stats
+
+    @contextmanager
+    def using(self, stats: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+        """Decodes inside the block normalise with ``stats`` (from :meth:`recording` of a
+        decode of a latent of the same size) instead of their own."""
+        self._stats, self._using, self._next = stats, True, 0
+        with self._hooked():
+            yield
+        if self._next != len(stats):
+            raise RuntimeError(f"decoder ran {self._next} norms with {len(stats)} statistics")
+
+    @contextmanager
+    def _hooked(self) -> Iterator[None]:
+        handles = [m.register_forward_hook(self._hook) for m in self.norms]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, norm: torch.nn.GroupNorm, args: tuple, output: torch.Tensor):
+        x = args[0]
+        groups = x.float().reshape(x.shape[0], norm.num_groups, -1)
+        if not self._using:
+            var, mean = torch.var_mean(groups, dim=-1, correction=0, keepdim=True)
+            self._stats.append((mean, var))
+            return None
+        if self._next >= len(self._stats):
+            raise RuntimeError(f"decoder ran more norms than the {len(self._stats)} recorded")
+        mean, var = self._stats[self._next]
+        self._next += 1
+        y = ((groups - mean) * torch.rsqrt(var + norm.eps)).reshape(x.shape)
+        if norm.affine:
+            shape = (1, -1) + (1,) * (x.dim() - 2)
+            y = y * norm.weight.float().reshape(shape) + norm.bias.float().reshape(shape)
+        return y.to(output.dtype)
+
+
+def decode_branches(vae, decode, latents: torch.Tensor, blend: LocalBlend) -> list[np.ndarray]:
+    """The final latents (branches, C, h, w) decoded one at a time by ``decode`` (as the UNet
+    passes); each ``blend_norm`` edit of ``blend`` with the statistics of its source's final
+    latent (a recorded source's from its record), which its source is decoded with too."""
+    borrow = blend.norm_sources()
+    if not borrow:
+        return [image for z in latents.split(1) for image in decode(z)]
+    norms, stats = DecoderNorms(vae), {}
+
+    def lend(source: int, z: torch.Tensor) -> list[np.ndarray]:
+        with norms.recording() as taken:
+            images = decode(z)
+        stats[source] = taken
+        return images
+
+    lenders = set(borrow.values())
+    if RECORDED in lenders:
+        lend(RECORDED, to_device(blend.record.latents[-1], latents)[None])
+    images: list[np.ndarray] = []
+    for b, z in enumerate(latents.split(1)):
+        if b in borrow:
+            with norms.using(stats[borrow[b]]):
+                images += decode(z)
+            if b in lenders:  # an edit of this edit borrows this latent's own statistics
+                lend(b, z)
+        else:
+            images += lend(b, z) if b in lenders else decode(z)
+    return images

@@ -1,5 +1,5 @@
 """The bounds every input must keep, in one place: the model's types enforce them, the
-session schema (``resources/schemas/session-v7.schema.json``) states the same numbers (a test
+session schema (``resources/schemas/session-v8.schema.json``) states the same numbers (a test
 holds them equal), and the CLI and the studio take their ranges from here. A value outside
 them is refused where it is typed, so a file clp2p writes always loads again."""
 

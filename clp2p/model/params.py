@@ -28,11 +28,23 @@ REFERENCE_BLEND_START = 0.2
 """The fraction of the steps prompt-to-prompt's reference LocalBlend waits before it blends
 (its ``start_blend``); clp2p's ``blend_start`` defaults to 0, blending from the first step."""
 
+BLEND_START_HELP = (
+    "the fraction of the steps before local blend begins, in [0, 1) (default 0: from the "
+    f"first step; prompt-to-prompt's reference waits {REFERENCE_BLEND_START:g})"
+)
+"""What ``blend_start`` is, in the words the CLI's help and the studio's tooltip show."""
+
 BLEND_PIXELS_HELP = (
     "local blend also keeps the source's pixels outside its mask (off: latents only, as "
     "prompt-to-prompt; the VAE's decoder can then still move pixels far from the edit)"
 )
 """What ``blend_pixels`` does, in the words the CLI's help and the studio's tooltip show."""
+
+BLEND_NORM_HELP = (
+    "decode a local-blend edit with its source's decoder statistics, so that the VAE repaints "
+    "nothing outside the mask (off: with its own, as prompt-to-prompt)"
+)
+"""What ``blend_norm`` does, in the words the CLI's help and the studio's tooltip show."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +156,12 @@ class EditParams:
     latents outside the mask are the source's either way, but the VAE's decoder normalises
     over the whole latent, so a local change can still move far pixels; prompt-to-prompt
     blends latents only (False, the default).
+    ``blend_norm``: a local-blend edit is decoded with the decoder statistics of its source's
+    final latent (the mean and variance each of the VAE decoder's GroupNorms takes over the
+    whole picture) instead of its own: outside the mask its latent is its source's, and so is
+    its normalisation, so the decoder does not repaint the picture when the region inside the
+    mask shifts the statistics. Prompt-to-prompt decodes each latent alone (False, the
+    default).
     ``inject_uncond``: also edit the unconditional half of classifier-free guidance
     (prompt-to-prompt edits only the conditional half).
     ``refine_pad``: how a refinement maps the padding after the end token (see
@@ -162,6 +180,7 @@ class EditParams:
     k: float = 0.0
     blend_start: float = 0.0
     blend_pixels: bool = False
+    blend_norm: bool = False
     blend_words: tuple[str, ...] = ()
     reweight: tuple[tuple[str, float], ...] = ()
     inject_uncond: bool = False
@@ -223,7 +242,7 @@ class EditParams:
             )
 
     def _check_blend(self) -> None:
-        """Local blend's threshold and start are fractions; its pixel switch is a bool."""
+        """Local blend's threshold and start are fractions; its switches are bools."""
         if not 0.0 <= self.k <= 1.0:
             raise Clp2pError.about(
                 "{k} {value:g} is outside [0, 1]: the silhouette threshold is a fraction",
@@ -235,10 +254,12 @@ class EditParams:
                 "before local blend begins",
                 value=self.blend_start,
             )
-        if not isinstance(self.blend_pixels, bool):
-            raise Clp2pError.about(
-                "{blend_pixels} {value}: give true or false", value=repr(self.blend_pixels)[:40]
-            )
+        for name in ("blend_pixels", "blend_norm"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise Clp2pError.about(
+                    "{" + name + "} {value}: give true or false", value=repr(value)[:40]
+                )
 
     def with_(self, **changes: object) -> EditParams:
         return replace(self, **changes)
@@ -257,6 +278,7 @@ class EditParams:
             "k": self.k,
             **({"blend_start": self.blend_start} if self.blend_start else {}),
             **({"blend_pixels": True} if self.blend_pixels else {}),
+            **({"blend_norm": True} if self.blend_norm else {}),
             "blend_words": list(self.blend_words),
             "reweight": {w: s for w, s in self.reweight},
             "inject_uncond": self.inject_uncond,
@@ -279,6 +301,7 @@ class EditParams:
             k=float(data.get("k", 0.0)),
             blend_start=float(data.get("blend_start", 0.0)),
             blend_pixels=data.get("blend_pixels", False),
+            blend_norm=data.get("blend_norm", False),
             blend_words=tuple(data.get("blend_words", ())),
             reweight=tuple((str(w), float(s)) for w, s in dict(data.get("reweight", {})).items()),
             inject_uncond=bool(data.get("inject_uncond", False)),

@@ -27,7 +27,7 @@ from clp2p.model.imported import ImportedImage
 from clp2p.model.params import RESOLVED_KINDS, Branch, EditParams
 from clp2p.model.settings import RenderSettings
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 NODE_KINDS = ("root", *RESOLVED_KINDS, "cycle")
 STATUSES = ("new", "rendered")
 

@@ -119,6 +119,9 @@ def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:
         out["cl-p2p+lb" + late] = out["cl-p2p+lb"].with_(blend_start=REFERENCE_BLEND_START)
         for name in ("cl-p2p+lb", "cl-p2p+lb" + late):  # also keeping the source's pixels
             out[name.replace("lb", "lb+px")] = out[name].with_(blend_pixels=True)
+        # decoded with the source's decoder statistics, without and with its pixels
+        out["cl-p2p+lb+norm"] = out["cl-p2p+lb"].with_(blend_norm=True)
+        out["cl-p2p+lb+norm+px"] = out["cl-p2p+lb+norm"].with_(blend_pixels=True)
     return out
 
 
@@ -354,14 +357,15 @@ def run_edit(
     }
 
 
-def sweep_edits(pixels: bool = False) -> dict[str, EditParams]:
+def sweep_edits(pixels: bool = False, norm: bool = False) -> dict[str, EditParams]:
     """Every cell of the k x cross x self grid, named ``k/cross/self`` (local blend keeping
-    the source's pixels with ``pixels``)."""
+    the source's pixels with ``pixels``, decoded with the source's statistics with ``norm``)."""
     return {
         f"{k:g}/{c:g}/{s:g}": preset("cl-p2p").with_(
             kind="swap",
             k=k,
             blend_pixels=pixels,
+            blend_norm=norm,
             cross=CrossWindow(StepWindow(0.0, c)),
             self_window=StepWindow(0.0, s),
         )
@@ -370,11 +374,16 @@ def sweep_edits(pixels: bool = False) -> dict[str, EditParams]:
 
 
 def run_sweep(
-    runner, pairs: list[EditPair], settings: RenderSettings, batch_branches=False, pixels=False
+    runner,
+    pairs: list[EditPair],
+    settings: RenderSettings,
+    batch_branches=False,
+    pixels=False,
+    norm=False,
 ) -> dict:
     """Colour swaps over the study's grid (see :func:`sweep_edits`); the surfaces of success
     and mask IoU."""
-    edits = sweep_edits(pixels)
+    edits = sweep_edits(pixels, norm)
     per_pair, examples = _score_all(
         runner, pairs, edits, settings, False, "sweep", 2, batch_branches=batch_branches
     )
@@ -383,6 +392,7 @@ def run_sweep(
         "task": "sweep",
         "axes": {"k": SWEEP_K, "cross": SWEEP_CROSS, "self": SWEEP_SELF},
         "blend_pixels": pixels,
+        "blend_norm": norm,
         "cells": cells,
         "pairs": [dict(p.to_json(), scores=s) for p, s in zip(pairs, per_pair, strict=True)],
         "examples": examples,

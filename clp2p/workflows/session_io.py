@@ -1,4 +1,4 @@
-"""Session files: versioned JSON validated against ``resources/schemas/session-v7.schema.json``,
+"""Session files: versioned JSON validated against ``resources/schemas/session-v8.schema.json``,
 migrations for older versions, atomic writes, and images (and an imported picture's inversion
 arrays) beside the file or embedded."""
 

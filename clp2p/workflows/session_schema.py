@@ -66,6 +66,12 @@ def _v6_to_v7(doc: dict) -> dict:
     return {**doc, "schema_version": 7}
 
 
+def _v7_to_v8(doc: dict) -> dict:
+    """Version 8 added the optional ``blend_norm`` of an edit. A version-7 file has none,
+    which means each edit decoded with its own decoder statistics, as before."""
+    return {**doc, "schema_version": 8}
+
+
 # MIGRATIONS[v] turns a version-v document into a version v+1 one.
 MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     1: _v1_to_v2,
@@ -74,6 +80,7 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {
     4: _v4_to_v5,
     5: _v5_to_v6,
     6: _v6_to_v7,
+    7: _v7_to_v8,
 }
 
 
