@@ -336,3 +336,17 @@ def test_the_sweep_decodes_with_the_sources_statistics_only_when_asked():
     assert eval_cli.figure_stem({"objects": 2, "blend_norm": True, "blend_pixels": True}) == (
         "-two-norm-px"
     )
+
+
+def test_cli_eval_edit_takes_only_the_kinds_asked(tiny_model_dir, tmp_path: Path, capsys):
+    from clp2p.cli.main import main
+
+    out = tmp_path / "edit.json"
+    argv = ["eval", "shapes", "--task", "edit", "--objects", "2", "--pairs", "2", "--steps", "2"]
+    argv += ["--model", str(tiny_model_dir), "--json", str(out)]
+    assert main([*argv, "--kinds", "colour"]) == 0
+    assert [p["kind"] for p in json.loads(out.read_text())["pairs"]] == ["colour", "colour"]
+    capsys.readouterr()
+    assert main([*argv, "--kinds", "background"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--kinds background" in err and "colour and shape" in err and "\n" not in err

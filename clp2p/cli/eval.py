@@ -18,7 +18,7 @@ from clp2p.shapes.evaluate import (
     timed,
 )
 from clp2p.shapes.scoring import make_pairs
-from clp2p.shapes.two_objects import make_two_pairs
+from clp2p.shapes.two_objects import TWO_KINDS, make_two_pairs
 
 DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36, "localise": 60}
 TASKS = ("generate", "localise", "edit", "sweep", "picture-cycle")
@@ -73,6 +73,13 @@ def add_parser(sub) -> None:
         nargs="+",
         metavar="WINDOW/BETA/LAYERS",
         help="picture-cycle: the V settings to check on the held-out pairs (e.g. 0.2/0.3/both)",
+    )
+    s.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=("colour", "shape", "background"),
+        help="edit: only these edit kinds (default: every kind of the world, taking turns; "
+        "two-object pictures have colour and shape)",
     )
     s.add_argument("--blend-pixels", action="store_true", help="sweep: " + BLEND_PIXELS_HELP)
     s.add_argument("--blend-norm", action="store_true", help="sweep: " + BLEND_NORM_HELP)
@@ -216,9 +223,9 @@ def _run_task(args, pool) -> dict:
     elif task == "edit":
         held_out = seeds.TWO_EDIT_HELD_OUT if args.objects == 2 else seeds.EDIT_HELD_OUT
         tuning = seeds.TWO_TUNING if args.objects == 2 else seeds.EDIT_TUNING
-        pairs = _pairs(
-            args, args.pairs or DEFAULT_PAIRS["edit"], tuning if args.tuning else held_out
-        )
+        where = tuning if args.tuning else held_out
+        kinds = tuple(dict.fromkeys(args.kinds)) if args.kinds else None
+        pairs = _pairs(args, args.pairs or DEFAULT_PAIRS["edit"], where, kinds)
         search = None
         if args.search_pairs:
             where = seeds.TWO_TUNING if args.objects == 2 else seeds.V_SEARCH
@@ -244,6 +251,13 @@ def _pairs(args, count: int, where: seeds.Range, kinds: tuple[str, ...] | None =
     """``count`` edit pairs of the world ``--objects`` names, from the seed range ``where``."""
     kw = {"kinds": kinds} if kinds else {}
     if args.objects == 2:
+        if kinds and not set(kinds) <= set(TWO_KINDS):
+            from clp2p.errors import Clp2pError
+
+            raise Clp2pError(
+                f"--kinds {' '.join(kinds)}: two-object pictures have {' and '.join(TWO_KINDS)} "
+                "edits; drop the others or use --objects 1"
+            )
         return make_two_pairs(count, where.first, where.deck, **kw)
     return make_pairs(count, seed=where.deck, first_seed=where.first, **kw)
 

@@ -189,7 +189,8 @@ def two_object_grid(images: list, captions: list[str], rows: list[dict], path: P
     columns = 6
     count = len(images)
     lines = -(-count // columns)
-    fig, axes = plt.subplots(lines, columns, figsize=(columns * 1.9, lines * 2.1), squeeze=False)
+    # two title lines per picture: room for them between the rows (h_pad, in font sizes)
+    fig, axes = plt.subplots(lines, columns, figsize=(columns * 1.9, lines * 2.3), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, image, text, row in zip(axes.ravel(), images, captions, rows, strict=False):
@@ -198,6 +199,6 @@ def two_object_grid(images: list, captions: list[str], rows: list[dict], path: P
         title = f"{' '.join(words[1:3])} +\n{' '.join(words[5:7])} / {words[-2]}"
         ax.imshow(image, interpolation="nearest")
         ax.set_title(title, fontsize=7, color="black" if ok else "red")
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, h_pad=1.0)
     _save(fig, path, dpi=110)
     plt.close(fig)
