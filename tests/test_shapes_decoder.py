@@ -120,6 +120,24 @@ def test_the_denoisers_own_latents_are_drawn_seeded_kept_and_resumed(tiny_model,
     assert len(fewer) == 4 and "resumed" not in capsys.readouterr().out  # other scenes: anew
 
 
+def test_more_scenes_of_the_same_draw_go_on_from_the_kept_latents(tiny_model, tmp_path, capsys):
+    from clp2p.shapes import denoised
+
+    vae = AutoencoderKL.from_pretrained(tiny_model / "vae")
+    drawn = denoised.scenes(7, 3, 0.6)
+    assert drawn[:4] == denoised.scenes(4, 3, 0.6)  # the first scenes of a longer draw
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(denoised, "BATCH", 2)
+        first = denoised.denoised_latents(tiny_model, vae, drawn[:3], 5, tmp_path / "a")
+        capsys.readouterr()
+        more = denoised.denoised_latents(tiny_model, vae, drawn, 5, tmp_path / "a")
+        # kept: 3 latents, of which the whole batches (2) are taken and the rest drawn again
+        assert "resumed the denoised latents at 2" in capsys.readouterr().out
+        fresh = denoised.denoised_latents(tiny_model, vae, drawn, 5, tmp_path / "b")
+    assert torch.equal(more[:2], first[:2])  # the kept batch
+    assert torch.equal(more, fresh)  # as if drawn in one go
+
+
 def test_the_decoder_stage_mixes_the_denoisers_latents_into_its_batches(tiny_model, tmp_path):
     args = ["--init", str(tiny_model), "--out", str(tmp_path / "out")]
     args += ["--work-dir", str(tmp_path / "work"), "--figures", str(tmp_path / "fig")]

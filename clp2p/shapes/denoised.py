@@ -64,15 +64,20 @@ def denoised_latents(
 ) -> torch.Tensor:
     """(N, C, L, L): for each scene of ``drawn`` the latent ``init``'s denoiser draws from it
     (in ``vae``'s unscaled units, as ``vae.decode`` takes them); the noise of scene i is
-    seeded by ``seed + i``. Kept in ``work/denoised.pt`` as it goes; a rerun resumes."""
+    seeded by ``seed + i``. Kept in ``work/denoised.pt`` as it goes; a rerun resumes, and a
+    run asking for more scenes of the same draw (the first ones are the same scenes) goes on
+    from the kept ones."""
     work.mkdir(parents=True, exist_ok=True)
     path = work / "denoised.pt"
     key, done = _key(drawn, seed), []
     if path.exists():
         saved = torch.load(path, weights_only=True)
-        if saved.get("key") == key:
-            done = list(saved["latents"].split(BATCH))
-            print(f"resumed the denoised latents at {sum(len(d) for d in done)}", flush=True)
+        kept = saved["latents"]
+        if len(kept) <= len(drawn) and saved.get("key") == _key(drawn[: len(kept)], seed):
+            whole = len(kept) if len(kept) == len(drawn) else len(kept) // BATCH * BATCH
+            done = list(kept[:whole].split(BATCH)) if whole else []
+            if whole:
+                print(f"resumed the denoised latents at {whole}", flush=True)
     if len(done) * BATCH < len(drawn):  # the pipeline loads only when some are left
         _draw(init, vae, drawn, seed, done, key, path)
     return torch.cat(done)
@@ -100,6 +105,7 @@ def _draw(init, vae, drawn, seed: int, done: list, key: str, path: Path) -> None
         done.append(out / vae.config.scaling_factor)
         last = b + BATCH >= len(drawn)
         if len(done) % SAVE_EVERY == 0 or last:
-            state = {"key": key, "latents": torch.cat(done)}
+            latents = torch.cat(done)  # the key of the scenes drawn so far: see above
+            state = {"key": _key(drawn[: len(latents)], seed), "latents": latents}
             write_with(path, lambda f, state=state: torch.save(state, f))
             print(f"denoised latents: {min(b + BATCH, len(drawn))}/{len(drawn)}", flush=True)
