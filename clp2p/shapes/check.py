@@ -194,9 +194,8 @@ def save_grid(samples: list[Sample], path: Path, columns: int = 9) -> None:
     for ax, s in zip(np.ravel(axes), samples, strict=False):
         ax.imshow(s.image, interpolation="nearest")
         ok = s.read == s.asked
-        ax.set_title(
-            "\n".join(s.asked[:2]) + f"\n/{s.asked[2]}", fontsize=6, color="black" if ok else "red"
-        )
+        title = f"{s.asked[0]} {s.asked[1]} / {s.asked[2]}"  # one line: no overlap
+        ax.set_title(title, fontsize=6, color="black" if ok else "red")
     fig.tight_layout(pad=0.3)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
