@@ -56,12 +56,8 @@ CHIPS_PER_ROW = 4
 
 
 def _words(prompt: str) -> list[str]:
-    seen: list[str] = []
-    for w in prompt.split():
-        n = normalise_word(w)
-        if n and n not in seen:
-            seen.append(n)
-    return seen
+    """The prompt's words, normalised, each once, in order."""
+    return list(dict.fromkeys(n for n in map(normalise_word, prompt.split()) if n))
 
 
 class ParamsPanel(QWidget):
@@ -146,13 +142,15 @@ class ParamsPanel(QWidget):
         row.addWidget(self.k, 1)
         row.addWidget(self.k_label)
         row.addWidget(self.blend_start)
-        self.blend_pixels = QCheckBox("pixels")
+        form.addRow("k (blend)", row)
+        switches = QHBoxLayout()  # what else the blend keeps of its source
+        self.blend_pixels = QCheckBox("source pixels")
         self.blend_pixels.setToolTip(BLEND_PIXELS_HELP)
-        row.addWidget(self.blend_pixels)
         self.blend_norm = QCheckBox("source norm")
         self.blend_norm.setToolTip(BLEND_NORM_HELP)
-        row.addWidget(self.blend_norm)
-        form.addRow("k (blend)", row)
+        switches.addWidget(self.blend_pixels)
+        switches.addWidget(self.blend_norm)
+        form.addRow("Blend keeps", switches)
         self.blend = QLineEdit()
         self.blend.setPlaceholderText("blend words (default: the changed words)")
         form.addRow("Blend words", self.blend)
