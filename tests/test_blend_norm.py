@@ -94,3 +94,20 @@ def test_on_the_shapes_model_latents_alone_repaint_and_pixels_or_source_norm_do_
     assert np.abs(norm[corner] - src[corner]).mean() < 3  # decoded as the source was
     square = np.s_[20:44, 4:28]  # the edited square: blue
     assert norm[square][..., 2].mean() > norm[square][..., 0].mean() + 40
+
+
+def test_an_edit_back_decodes_to_the_picture_it_started_from(shapes_engine):
+    # A -> B (blend_norm) -> back to A (blend_norm, from B): the reversal's latent is A's, and
+    # it is decoded with the statistics B took from A, so it is A's picture to the pixel
+    from clp2p.model.params import Branch
+
+    source, target = TWO, TWO.replace("orange", "blue")
+    settings = shapes_engine.card.settings(seed=30009)
+    words = ("orange", "blue", "square")
+    params = preset("cl-p2p").with_(kind="swap", k=0.3, blend_words=words, blend_norm=True)
+    out = shapes_engine.render(
+        [Branch(source), Branch(target, 0, params), Branch(source, 1, params)], settings
+    )
+    a, b, back = out.images
+    np.testing.assert_allclose(out.latents[2], out.latents[0], atol=1e-5)  # float rounding
+    assert np.array_equal(back, a) and not np.array_equal(b, a)

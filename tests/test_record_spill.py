@@ -65,7 +65,8 @@ def _tensors(r: BranchRecord) -> list:
     """Every slot of a record, in a fixed order (None where nothing was kept)."""
     slots = [t for k in sorted(r.self_qkv) for t in r.self_qkv[k]]
     slots += [t for k in sorted(r.cross) for t in r.cross[k]]
-    return slots + r.latents + r.blend_sum + [r.image]
+    norms = [t for pair in r.norms or () for t in pair]
+    return slots + r.latents + r.blend_sum + [r.image] + norms
 
 
 def _same(a: BranchRecord, b: BranchRecord) -> bool:
@@ -91,6 +92,7 @@ def test_a_record_round_trips_through_disk(tiny_engine, tmp_path):
     rendered = renderer.cache.get(n2)
     spill = RecordSpill(tmp_path / "r", 2**30, "engine")
     assert rendered.image is not None and rendered.image.dtype == torch.uint8
+    assert rendered.norms and all(m.dtype == torch.float32 for m, _ in rendered.norms)
     for key, record in ((n2, rendered), ("hand-made", _record())):
         assert spill.put(key, record)
         back = spill.get(key)
@@ -216,6 +218,10 @@ DAMAGE = {
     "a fifo": _fifo,  # the lookup does not wait on it
     "bad image": lambda path, spill, key: torch.save(
         {**record_spill._document(key, spill.identity, _record()), "image": torch.ones(2, 2)},
+        path,
+    ),
+    "bad norms": lambda path, spill, key: torch.save(
+        {**record_spill._document(key, spill.identity, _record()), "norms": [[torch.ones(2)]]},
         path,
     ),
     "bad window": lambda path, spill, key: torch.save(

@@ -63,12 +63,14 @@ class AttentionController:
         """The records kept so far, by branch."""
         return self.recorder.records
 
-    def finish(self, images: list) -> list:
+    def finish(self, images: list, norms: dict | None = None) -> list:
         """The decoded pictures (uint8 (H, W, 3) by branch) as shown: with local blend's
-        pixels pasted (:meth:`LocalBlend.paste`), each kept in its branch's record."""
+        pixels pasted (:meth:`LocalBlend.paste`), each kept in its branch's record with the
+        decoder statistics it was decoded with (``norms``, by branch)."""
         images = self.blend.paste(images, images[0].shape[0] // self.blend.latent_hw[0])
         for b, record in self.records.items():
             record.image = torch.from_numpy(images[b].copy())  # the record owns its picture
+            record.norms = (norms or {}).get(b)
         return images
 
     def begin_step(self, step: int) -> None:

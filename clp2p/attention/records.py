@@ -34,12 +34,17 @@ class BranchRecord:
     # the branch's picture as shown, (H, W, 3) uint8: what an edit that keeps its source's
     # pixels outside the blend mask lays itself over (set after decoding)
     image: torch.Tensor | None = None
+    # the VAE decoder statistics the picture was decoded with, (mean, variance) per norm
+    # call, each (1, groups, 1) float32: what an edit decoded with its source's statistics
+    # (``blend_norm``) takes (set after decoding)
+    norms: list[tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @property
     def nbytes(self) -> int:
         tensors = [t for qkv in self.self_qkv.values() for t in qkv]
         tensors += [t for pv in self.cross.values() for t in pv]
         tensors += self.latents + self.blend_sum + [self.image]
+        tensors += [t for pair in self.norms or () for t in pair]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 

@@ -248,8 +248,8 @@ class Engine:
             latents = self._denoise(inputs, controller, options, inversion, on_step, cancel)
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled before decoding")
-            decoded = decode_branches(self.pipe.vae, self.decode, latents, controller.blend)
-            images = controller.finish(decoded)  # as shown (local blend's pixels)
+            decoded = decode_branches(self.pipe.vae, self.decode, latents, controller)
+            images = controller.finish(*decoded)  # as shown (local blend's pixels)
         return RenderResult(
             branches=inputs.branches,
             settings=inputs.settings,

@@ -14,7 +14,7 @@ from clp2p.attention.records import to_device
 from clp2p.model.params import RECORDED
 
 if TYPE_CHECKING:
-    from clp2p.attention.blend import LocalBlend
+    from clp2p.attention.control import AttentionController
 
 
 def keep_vae_precise(pipe, dtype: torch.dtype, xl: bool) -> None:
@@ -111,31 +111,44 @@ class DecoderNorms:
         return y.to(output.dtype)
 
 
-def decode_branches(vae, decode, latents: torch.Tensor, blend: LocalBlend) -> list[np.ndarray]:
+Stats = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def decode_branches(
+    vae, decode, latents: torch.Tensor, controller: AttentionController
+) -> tuple[list[np.ndarray], dict[int, Stats]]:
     """The final latents (branches, C, h, w) decoded one at a time by ``decode`` (as the UNet
-    passes); each ``blend_norm`` edit of ``blend`` with the statistics of its source's final
-    latent (a recorded source's from its record), which its source is decoded with too."""
+    passes), and the decoder statistics each branch the ``controller`` records was decoded
+    with.
+
+    Each ``blend_norm`` edit of the controller's local blend is decoded with the statistics
+    its source was decoded with (a recorded source's are in its record), any other branch
+    with its own. So a chain of local edits is normalised as the picture it started from,
+    and an edit back to that picture, whose latent is that picture's, decodes to it."""
+    blend, keep = controller.blend, set(controller.records)
     borrow = blend.norm_sources()
-    if not borrow:
-        return [image for z in latents.split(1) for image in decode(z)]
-    norms, stats = DecoderNorms(vae), {}
-
-    def lend(source: int, z: torch.Tensor) -> list[np.ndarray]:
-        with norms.recording() as taken:
-            images = decode(z)
-        stats[source] = taken
-        return images
-
     lenders = set(borrow.values())
+    if not borrow and not keep:
+        return [image for z in latents.split(1) for image in decode(z)], {}
+    norms, stats = DecoderNorms(vae), {}
     if RECORDED in lenders:
-        lend(RECORDED, to_device(blend.record.latents[-1], latents)[None])
+        stats[RECORDED] = blend.record.norms or _own(norms, decode, blend.record, latents)
     images: list[np.ndarray] = []
     for b, z in enumerate(latents.split(1)):
         if b in borrow:
-            with norms.using(stats[borrow[b]]):
+            stats[b] = stats[borrow[b]]
+            with norms.using(stats[b]):
                 images += decode(z)
-            if b in lenders:  # an edit of this edit borrows this latent's own statistics
-                lend(b, z)
+        elif b in lenders or b in keep:
+            with norms.recording() as stats[b]:
+                images += decode(z)
         else:
-            images += lend(b, z) if b in lenders else decode(z)
-    return images
+            images += decode(z)
+    return images, {b: s for b, s in stats.items() if b in keep}
+
+
+def _own(norms: DecoderNorms, decode, record, like: torch.Tensor) -> Stats:
+    """The statistics of a record's final latent, for a record that kept none."""
+    with norms.recording() as stats:
+        decode(to_device(record.latents[-1], like)[None])
+    return stats

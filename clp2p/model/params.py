@@ -156,12 +156,13 @@ class EditParams:
     latents outside the mask are the source's either way, but the VAE's decoder normalises
     over the whole latent, so a local change can still move far pixels; prompt-to-prompt
     blends latents only (False, the default).
-    ``blend_norm``: a local-blend edit is decoded with the decoder statistics of its source's
-    final latent (the mean and variance each of the VAE decoder's GroupNorms takes over the
+    ``blend_norm``: a local-blend edit is decoded with the decoder statistics its source was
+    decoded with (the mean and variance each of the VAE decoder's GroupNorms takes over the
     whole picture) instead of its own: outside the mask its latent is its source's, and so is
     its normalisation, so the decoder does not repaint the picture when the region inside the
-    mask shifts the statistics. Prompt-to-prompt decodes each latent alone (False, the
-    default).
+    mask shifts the statistics; a chain of such edits is normalised as the picture it started
+    from, so an edit back to it decodes to it exactly. Prompt-to-prompt decodes each latent
+    alone (False, the default).
     ``inject_uncond``: also edit the unconditional half of classifier-free guidance
     (prompt-to-prompt edits only the conditional half).
     ``refine_pad``: how a refinement maps the padding after the end token (see

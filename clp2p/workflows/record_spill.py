@@ -28,7 +28,7 @@ from clp2p.model.reuse import RecordSpec
 
 DEFAULT_SPILL = 0  # bytes: off unless asked, since records are GiBs beside the user's files
 FORMAT = "clp2p-record"
-VERSION = 1
+VERSION = 2  # 2: records keep their decoder statistics (``norms``)
 SUFFIX = ".record"
 _NAME = re.compile(r"[0-9a-f]{64}\.record")
 _TEMPORARY = re.compile(r"\.[0-9a-f]{64}\.record\..*\.tmp")  # atomic.write_with's, left by a kill
@@ -210,6 +210,7 @@ def _document(key: str, identity: str, record: BranchRecord) -> dict:
         "latents": list(record.latents),
         "blend_sum": list(record.blend_sum),
         "image": record.image,
+        "norms": None if record.norms is None else [list(pair) for pair in record.norms],
         "spec": {
             "self_qk": _window(spec.self_qk),
             "self_pixels": spec.self_pixels,
@@ -266,6 +267,11 @@ def _record(doc: object, key: str, identity: str) -> BranchRecord:
     _check(isinstance(spec, dict), "spec")
     image = tensor(doc.get("image"), optional=True)
     _check(image is None or (image.dtype == torch.uint8 and image.dim() == 3), "image")
+    norms = doc.get("norms")
+    _check(norms is None or isinstance(norms, list), "norms")
+    for pair in norms or ():
+        _check(isinstance(pair, list) and len(pair) == 2, "a norm's statistics")
+        _check(all(tensor(t).dtype == torch.float32 and t.dim() == 3 for t in pair), "a norm")
     pixels = spec.get("self_pixels")
     _check(pixels is None or type(pixels) is int, "self_pixels")
     return BranchRecord(
@@ -276,6 +282,7 @@ def _record(doc: object, key: str, identity: str) -> BranchRecord:
         latents=[tensor(t) for t in doc["latents"]],
         blend_sum=[tensor(t) for t in doc["blend_sum"]],
         image=image,
+        norms=None if norms is None else [tuple(pair) for pair in norms],
         spec=RecordSpec(
             self_qk=window(spec.get("self_qk")),
             self_pixels=pixels,

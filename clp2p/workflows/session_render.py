@@ -203,6 +203,8 @@ class SessionRenderer:
             lacks = source.spec.lacks(params, steps)
             if not lacks and params.blend_pixels and source.image is None:
                 lacks = "its picture"
+            if not lacks and params.blend_norm and source.norms is None:
+                lacks = "its decoder statistics"
             if not lacks:
                 return j + 1, source, f"rendered from {chain[j].id}: {note}" if note else ""
             note = note or f"the cached record of {chain[j].id} lacks {lacks}"
