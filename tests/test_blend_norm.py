@@ -55,16 +55,19 @@ def test_own_statistics_decode_as_the_decoder_does_and_others_change_it(tiny_vae
     with norms.using(stats_a):
         b_as_a = _decode(tiny_vae, b)
     assert (b_as_a - _decode(tiny_vae, b)).abs().mean() > 1e-2
-    assert not any(m._forward_hooks for m in norms.norms)  # no hook outlives its block
+    assert all("forward" not in m.__dict__ for m in norms.norms)  # nothing outlives a block
 
 
-def test_statistics_of_another_size_are_refused(tiny_vae):
+def test_statistics_that_do_not_fit_the_decode_are_refused(tiny_vae):
     norms = DecoderNorms(tiny_vae)
     with norms.recording() as stats:
         _decode(tiny_vae, torch.randn(1, 4, 8, 8))
-    with pytest.raises(RuntimeError, match="norms"), norms.using(stats[:-1]):
+    with pytest.raises(RuntimeError, match="norms"), norms.using(stats[:-1]):  # too few
         _decode(tiny_vae, torch.randn(1, 4, 8, 8))
-    assert not any(m._forward_hooks for m in norms.norms)
+    three = [(m.repeat(3, 1, 1), v.repeat(3, 1, 1)) for m, v in stats]
+    with pytest.raises(RuntimeError, match="statistics of shape"), norms.using(three):
+        _decode(tiny_vae, torch.randn(2, 4, 8, 8))  # another batch
+    assert all("forward" not in m.__dict__ for m in norms.norms)  # each norm its own again
 
 
 @pytest.fixture(scope="module")

@@ -234,6 +234,7 @@ CASES = {
     "blend-pixels-null": (put(f"{P}.blend_pixels", None), REFUSE),
     "blend-norm-string": (put(f"{P}.blend_norm", "true"), REFUSE),
     "blend-norm-number": (put(f"{P}.blend_norm", 0), REFUSE),
+    "blend-norm-null": (put(f"{P}.blend_norm", None), REFUSE),
     "blend-words-numbers": (put(f"{P}.blend_words", [1]), REFUSE),
     "blend-word-huge": (put(f"{P}.blend_words", ["w" * 300]), REFUSE),
     "reweight-NaN": (raw(f"{P}.reweight.blue", "NaN"), REFUSE),

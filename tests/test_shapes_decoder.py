@@ -138,6 +138,23 @@ def test_more_scenes_of_the_same_draw_go_on_from_the_kept_latents(tiny_model, tm
     assert torch.equal(more, fresh)  # as if drawn in one go
 
 
+def test_kept_latents_that_cannot_serve_are_drawn_anew(tmp_path):
+    from clp2p.shapes import denoised
+
+    drawn = denoised.scenes(3, 3, 0.6)
+    path = tmp_path / "denoised.pt"
+    for junk in (b"not a tensor file", None):
+        if junk is None:
+            torch.save({"weights": torch.ones(2)}, path)  # foreign: no latents, no key
+        else:
+            path.write_bytes(junk)
+        assert denoised._resumed(path, drawn, 5) == []
+    latents = torch.ones(3, 4, 2, 2)
+    torch.save({"key": denoised._key(drawn, 5), "latents": latents}, path)  # the whole draw
+    assert torch.equal(torch.cat(denoised._resumed(path, drawn, 5)), latents)
+    assert denoised._resumed(path, drawn, 6) == []  # another noise seed
+
+
 def test_the_decoder_stage_mixes_the_denoisers_latents_into_its_batches(tiny_model, tmp_path):
     args = ["--init", str(tiny_model), "--out", str(tmp_path / "out")]
     args += ["--work-dir", str(tmp_path / "work"), "--figures", str(tmp_path / "fig")]

@@ -12,6 +12,7 @@ from clp2p.errors import Clp2pError
 from clp2p.model.imported import ImportedImage, Inversion
 from clp2p.model.params import CrossWindow, EditParams, StepWindow
 from clp2p.model.presets import preset
+from clp2p.model.session import SCHEMA_VERSION as SCHEMA
 from clp2p.model.session import Session, image_hash
 from clp2p.model.settings import RenderSettings
 from clp2p.model.sweep import (
@@ -291,6 +292,22 @@ def test_a_manifest_line_fills_the_defaults_and_its_preset():
     assert edit.params == preset("p2p").with_(k=0.5, kind="swap")
     assert dict(item.values) == {"name": "x", "seed": "3"}
     assert item.picture is None and item.session.model == "shapes"
+
+
+def test_a_manifest_line_takes_every_edit_field_a_session_file_can_hold():
+    import json
+
+    from clp2p.resources import resources_dir
+    from clp2p.workflows.manifest import PARAM_FIELDS
+
+    schema = json.loads(
+        (resources_dir() / "schemas" / f"session-v{SCHEMA}.schema.json").read_text()
+    )
+    assert set(PARAM_FIELDS) == set(schema["$defs"]["params"]["properties"])
+    data = {"prompt": PROMPT, "target": TARGET, "k": 0.3, "blend_norm": True}
+    data |= {"blend_pixels": True, "blend_start": 0.2}
+    edit = manifest_item(1, data, SETTINGS, "shapes").session.nodes[-1].params
+    assert (edit.blend_norm, edit.blend_pixels, edit.blend_start) == (True, True, 0.2)
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from clp2p.attention.blend import LocalBlend
 from clp2p.attention.layout import PassLayout
 from clp2p.attention.plan import EditPlan
 from clp2p.attention.recorder import AttentionRecorder
-from clp2p.attention.records import BranchRecord, BranchRecorder
+from clp2p.attention.records import BranchRecord, BranchRecorder, to_host
 from clp2p.attention.sources import SourceStore
 
 
@@ -70,7 +70,8 @@ class AttentionController:
         images = self.blend.paste(images, images[0].shape[0] // self.blend.latent_hw[0])
         for b, record in self.records.items():
             record.image = torch.from_numpy(images[b].copy())  # the record owns its picture
-            record.norms = (norms or {}).get(b)
+            stats = (norms or {}).get(b)  # kept on the host, as the rest of the record
+            record.norms = None if stats is None else [tuple(map(to_host, p)) for p in stats]
         return images
 
     def begin_step(self, step: int) -> None:

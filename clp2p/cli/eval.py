@@ -17,8 +17,8 @@ from clp2p.shapes.evaluate import (
     run_sweep,
     timed,
 )
-from clp2p.shapes.scoring import make_pairs
-from clp2p.shapes.two_objects import TWO_KINDS, make_two_pairs
+from clp2p.shapes.scoring import KINDS, make_pairs
+from clp2p.shapes.two_objects import check_kinds, make_two_pairs
 
 DEFAULT_PAIRS = {"edit": 60, "sweep": 12, "picture-cycle": 36, "localise": 60}
 TASKS = ("generate", "localise", "edit", "sweep", "picture-cycle")
@@ -47,6 +47,20 @@ def add_parser(sub) -> None:
         help="edit / sweep / picture-cycle: edit one-object pictures, or one object of "
         "two-object pictures",
     )
+    _add_edit_args(s)
+    s.add_argument("--json", help="write the results to this file")
+    s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
+    s.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
+    s.add_argument("--guidance", type=float, help="CFG scale (default: the model's)")
+    add_model_args(s)
+    add_run_args(s)
+    finish(s, cmd_eval)
+    # many renders in a row: see clp2p.cli.main; Ray's workers start before torch loads here
+    s.set_defaults(passive_threads=True, early=_early)
+
+
+def _add_edit_args(s) -> None:
+    """The edit, V and local-blend arguments of ``clp2p eval shapes``."""
     s.add_argument(
         "--k",
         type=float,
@@ -77,21 +91,12 @@ def add_parser(sub) -> None:
     s.add_argument(
         "--kinds",
         nargs="+",
-        choices=("colour", "shape", "background"),
+        choices=KINDS,
         help="edit: only these edit kinds (default: every kind of the world, taking turns; "
         "two-object pictures have colour and shape)",
     )
     s.add_argument("--blend-pixels", action="store_true", help="sweep: " + BLEND_PIXELS_HELP)
     s.add_argument("--blend-norm", action="store_true", help="sweep: " + BLEND_NORM_HELP)
-    s.add_argument("--json", help="write the results to this file")
-    s.add_argument("--figures", help="write the figures (eval-*.png) into this folder")
-    s.add_argument("--steps", type=int, help="DDIM steps (default: the model's)")
-    s.add_argument("--guidance", type=float, help="CFG scale (default: the model's)")
-    add_model_args(s)
-    add_run_args(s)
-    finish(s, cmd_eval)
-    # many renders in a row: see clp2p.cli.main; Ray's workers start before torch loads here
-    s.set_defaults(passive_threads=True, early=_early)
 
 
 def _v_setting(text: str) -> VSetting:
@@ -178,10 +183,14 @@ def _report(result: dict) -> str:
 def _early(args) -> None:
     if args.model is None:
         args.model = "shapes"
-    if args.task == "picture-cycle" and args.ray:
-        from clp2p.errors import Clp2pError
+    from clp2p.errors import Clp2pError
 
+    if args.task == "picture-cycle" and args.ray:
         raise Clp2pError("--ray: the picture cycle runs in this process: drop --ray")
+    if args.kinds and args.task != "edit":
+        raise Clp2pError(f"--kinds: only --task edit takes edit kinds ({args.task} does not)")
+    if args.kinds and args.objects == 2:
+        check_kinds(tuple(args.kinds))  # before the model loads
     start_early(args, args.model, adapters_of(args))
 
 
@@ -241,7 +250,7 @@ def _run_task(args, pool) -> dict:
         where = seeds.TWO_TUNING if args.objects == 2 else seeds.EDIT_TUNING
         pairs = _pairs(args, args.pairs or DEFAULT_PAIRS["sweep"], where, ("colour",))
         pixels, norm = args.blend_pixels, args.blend_norm
-        result = timed(lambda: run_sweep(pool, pairs, settings, batch, pixels, norm))
+        result = timed(lambda: run_sweep(pool, pairs, settings, batch, pixels=pixels, norm=norm))
     result["settings"] = {"steps": settings.steps, "guidance": settings.guidance}
     result["objects"] = args.objects
     return result
@@ -251,13 +260,6 @@ def _pairs(args, count: int, where: seeds.Range, kinds: tuple[str, ...] | None =
     """``count`` edit pairs of the world ``--objects`` names, from the seed range ``where``."""
     kw = {"kinds": kinds} if kinds else {}
     if args.objects == 2:
-        if kinds and not set(kinds) <= set(TWO_KINDS):
-            from clp2p.errors import Clp2pError
-
-            raise Clp2pError(
-                f"--kinds {' '.join(kinds)}: two-object pictures have {' and '.join(TWO_KINDS)} "
-                "edits; drop the others or use --objects 1"
-            )
         return make_two_pairs(count, where.first, where.deck, **kw)
     return make_pairs(count, seed=where.deck, first_seed=where.first, **kw)
 

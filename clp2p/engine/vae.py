@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,69 +50,86 @@ def latent_images(vae, image_processor, latents: torch.Tensor) -> list[np.ndarra
     return [np.ascontiguousarray((a * 255).round().astype(np.uint8)) for a in arr]
 
 
+Stats = list[tuple[torch.Tensor, torch.Tensor]]
+
+
 class DecoderNorms:
     """The VAE decoder's GroupNorm statistics taken from one decode and used in another.
 
     The decoder normalises every feature map over the whole picture, so the statistics of a
     latent that is mostly its source's but carries another picture's region inside a mask
     (local blend) can shift, and the decoder then repaints pixels far from the mask. An edit
-    decoded :meth:`using` the statistics :meth:`recording` took from its source's latent is
-    normalised as its source was. Statistics are matched to the decoder's norms by the order
-    they run in, which is fixed for latents of one size (tiled decoding included), and are
-    kept in float32 whatever the VAE's dtype."""
+    decoded :meth:`using` the statistics :meth:`recording` took from its source's decode is
+    normalised as its source was. Statistics are (mean, variance) per norm call, each
+    (batch, groups, 1) in float32, matched to the decoder's norms by the order they run in
+    (fixed for latents of one size)."""
 
     def __init__(self, vae) -> None:
         self.norms = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
-        self._stats: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._stats: Stats = []
         self._using = False
         self._next = 0
 
     @contextmanager
-    def recording(self) -> Iterator[list[tuple[torch.Tensor, torch.Tensor]]]:
-        """Decodes inside the block are unchanged; the list it yields then holds their
-        statistics, (mean, variance) per norm call, each (batch, groups, 1)."""
+    def recording(self) -> Iterator[Stats]:
+        """Decodes inside the block are unchanged (each norm runs as it always does); the list
+        it yields then holds their statistics."""
         self._stats, self._using = [], False
-        with self._hooked():
+        with self._patched():
             yield self._stats
 
     @contextmanager
-    def using(self, stats: list[tuple[torch.Tensor, torch.Tensor]]) -> Iterator[None]:
+    def using(self, stats: Stats) -> Iterator[None]:
         """Decodes inside the block normalise with ``stats`` (from :meth:`recording` of a
         decode of a latent of the same size) instead of their own."""
         self._stats, self._using, self._next = stats, True, 0
-        with self._hooked():
+        with self._patched():
             yield
         if self._next != len(stats):
             raise RuntimeError(f"decoder ran {self._next} norms with {len(stats)} statistics")
 
     @contextmanager
-    def _hooked(self) -> Iterator[None]:
-        handles = [m.register_forward_hook(self._hook) for m in self.norms]
+    def _patched(self) -> Iterator[None]:
+        """Inside the block each norm runs :meth:`_norm`; after it, what it ran before."""
+        before = [(m, m.__dict__.get("forward")) for m in self.norms]
+        for m in self.norms:
+            m.forward = partial(self._norm, m, m.forward)
         try:
             yield
         finally:
-            for h in handles:
-                h.remove()
+            for m, forward in before:
+                if forward is None:
+                    del m.forward  # the class's own again
+                else:
+                    m.forward = forward
 
-    def _hook(self, norm: torch.nn.GroupNorm, args: tuple, output: torch.Tensor):
-        x = args[0]
-        groups = x.float().reshape(x.shape[0], norm.num_groups, -1)
+    def _norm(self, norm: torch.nn.GroupNorm, native, x: torch.Tensor) -> torch.Tensor:
         if not self._using:
-            var, mean = torch.var_mean(groups, dim=-1, correction=0, keepdim=True)
-            self._stats.append((mean, var))
-            return None
+            self._stats.append(group_stats(x, norm.num_groups))
+            return native(x)
         if self._next >= len(self._stats):
             raise RuntimeError(f"decoder ran more norms than the {len(self._stats)} recorded")
-        mean, var = self._stats[self._next]
+        mean, var = (t.to(x.device) for t in self._stats[self._next])
         self._next += 1
-        y = ((groups - mean) * torch.rsqrt(var + norm.eps)).reshape(x.shape)
+        if mean.shape[1] != norm.num_groups or mean.shape[0] not in (1, x.shape[0]):
+            raise RuntimeError(f"statistics of shape {tuple(mean.shape)} for {tuple(x.shape)}")
+        # per channel: y = x * scale + shift, the norm and its affine folded together
+        scale = torch.rsqrt(var + norm.eps).repeat_interleave(x.shape[1] // norm.num_groups, 1)
+        shift = -mean.repeat_interleave(x.shape[1] // norm.num_groups, 1) * scale
         if norm.affine:
-            shape = (1, -1) + (1,) * (x.dim() - 2)
-            y = y * norm.weight.float().reshape(shape) + norm.bias.float().reshape(shape)
-        return y.to(output.dtype)
+            scale = scale * norm.weight.float()[None, :, None]
+            shift = shift * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
+        shape = (scale.shape[0], -1) + (1,) * (x.dim() - 2)
+        return torch.addcmul(shift.to(x.dtype).reshape(shape), x, scale.to(x.dtype).reshape(shape))
 
 
-Stats = list[tuple[torch.Tensor, torch.Tensor]]
+def group_stats(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, variance) of ``x`` (batch, channels, ...) over each of ``groups`` channel
+    groups and every position, each (batch, groups, 1) in float32, a group at a time (no
+    float32 copy of a whole half-precision activation)."""
+    parts = x.reshape(x.shape[0], groups, -1).split(1, dim=1)
+    pairs = [torch.var_mean(g.float(), dim=-1, correction=0, keepdim=True) for g in parts]
+    return torch.cat([m for _, m in pairs], 1), torch.cat([v for v, _ in pairs], 1)
 
 
 def decode_branches(
@@ -124,15 +142,17 @@ def decode_branches(
     Each ``blend_norm`` edit of the controller's local blend is decoded with the statistics
     its source was decoded with (a recorded source's are in its record), any other branch
     with its own. So a chain of local edits is normalised as the picture it started from,
-    and an edit back to that picture, whose latent is that picture's, decodes to it."""
+    and an edit back to that picture, whose latent is that picture's, decodes to it (to float
+    rounding)."""
     blend, keep = controller.blend, set(controller.records)
     borrow = blend.norm_sources()
     lenders = set(borrow.values())
     if not borrow and not keep:
         return [image for z in latents.split(1) for image in decode(z)], {}
     norms, stats = DecoderNorms(vae), {}
-    if RECORDED in lenders:
-        stats[RECORDED] = blend.record.norms or _own(norms, decode, blend.record, latents)
+    if RECORDED in lenders:  # a record made outside sessions may have kept none
+        kept = blend.record.norms
+        stats[RECORDED] = kept if kept is not None else _own(norms, decode, blend.record, latents)
     images: list[np.ndarray] = []
     for b, z in enumerate(latents.split(1)):
         if b in borrow:
@@ -148,7 +168,9 @@ def decode_branches(
 
 
 def _own(norms: DecoderNorms, decode, record, like: torch.Tensor) -> Stats:
-    """The statistics of a record's final latent, for a record that kept none."""
+    """The statistics of a record's final latent, for a record that kept none (a
+    :class:`~clp2p.engine.engine.Recording` made by hand: sessions never serve a
+    ``blend_norm`` edit from a record without them, see ``session_render``)."""
     with norms.recording() as stats:
         decode(to_device(record.latents[-1], like)[None])
     return stats

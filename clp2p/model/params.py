@@ -41,8 +41,8 @@ BLEND_PIXELS_HELP = (
 """What ``blend_pixels`` does, in the words the CLI's help and the studio's tooltip show."""
 
 BLEND_NORM_HELP = (
-    "decode a local-blend edit with its source's decoder statistics, so that the VAE repaints "
-    "nothing outside the mask (off: with its own, as prompt-to-prompt)"
+    "decode a local-blend edit with its source's decoder statistics, so that the VAE does not "
+    "repaint the picture far from the mask (off: with its own, as prompt-to-prompt)"
 )
 """What ``blend_norm`` does, in the words the CLI's help and the studio's tooltip show."""
 
@@ -161,8 +161,8 @@ class EditParams:
     whole picture) instead of its own: outside the mask its latent is its source's, and so is
     its normalisation, so the decoder does not repaint the picture when the region inside the
     mask shifts the statistics; a chain of such edits is normalised as the picture it started
-    from, so an edit back to it decodes to it exactly. Prompt-to-prompt decodes each latent
-    alone (False, the default).
+    from, so an edit back to it decodes to it (to float rounding). Prompt-to-prompt decodes
+    each latent alone (False, the default).
     ``inject_uncond``: also edit the unconditional half of classifier-free guidance
     (prompt-to-prompt edits only the conditional half).
     ``refine_pad``: how a refinement maps the padding after the end token (see
@@ -285,6 +285,13 @@ class EditParams:
             "inject_uncond": self.inject_uncond,
             **({"refine_pad": self.refine_pad} if self.refine_pad != "reference" else {}),
         }
+
+    @classmethod
+    def json_keys(cls) -> tuple[str, ...]:
+        """Every key :meth:`to_json` can write (some only when set): a session file's
+        spelling of the edit's fields."""
+        every = cls(self_layers=(1, 1), k=0.3, blend_start=0.1, blend_pixels=True)
+        return tuple(every.with_(blend_norm=True, refine_pad="shifted").to_json())
 
     @classmethod
     def from_json(cls, data: dict) -> EditParams:

@@ -69,24 +69,37 @@ def denoised_latents(
     from the kept ones."""
     work.mkdir(parents=True, exist_ok=True)
     path = work / "denoised.pt"
-    key, done = _key(drawn, seed), []
-    if path.exists():
-        saved = torch.load(path, weights_only=True)
-        kept = saved["latents"]
-        if len(kept) <= len(drawn) and saved.get("key") == _key(drawn[: len(kept)], seed):
-            whole = len(kept) if len(kept) == len(drawn) else len(kept) // BATCH * BATCH
-            done = list(kept[:whole].split(BATCH)) if whole else []
-            if whole:
-                print(f"resumed the denoised latents at {whole}", flush=True)
+    done = _resumed(path, drawn, seed)
+    if done:
+        print(f"resumed the denoised latents at {sum(len(d) for d in done)}", flush=True)
     if len(done) * BATCH < len(drawn):  # the pipeline loads only when some are left
-        _draw(init, vae, drawn, seed, done, key, path)
+        _draw(init, vae, drawn, seed, done, path)
     return torch.cat(done)
 
 
-def _draw(init, vae, drawn, seed: int, done: list, key: str, path: Path) -> None:
+def _resumed(path: Path, drawn: list[world.MultiScene], seed: int) -> list[torch.Tensor]:
+    """The kept latents in ``path`` that serve ``drawn``, in whole batches: a draw of its
+    first scenes (keyed by them; a file that keyed the whole draw also serves). Anything
+    else there (another draw, a foreign or damaged file) serves nothing."""
+    if not path.exists():
+        return []
+    try:
+        saved = torch.load(path, weights_only=True)
+    except Exception:  # a damaged file fails anywhere in torch's reader: draw anew
+        return []
+    kept = saved.get("latents") if isinstance(saved, dict) else None
+    if not isinstance(kept, torch.Tensor) or not 0 < len(kept) <= len(drawn):
+        return []
+    if saved.get("key") not in (_key(drawn[: len(kept)], seed), _key(drawn, seed)):
+        return []
+    whole = len(kept) if len(kept) == len(drawn) else len(kept) // BATCH * BATCH
+    return list(kept[:whole].split(BATCH)) if whole else []
+
+
+def _draw(init, vae, drawn, seed: int, done: list, path: Path) -> None:
     """Draw the latents of the scenes after those in ``done`` into it (batches of
-    :data:`BATCH`), saving all of them under ``key`` every :data:`SAVE_EVERY` batches and
-    at the end."""
+    :data:`BATCH`), saving all of them, keyed by the scenes drawn so far, every
+    :data:`SAVE_EVERY` batches and at the end."""
     settings = card_of(str(init)).settings()
     pipe = _pipeline(init, vae)
     for b in range(len(done) * BATCH, len(drawn), BATCH):
@@ -105,7 +118,7 @@ def _draw(init, vae, drawn, seed: int, done: list, key: str, path: Path) -> None
         done.append(out / vae.config.scaling_factor)
         last = b + BATCH >= len(drawn)
         if len(done) % SAVE_EVERY == 0 or last:
-            latents = torch.cat(done)  # the key of the scenes drawn so far: see above
+            latents = torch.cat(done)
             state = {"key": _key(drawn[: len(latents)], seed), "latents": latents}
             write_with(path, lambda f, state=state: torch.save(state, f))
             print(f"denoised latents: {min(b + BATCH, len(drawn))}/{len(drawn)}", flush=True)

@@ -39,12 +39,7 @@ from clp2p.model.params import (
 )
 from clp2p.model.presets import preset
 from clp2p.model.settings import RenderSettings
-from clp2p.shapes.scoring import (
-    KINDS,
-    METRICS,
-    EditPair,
-    summarise,
-)
+from clp2p.shapes.scoring import KINDS, METRICS, EditPair, summarise
 
 NO_INJECTION = EditParams(
     kind="swap",
@@ -374,16 +369,12 @@ def sweep_edits(pixels: bool = False, norm: bool = False) -> dict[str, EditParam
 
 
 def run_sweep(
-    runner,
-    pairs: list[EditPair],
-    settings: RenderSettings,
-    batch_branches=False,
-    pixels=False,
-    norm=False,
+    runner, pairs: list[EditPair], settings: RenderSettings, batch_branches=False, **blend
 ) -> dict:
-    """Colour swaps over the study's grid (see :func:`sweep_edits`); the surfaces of success
-    and mask IoU."""
-    edits = sweep_edits(pixels, norm)
+    """Colour swaps over the study's grid (see :func:`sweep_edits`, which takes ``blend``:
+    ``pixels``, ``norm``); the surfaces of success and mask IoU."""
+    edits = sweep_edits(**blend)
+    pixels, norm = blend.get("pixels", False), blend.get("norm", False)
     per_pair, examples = _score_all(
         runner, pairs, edits, settings, False, "sweep", 2, batch_branches=batch_branches
     )

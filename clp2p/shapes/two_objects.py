@@ -13,6 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from clp2p.errors import Clp2pError
 from clp2p.shapes import cleanliness, metrics, world
 from clp2p.shapes.reading import ObjectMatch, ObjectsReading, match_objects, read_objects
 
@@ -191,11 +192,22 @@ def _target(source: TwoCombo, kind: str, which: int, rng: np.random.Generator) -
     return tuple(values)  # type: ignore[return-value]
 
 
+def check_kinds(kinds: tuple[str, ...]) -> None:
+    """One line naming the kinds a two-object picture cannot be edited by, if any."""
+    other = [k for k in kinds if k not in TWO_KINDS]
+    if other:
+        raise Clp2pError(
+            f"edit kinds {' '.join(other)}: two-object pictures have {' and '.join(TWO_KINDS)} "
+            "edits; drop the others or edit one-object pictures"
+        )
+
+
 def make_two_pairs(
     count: int, first_seed: int, deck_seed: int, kinds: tuple[str, ...] = TWO_KINDS
 ) -> list[TwoEditPair]:
     """``count`` edits, kinds and edited object taking turns, sources dealt from
     :func:`deck`, render seeds ``first_seed, first_seed + 1, ...``."""
+    check_kinds(kinds)
     rng = np.random.default_rng(deck_seed + 10_000)
     sources = deck(count, deck_seed)
     pairs = []

@@ -23,7 +23,7 @@ from clp2p.resources import resources_dir
 from clp2p.workflows.session_schema import short
 
 SETTING_FIELDS = ("seed", "steps", "guidance", "width", "height", "negative", "scheduler", "karras")
-PARAM_FIELDS = tuple(EditParams().to_json()) + ("self_layers", "refine_pad")
+PARAM_FIELDS = EditParams.json_keys()
 PICTURE_FIELDS = ("invert", "fit", "inner_steps")
 FIELDS = ("prompt", "image", "target", "name", *SETTING_FIELDS, *PARAM_FIELDS, *PICTURE_FIELDS)
 MAX_NESTING = 8  # a line is a flat object; deeper JSON is refused unread

@@ -230,6 +230,22 @@ def _check(ok: bool, what: str) -> None:
         raise _NotARecord(what)
 
 
+def _norms(raw: object) -> list | None:
+    """A record's decoder statistics as loaded: None, or (mean, variance) pairs of float32
+    (batch, groups, 1) tensors."""
+    import torch
+
+    if raw is None:
+        return None
+    _check(isinstance(raw, list), "norms")
+    for pair in raw:
+        _check(isinstance(pair, list) and len(pair) == 2, "a norm's statistics")
+        for t in pair:
+            _check(isinstance(t, torch.Tensor) and t.dtype == torch.float32, "a norm")
+            _check(t.dim() == 3 and t.shape == pair[0].shape and t.shape[2] == 1, "a norm")
+    return [tuple(pair) for pair in raw]
+
+
 def _record(doc: object, key: str, identity: str) -> BranchRecord:
     """The record in a loaded document, checked field by field; :class:`_NotARecord` (or the
     error of a bad value) when it is not one made by ``identity`` under ``key``."""
@@ -267,11 +283,6 @@ def _record(doc: object, key: str, identity: str) -> BranchRecord:
     _check(isinstance(spec, dict), "spec")
     image = tensor(doc.get("image"), optional=True)
     _check(image is None or (image.dtype == torch.uint8 and image.dim() == 3), "image")
-    norms = doc.get("norms")
-    _check(norms is None or isinstance(norms, list), "norms")
-    for pair in norms or ():
-        _check(isinstance(pair, list) and len(pair) == 2, "a norm's statistics")
-        _check(all(tensor(t).dtype == torch.float32 and t.dim() == 3 for t in pair), "a norm")
     pixels = spec.get("self_pixels")
     _check(pixels is None or type(pixels) is int, "self_pixels")
     return BranchRecord(
@@ -282,7 +293,7 @@ def _record(doc: object, key: str, identity: str) -> BranchRecord:
         latents=[tensor(t) for t in doc["latents"]],
         blend_sum=[tensor(t) for t in doc["blend_sum"]],
         image=image,
-        norms=None if norms is None else [tuple(pair) for pair in norms],
+        norms=_norms(doc.get("norms")),
         spec=RecordSpec(
             self_qk=window(spec.get("self_qk")),
             self_pixels=pixels,
