@@ -54,23 +54,27 @@ def edit_bars(table: dict, path: Path) -> None:
     groups.sort(key=lambda g: g == "all")
     first = table[methods[0]][groups[0]]
     bars = TWO_BAR_METRICS if "other_mad" in first else BAR_METRICS
-    fig, axes = plt.subplots(2, 4, figsize=(17, 6.5))
+    fig, axes = plt.subplots(2, 4, figsize=(17, 7))
     width = 0.8 / len(methods)
+    # a colour per method (tab10's ten repeat past ten methods), the legend in two rows
+    colours = plt.get_cmap("tab20" if len(methods) > 10 else "tab10").colors
     for ax, (key, title) in zip(axes.ravel(), bars, strict=True):
         for m, method in enumerate(methods):
             values = [table[method].get(g, {}).get(key) for g in groups]
             xs = np.arange(len(groups)) + (m - (len(methods) - 1) / 2) * width
             heights = [np.nan if v is None else v for v in values]
-            ax.bar(xs, heights, width, label=method)
+            ax.bar(xs, heights, width, label=method, color=colours[m % len(colours)])
         ax.set_xticks(np.arange(len(groups)), groups)
         ax.set_title(title, fontsize=10)
         if not key.endswith("_mad"):
             ax.set_ylim(0, 1.05)
         ax.grid(axis="y", alpha=0.3)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper right", ncol=len(methods), fontsize=9)
-    fig.suptitle("Shapes world: edits by swap kind and method (MAD in 0-255 pixel units)", x=0.3)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    rows = 1 if len(methods) <= 8 else 2
+    fig.legend(handles, labels, loc="upper right", ncol=-(-len(methods) // rows), fontsize=9)
+    title = "Shapes world: edits by swap kind and method\n(MAD in 0-255 pixel units)"
+    fig.suptitle(title, x=0.01, ha="left", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.95 - 0.03 * rows))
     _save(fig, path)
     plt.close(fig)
 
