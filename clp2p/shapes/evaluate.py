@@ -94,10 +94,10 @@ def base_methods() -> dict[str, EditParams]:
 
 TWO_BLEND_K = 0.3
 """Local blend's k for the two-object edit table's ``+lb`` methods: prompt-to-prompt's default
-k. The k x cross x self sweep on the two-object model: blending latents only, no k > 0 beat
-k = 0 on the mean (the decoder wrecked a few pairs); keeping the source's pixels, k 0.3 and
-0.6 kept the other object (MAD 2.6 against 19.1) at the cost of one edit of 12
-(``docs/shapes-eval.md``)."""
+k, and the sweep's pick. On the two-object sweep, blending latents alone, no k > 0 beat k = 0
+on the mean (the decoder repainted two of 12 pictures); decoded with the source's statistics
+(``blend_norm``) or keeping its pixels, k 0.3 keeps the other object better than k = 0 at
+equal success, and 0.6 is the same within 0.1 (``docs/shapes-eval.md``)."""
 
 
 def methods(v: VSetting, blend_k: float | None = None) -> dict[str, EditParams]:

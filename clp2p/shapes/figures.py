@@ -166,7 +166,7 @@ def sweep_grid(result: dict, examples: list, path: Path) -> None:
     )
     for row, (pair, images) in enumerate(examples):
         axes[row, 0].imshow(images.source, interpolation="nearest")
-        axes[row, 0].set_title("source\n" + pair.label(), fontsize=8)
+        axes[row, 0].set_title("source\n" + pair.label().replace(" | ", "\n"), fontsize=8)
         axes[row, 0].axis("off")
         for col, k in enumerate(ks, start=1):
             tiles = [
