@@ -80,35 +80,36 @@ def edit_bars(table: dict, path: Path) -> None:
 
 
 def edit_examples(examples: list, methods: list[str], path: Path) -> None:
-    """One row per pair: the source, then per method its target (title red when the target
-    attribute is not read), its chain reversal B -> A and its cold reversal (from a plain
-    generation of B), each reversal titled with its MAD to A."""
+    """Three rows per pair: the source A, then per method (a column each) its target B (title
+    red when the edit is not read), its chain reversal B -> A and its cold reversal (from a
+    plain generation of B), each reversal titled with its MAD to A."""
     plt = _pyplot()
-    cols = 1 + 3 * len(methods)
-    fig, axes = plt.subplots(
-        len(examples), cols, figsize=(cols * 1.2, 0.4 + len(examples) * 1.6), squeeze=False
-    )
-    blank = np.full_like(examples[0][1].source, 255)
-    for row, (pair, images) in enumerate(examples):
-        tiles = [("source A\n" + pair.label(), images.source, "black")]
-        for m in methods:
+    cols, rows = 1 + len(methods), 3 * len(examples)
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.25, 0.3 + rows * 1.45), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for e, (pair, images) in enumerate(examples):
+        top = 3 * e
+        _tile(axes[top, 0], images.source, "source A\n" + pair.label().replace(" | ", "\n"))
+        for c, m in enumerate(methods, 1):
             target = images.targets[m]
             ok = pair.score(images.source, target)["success"]
-            tiles.append((f"{m}\nB", target, "black" if ok else "red"))
-            for what, backs in (("chain", images.backs), ("cold", images.colds)):
+            _tile(axes[top, c], target, f"{m}\nB", "black" if ok else "red")
+            for r, (what, backs) in enumerate((("chain", images.backs), ("cold", images.colds)), 1):
                 back = backs.get(m)
                 if back is None:
-                    tiles.append((f"{m}\nno {what}", blank, "gray"))
+                    axes[top + r, c].set_title(f"{m}\nno {what}", fontsize=6, color="gray")
                     continue
                 mad = metrics.mean_abs_diff(back, images.source)
-                tiles.append((f"{m} {what}\n->A, MAD {mad:.1f}", back, "black"))
-        for ax, (title, image, colour) in zip(axes[row], tiles, strict=True):
-            ax.imshow(image, interpolation="nearest")
-            ax.set_title(title, fontsize=6, color=colour)
-            ax.axis("off")
+                _tile(axes[top + r, c], back, f"{what} B -> A\nMAD {mad:.1f}")
     fig.tight_layout(pad=0.3)
     _save(fig, path, dpi=130)
     plt.close(fig)
+
+
+def _tile(ax, image: np.ndarray, title: str, colour: str = "black") -> None:
+    ax.imshow(image, interpolation="nearest")
+    ax.set_title(title, fontsize=6, color=colour)
 
 
 def sweep_heatmaps(result: dict, path: Path) -> None:
