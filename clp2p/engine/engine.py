@@ -20,10 +20,10 @@ from clp2p.attention.plan import build_plans
 from clp2p.attention.processor import controlled_attention
 from clp2p.attention.recorder import AttentionRecorder, HeatmapOptions
 from clp2p.attention.records import BranchRecord, BranchRecorder, Recording
+from clp2p.engine import vae as vae_io
 from clp2p.engine.loading import DeviceChoice, choose_device, fits_memory, load_pipeline, model_card
 from clp2p.engine.schedulers import make_scheduler, step_options
 from clp2p.engine.text import Embeds, TextEncoders
-from clp2p.engine.vae import decode_branches, image_latent, keep_vae_precise, latent_images
 from clp2p.errors import Clp2pError, RenderCancelled
 from clp2p.model.adapters import Adapter
 from clp2p.model.align import PromptTokens, tokenize
@@ -107,7 +107,7 @@ class Engine:
         self.tokenizer = pipe.tokenizer
         self.text = TextEncoders(pipe, self.device, self.dtype)
         self.max_tokens = self.text.max_tokens
-        keep_vae_precise(pipe, self.dtype, self.text.xl)
+        vae_io.keep_vae_precise(pipe, self.dtype, self.text.xl)
         self.vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
         ucfg = pipe.unet.config
         self.size_multiple = self.vae_scale * 2 ** (len(ucfg.down_block_types) - 1)
@@ -210,7 +210,7 @@ class Engine:
     def encode_image(self, image: np.ndarray) -> torch.Tensor:
         """The latent (1, C, h, w) of an RGB uint8 image (H, W, 3), as the UNet expects it."""
         self.check_memory(*np.shape(image)[:2])  # an inversion starts here
-        return image_latent(self.pipe.vae, image, self.device).to(self.dtype)
+        return vae_io.image_latent(self.pipe.vae, image, self.device).to(self.dtype)
 
     def scheduler(self, name: str = "ddim", karras: bool = False):
         """A fresh scheduler ``name`` with the model's scheduler config (timesteps not set)."""
@@ -218,7 +218,7 @@ class Engine:
 
     def decode(self, latents: torch.Tensor) -> list[np.ndarray]:
         """Latents (B, C, h, w) to RGB uint8 images (H, W, 3)."""
-        return latent_images(self.pipe.vae, self.pipe.image_processor, latents)
+        return vae_io.latent_images(self.pipe.vae, self.pipe.image_processor, latents)
 
     def render(
         self,
@@ -248,7 +248,7 @@ class Engine:
             latents = self._denoise(inputs, controller, options, inversion, on_step, cancel)
             if cancel is not None and cancel():
                 raise RenderCancelled("cancelled before decoding")
-            decoded = decode_branches(self.pipe.vae, self.decode, latents, controller)
+            decoded = vae_io.decode_branches(self.pipe.vae, self.decode, latents, controller)
             images = controller.finish(*decoded)  # as shown (local blend's pixels)
         return RenderResult(
             branches=inputs.branches,
@@ -273,7 +273,7 @@ class Engine:
             inputs.branches, inputs.prompts, inputs.recorded, steps, self.max_tokens, self.device
         )
         prompts = tuple(b.prompt for b in inputs.branches)
-        picture = 3 * inputs.latent_hw[0] * inputs.latent_hw[1] * self.vae_scale**2  # uint8 RGB
+        picture = vae_io.decode_bytes(self.pipe.vae, inputs.latent_hw, self.vae_scale)
         return AttentionController(
             plans,
             n,

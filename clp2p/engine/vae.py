@@ -50,6 +50,14 @@ def latent_images(vae, image_processor, latents: torch.Tensor) -> list[np.ndarra
     return [np.ascontiguousarray((a * 255).round().astype(np.uint8)) for a in arr]
 
 
+def decode_bytes(vae, latent_hw: tuple[int, int], scale: int) -> int:
+    """The bytes a branch record keeps of its decode: the uint8 RGB picture of a latent of
+    ``latent_hw`` (``scale`` pixels a cell) and the decoder statistics (a float32 mean and
+    variance per group of each GroupNorm, which runs once per decode)."""
+    groups = sum(m.num_groups for m in vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm))
+    return 3 * latent_hw[0] * latent_hw[1] * scale**2 + 2 * 4 * groups
+
+
 Stats = list[tuple[torch.Tensor, torch.Tensor]]
 
 
