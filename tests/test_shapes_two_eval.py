@@ -349,4 +349,7 @@ def test_cli_eval_edit_takes_only_the_kinds_asked(tiny_model_dir, tmp_path: Path
     capsys.readouterr()
     assert main([*argv, "--kinds", "background"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "--kinds background" in err and "colour and shape" in err and "\n" not in err
+    assert "kinds background" in err and "colour and shape" in err and "\n" not in err
+    sweep = ["eval", "shapes", "--task", "sweep", "--kinds", "colour", "--model", "shapes"]
+    assert main(sweep) == 2  # refused before any model loads
+    assert "only --task edit" in capsys.readouterr().err
