@@ -114,3 +114,14 @@ def test_an_edit_back_decodes_to_the_picture_it_started_from(shapes_engine):
     a, b, back = out.images
     np.testing.assert_allclose(out.latents[2], out.latents[0], atol=1e-5)  # float rounding
     assert np.array_equal(back, a) and not np.array_equal(b, a)
+
+
+def test_half_precision_statistics_are_taken_a_group_at_a_time_and_agree():
+    from clp2p.engine.vae import group_stats
+
+    x = torch.randn(1, 8, 6, 6)
+    mean, var = group_stats(x, 4)
+    half_mean, half_var = group_stats(x.half(), 4)
+    assert half_mean.dtype == torch.float32 and half_mean.shape == (1, 4, 1)
+    torch.testing.assert_close(half_mean, mean, atol=2e-3, rtol=0)
+    torch.testing.assert_close(half_var, var, atol=2e-3, rtol=1e-2)

@@ -54,11 +54,16 @@ def decode_bytes(vae, latent_hw: tuple[int, int], scale: int) -> int:
     """The bytes a branch record keeps of its decode: the uint8 RGB picture of a latent of
     ``latent_hw`` (``scale`` pixels a cell) and the decoder statistics (a float32 mean and
     variance per group of each GroupNorm, which runs once per decode)."""
-    groups = sum(m.num_groups for m in vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm))
+    groups = sum(m.num_groups for m in group_norms(vae))
     return 3 * latent_hw[0] * latent_hw[1] * scale**2 + 2 * 4 * groups
 
 
 Stats = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+def group_norms(vae) -> list[torch.nn.GroupNorm]:
+    """The VAE decoder's GroupNorms, in the order they run."""
+    return [m for m in vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
 
 
 class DecoderNorms:
@@ -73,7 +78,7 @@ class DecoderNorms:
     (fixed for latents of one size)."""
 
     def __init__(self, vae) -> None:
-        self.norms = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.GroupNorm)]
+        self.norms = group_norms(vae)
         self._stats: Stats = []
         self._using = False
         self._next = 0
@@ -133,9 +138,13 @@ class DecoderNorms:
 
 def group_stats(x: torch.Tensor, groups: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, variance) of ``x`` (batch, channels, ...) over each of ``groups`` channel
-    groups and every position, each (batch, groups, 1) in float32, a group at a time (no
-    float32 copy of a whole half-precision activation)."""
-    parts = x.reshape(x.shape[0], groups, -1).split(1, dim=1)
+    groups and every position, each (batch, groups, 1) in float32; a half-precision
+    activation a group at a time (no float32 copy of the whole of it)."""
+    grouped = x.reshape(x.shape[0], groups, -1)
+    if x.dtype == torch.float32:  # one pass: every record's decode takes this path
+        var, mean = torch.var_mean(grouped, dim=-1, correction=0, keepdim=True)
+        return mean, var
+    parts = grouped.split(1, dim=1)
     pairs = [torch.var_mean(g.float(), dim=-1, correction=0, keepdim=True) for g in parts]
     return torch.cat([m for _, m in pairs], 1), torch.cat([v for v, _ in pairs], 1)
 
