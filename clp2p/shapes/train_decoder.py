@@ -40,7 +40,7 @@ from clp2p.shapes.train_log import Progress, write_rows
 @dataclass(frozen=True)
 class DecoderConfig:
     """Every hyperparameter of the decoder stage. The defaults are run 5's stage (from run 4);
-    the shipped run 7 is two more runs from it (``docs/shapes-training.md``)."""
+    the shipped run 10 is three more runs from it (``docs/shapes-training.md``)."""
 
     seed: int = 12_345  # the scenes' seed: not the denoiser's training seed, no evaluation's
     scenes: int = 20_000
