@@ -101,7 +101,8 @@ def test_on_the_shapes_model_latents_alone_repaint_and_pixels_or_source_norm_do_
 
 def test_an_edit_back_decodes_to_the_picture_it_started_from(shapes_engine):
     # A -> B (blend_norm) -> back to A (blend_norm, from B): the reversal's latent is A's, and
-    # it is decoded with the statistics B took from A, so it is A's picture to the pixel
+    # it is decoded with the statistics B took from A, so it is A's picture to float rounding
+    # (a latent 1e-6 away can round one value of the 8-bit picture to its neighbour)
     from clp2p.model.params import Branch
 
     source, target = TWO, TWO.replace("orange", "blue")
@@ -113,7 +114,9 @@ def test_an_edit_back_decodes_to_the_picture_it_started_from(shapes_engine):
     )
     a, b, back = out.images
     np.testing.assert_allclose(out.latents[2], out.latents[0], atol=1e-5)  # float rounding
-    assert np.array_equal(back, a) and not np.array_equal(b, a)
+    off = np.abs(back.astype(int) - a.astype(int))
+    assert off.max() <= 1 and np.count_nonzero(off) <= 0.001 * off.size
+    assert np.abs(b.astype(int) - a.astype(int)).mean() > 1  # B is another picture
 
 
 def test_half_precision_statistics_are_taken_a_group_at_a_time_and_agree():
