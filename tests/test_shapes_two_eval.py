@@ -92,6 +92,8 @@ def test_two_object_pairs_are_valid_deterministic_and_alternate():
         diff = [i for i in range(5) if pair.source[i] != pair.target[i]]
         assert diff == [2 * pair.which + (pair.kind == "shape")]
     assert len(make_two_pairs(6, 0, 0, kinds=("colour",))) == 6
+    edited, other = pairs[0].label().split("\n")  # figure titles: a line per object
+    assert "->" in edited and "->" not in other
 
 
 def test_seed_ranges_do_not_overlap_and_tuning_differs_from_held_out():

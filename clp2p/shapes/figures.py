@@ -90,7 +90,7 @@ def edit_examples(examples: list, methods: list[str], path: Path) -> None:
         ax.axis("off")
     for e, (pair, images) in enumerate(examples):
         top = 3 * e
-        _tile(axes[top, 0], images.source, "source A\n" + pair.label().replace(" | ", "\n"))
+        _tile(axes[top, 0], images.source, "source A\n" + pair.label())
         for c, m in enumerate(methods, 1):
             target = images.targets[m]
             ok = pair.score(images.source, target)["success"]
@@ -167,7 +167,7 @@ def sweep_grid(result: dict, examples: list, path: Path) -> None:
     )
     for row, (pair, images) in enumerate(examples):
         axes[row, 0].imshow(images.source, interpolation="nearest")
-        axes[row, 0].set_title("source\n" + pair.label().replace(" | ", "\n"), fontsize=8)
+        axes[row, 0].set_title("source\n" + pair.label(), fontsize=8)
         axes[row, 0].axis("off")
         for col, k in enumerate(ks, start=1):
             tiles = [

@@ -156,12 +156,12 @@ class TwoEditPair:
         return (*self.changed, other)
 
     def label(self) -> str:
-        """Short text for figures, e.g. ``red->green circle | blue square``."""
+        """Short text for figures, a line per object: ``red->green circle`` over ``blue square``."""
         a, b = self.changed
         objs = objects_of(self.source)
         edited = objs[self.which][1] if self.kind == "colour" else objs[self.which][0]
         other = " ".join(objs[1 - self.which])
-        return f"{a}->{b} {edited} | {other}"
+        return f"{a}->{b} {edited}\n{other}"
 
     def to_json(self) -> dict:
         return {
